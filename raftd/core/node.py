@@ -1,0 +1,643 @@
+"""RaftNode: the Raft algorithm as a deterministic state machine (sans-I/O).
+
+Inputs are method calls: ``tick()`` (one logical clock tick), ``step(msg)`` (a received
+message), ``propose(data)``, ``read_index(request_id)``, ``propose_configuration(cfg)``,
+``transfer_leadership(target)``, and notices from the runtime: ``persisted(index, term)`` and
+``applied(index)``.  Output is collected and handed over by ``ready()`` (see ready.py for the
+contract the runtime must honour: persist, then send, then apply).
+
+No clock, no socket, no disk, no global randomness: time is a tick count and the only source of
+randomness is the ``random.Random`` passed in (for election timeouts, Raft §5.2).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from . import membership
+from .errors import (ConfChangeInProgressError, InvalidConfChangeError, NotLeaderError,
+                     ProposalDroppedError)
+from .log import LogCorruptionError, RaftLog
+from .membership import Configuration
+from .messages import (AppendEntries, AppendEntriesResponse, Message, PreVote, PreVoteResponse,
+                       RequestVote, RequestVoteResponse, TimeoutNow)
+from .progress import Progress, ProgressState
+from .ready import ReadState, Ready
+from .types import Entry, EntryKind, HardState, Role, SoftState
+
+
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    """Tuning of the core, in ticks and counts (only the runtime knows what a tick lasts)."""
+
+    election_ticks: int = 10  # minimum election timeout; the actual one is drawn in [e, 2e)
+    heartbeat_ticks: int = 1
+    max_append_entries: int = 512  # batching: entries per AppendEntries
+    max_append_bytes: int = 1 << 20
+    max_inflight_msgs: int = 64  # pipelining: AppendEntries in flight per follower
+    max_inflight_bytes: int = 32 << 20
+    pre_vote: bool = True  # thesis §9.6
+    check_quorum: bool = True  # leader steps down without a live majority; enables withholding
+
+
+def entry_size(e: Entry) -> int:
+    return len(e.data) + 24
+
+
+class RaftNode:
+    def __init__(self, node_id: str, config: RaftConfig, rng: random.Random, *,
+                 hard_state: HardState = HardState(), entries: list[Entry] | tuple = (),
+                 snapshot_index: int = 0, snapshot_term: int = 0,
+                 base_configuration: Configuration = Configuration(frozenset())):
+        """Build a node from its durable state.  ``base_configuration`` is the configuration at
+        ``snapshot_index`` (the bootstrap configuration for a fresh cluster; empty for a node
+        that joins later and learns everything from the leader)."""
+        self.id = node_id
+        self.cfg = config
+        self._rng = rng
+        self.term = hard_state.term
+        self.voted_for = hard_state.voted_for
+        self.log = RaftLog(entries, snapshot_index, snapshot_term)
+        # Invariant: snapshot_index <= last_applied <= commit_index <= last_index
+        self.commit_index = snapshot_index
+        self.last_applied = snapshot_index
+        self._applying = snapshot_index  # highest index handed to the runtime to apply
+        # Invariant: _durable <= _stable <= last_index; entries after _stable go in the next Ready.
+        self._stable = self.log.last_index  # highest index handed to the runtime to persist
+        self._durable = self.log.last_index  # highest index the runtime said is durable
+        self.role = Role.FOLLOWER
+        self.leader_id: str | None = None
+
+        # Configurations: the newest one in the log wins as soon as it is appended (Raft §6).
+        self._base_config = base_configuration
+        self._config_log: list[tuple[int, Configuration]] = [
+            (e.index, Configuration.decode(e.data)) for e in entries if e.kind == EntryKind.CONFIG]
+        self.config = self._config_log[-1][1] if self._config_log else base_configuration
+
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self._randomized_timeout = 0
+        self._reset_randomized_timeout()
+        self._votes: dict[str, bool] = {}
+        self.progress: dict[str, Progress] = {}
+        self._seq = 0  # heartbeat round counter (ReadIndex)
+        self._reads: list[tuple[object, int, int]] = []  # (request_id, read index, seq round)
+        self._reads_waiting_commit: list[object] = []  # reads before this term's first commit
+        self._need_heartbeat = False
+        self._commit_dirty = False
+        self.transfer_target: str | None = None
+        self._transfer_elapsed = 0
+
+        # Output accumulated until the next ready().
+        self._msgs: list[Message] = []
+        self._read_states: list[ReadState] = []
+        self._last_hs = HardState(self.term, self.voted_for)
+        self._last_ss = SoftState(self.role, self.leader_id, self.term)
+
+    # ===================================================================== public inputs ==
+    def tick(self) -> None:
+        if self.role == Role.LEADER:
+            self._tick_leader()
+        else:
+            self._tick_election()
+
+    def step(self, msg: Message) -> None:
+        """Handle one message.  Term rules (Figure 2, "Rules for Servers") live here, once; the
+        handlers below see only messages of the current term."""
+        if msg.term > self.term:
+            if isinstance(msg, (PreVote, RequestVote)):
+                # Vote withholding (Raft §6): while we hear from a live leader, ignore vote
+                # requests, so removed or partitioned servers cannot depose it.
+                in_lease = (self.cfg.check_quorum and self.leader_id is not None
+                            and self.election_elapsed < self.cfg.election_ticks)
+                if in_lease and not getattr(msg, "transfer", False):
+                    return
+            if isinstance(msg, PreVote) or (isinstance(msg, PreVoteResponse) and msg.granted):
+                pass  # thesis §9.6: a pre-vote never changes anyone's term
+            elif isinstance(msg, (AppendEntries, TimeoutNow)):
+                self._become_follower(msg.term, msg.src)
+            else:
+                self._become_follower(msg.term, None)
+        elif msg.term < self.term:
+            if isinstance(msg, AppendEntries):
+                # A stale leader: tell it our term so it steps down (needed with check-quorum and
+                # pre-vote, where our term may have moved on without it hearing).
+                self._send(AppendEntriesResponse(self.id, msg.src, self.term, False,
+                                                 self.log.last_index))
+            elif isinstance(msg, PreVote):
+                self._send(PreVoteResponse(self.id, msg.src, self.term, False))
+            return  # every other stale message is ignored (Figure 2)
+        handler = self._HANDLERS[type(msg)]
+        handler(self, msg)
+
+    def propose(self, data: bytes, kind: int = EntryKind.NORMAL) -> int:
+        """Append a command to the leader's log; returns its index.  The entry is committed
+        once a quorum holds it; the runtime learns that through Ready.committed_entries."""
+        if self.role != Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        if self.transfer_target is not None:
+            raise ProposalDroppedError(f"leadership transfer to {self.transfer_target} in progress")
+        return self._append(kind, data)
+
+    def propose_many(self, datas: list[bytes]) -> int:
+        """Append several NORMAL commands at once (what the runtime does with everything that
+        arrived since its last fsync); returns the index of the last one."""
+        if self.role != Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        if self.transfer_target is not None:
+            raise ProposalDroppedError(f"leadership transfer to {self.transfer_target} in progress")
+        term, first = self.term, self.log.last_index + 1
+        self.log.extend([Entry(term, first + i, EntryKind.NORMAL, d) for i, d in enumerate(datas)])
+        return self.log.last_index
+
+    def read_index(self, request_id: object) -> None:
+        """Register a linearizable read (thesis §6.4).  Its ReadState comes out of ready() once
+        this leader has confirmed its leadership with a quorum after the read arrived."""
+        if self.role != Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        if self.log.term_at(self.commit_index) != self.term:
+            # A new leader does not know the commit index until it commits an entry of its own
+            # term (thesis §6.4 step 1); park the read until the no-op commits.
+            self._reads_waiting_commit.append(request_id)
+            return
+        self._register_read(request_id)
+
+    def propose_configuration(self, target: Configuration) -> int:
+        """Start a membership change to ``target`` (Raft §6).  Changes of voters go through a
+        joint configuration C_old,new; the leader appends C_new itself once that commits.
+        Learner-only changes take effect in one step (they never count in a quorum)."""
+        if self.role != Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        if self.transfer_target is not None:
+            raise ProposalDroppedError(f"leadership transfer to {self.transfer_target} in progress")
+        cur = self.config
+        if cur.joint or self._config_index() > self.commit_index:
+            raise ConfChangeInProgressError(
+                f"a membership change is still in progress ({cur.describe()})")
+        if not target.voters:
+            raise InvalidConfChangeError("the new configuration would have no voters")
+        if target.voters & target.learners:
+            raise InvalidConfChangeError("a server cannot be both voter and learner")
+        if target.voters == cur.voters:
+            return self._append(EntryKind.CONFIG, target.encode())
+        joint = Configuration(target.voters, cur.voters, target.learners,
+                              _merge_addresses(cur, target))
+        return self._append(EntryKind.CONFIG, joint.encode())
+
+    def transfer_leadership(self, target: str) -> None:
+        """Thesis §3.10: bring ``target`` up to date, then send it TimeoutNow.  Proposals are
+        refused meanwhile; the transfer is abandoned after an election timeout."""
+        if self.role != Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        if target == self.id or not self.config.is_voter(target):
+            raise InvalidConfChangeError(f"cannot transfer leadership to {target}: not another voter")
+        self.transfer_target = target
+        self._transfer_elapsed = 0
+        if self.progress[target].match_index == self.log.last_index:
+            self._send(TimeoutNow(self.id, target, self.term))
+
+    def persisted(self, index: int, term: int) -> None:
+        """The runtime made entries up to (index, term) durable."""
+        if self.log.term_at(index) != term or index <= self._durable:
+            return  # stale notice: that suffix was truncated and rewritten since
+        self._durable = min(index, self._stable)
+        if self.role == Role.LEADER:
+            self._maybe_commit()
+
+    def applied(self, index: int) -> None:
+        """The runtime applied entries up to ``index`` to its state machine."""
+        self.last_applied = max(self.last_applied, index)
+
+    def ready(self) -> Ready:
+        """Hand over everything produced since the last call (and forget it)."""
+        if self.role == Role.LEADER:
+            self._flush_appends()
+        rd = Ready()
+        if self._stable < self.log.last_index:
+            rd.entries = self.log.slice(self._stable + 1, self.log.last_index + 1)
+            self._stable = self.log.last_index
+        hs = HardState(self.term, self.voted_for)
+        if hs != self._last_hs:
+            rd.hard_state = self._last_hs = hs
+        hi = min(self.commit_index, self._stable)
+        if hi > self._applying:
+            rd.committed_entries = self.log.slice(self._applying + 1, hi + 1)
+            self._applying = hi
+        ss = SoftState(self.role, self.leader_id, self.term)
+        if ss != self._last_ss:
+            rd.soft_state = self._last_ss = ss
+        rd.messages, self._msgs = self._msgs, []
+        rd.read_states, self._read_states = self._read_states, []
+        return rd
+
+    def has_ready(self) -> bool:
+        return bool(self._msgs or self._read_states or self._stable < self.log.last_index
+                    or HardState(self.term, self.voted_for) != self._last_hs
+                    or min(self.commit_index, self._stable) > self._applying
+                    or SoftState(self.role, self.leader_id, self.term) != self._last_ss
+                    or (self.role == Role.LEADER and self._has_appends_to_send()))
+
+    def status(self) -> dict:
+        return {
+            "id": self.id, "role": str(self.role), "term": self.term, "leader": self.leader_id,
+            "commit_index": self.commit_index, "applied_index": self.last_applied,
+            "last_log_index": self.log.last_index, "first_log_index": self.log.first_index,
+            "snapshot_index": self.log.snapshot_index, "voted_for": self.voted_for,
+            "configuration": {"voters": sorted(self.config.voters | self.config.outgoing),
+                              "learners": sorted(self.config.learners),
+                              "joint": self.config.joint},
+            "progress": {p: {"match_index": pr.match_index, "next_index": pr.next_index,
+                             "state": pr.state.name.lower()} for p, pr in self.progress.items()},
+        }
+
+    # ================================================================ state transitions ==
+    def _become_follower(self, term: int, leader_id: str | None) -> None:
+        if term != self.term:
+            self.term = term
+            self.voted_for = None
+        self._fail_pending_reads()
+        self.role = Role.FOLLOWER
+        self.leader_id = leader_id
+        self.transfer_target = None
+        self.progress = {}
+        self._reset_election_timer()
+
+    def _become_pre_candidate(self) -> None:
+        # No term change and no vote cast: thesis §9.6.
+        self.role = Role.PRE_CANDIDATE
+        self.leader_id = None
+        self._votes = {self.id: True}
+        self._reset_election_timer()
+        self._broadcast_votes(PreVote, self.term + 1)
+
+    def _become_candidate(self, transfer: bool = False) -> None:
+        self.role = Role.CANDIDATE
+        self.term += 1
+        self.voted_for = self.id
+        self.leader_id = None
+        self._votes = {self.id: True}
+        self._reset_election_timer()
+        self._broadcast_votes(RequestVote, self.term, transfer)
+
+    def _become_leader(self) -> None:
+        self.role = Role.LEADER
+        self.leader_id = self.id
+        self.heartbeat_elapsed = 0
+        self.election_elapsed = 0
+        self.transfer_target = None
+        self.progress = {}
+        self._sync_progress()
+        # Raft §5.4.2 / §8: commit an entry of our own term to learn what is committed.
+        self._append(EntryKind.NOOP, b"")
+
+    def _campaign(self, transfer: bool = False) -> None:
+        if not self.config.is_voter(self.id):
+            return  # learners, removed servers and joining nodes never campaign
+        if self.cfg.pre_vote and not transfer:
+            self._become_pre_candidate()
+        else:
+            self._become_candidate(transfer)
+        self._tally()  # a single-voter configuration wins at once
+
+    def _broadcast_votes(self, cls: type, term: int, transfer: bool = False) -> None:
+        for peer in sorted(self._voters()):
+            if peer == self.id:
+                continue
+            if cls is RequestVote:
+                self._send(RequestVote(self.id, peer, term, self.log.last_index,
+                                       self.log.last_term, transfer))
+            else:
+                self._send(PreVote(self.id, peer, term, self.log.last_index, self.log.last_term))
+
+    def _tally(self) -> None:
+        result = membership.vote_result(self.config, self._votes)
+        if result == membership.VoteResult.WON:
+            if self.role == Role.PRE_CANDIDATE:
+                self._become_candidate()
+                self._tally()
+            else:
+                self._become_leader()
+        elif result == membership.VoteResult.LOST:
+            self._become_follower(self.term, None)
+
+    # =========================================================================== timers ==
+    def _reset_randomized_timeout(self) -> None:
+        e = self.cfg.election_ticks
+        self._randomized_timeout = e + self._rng.randrange(e)
+
+    def _reset_election_timer(self) -> None:
+        self.election_elapsed = 0
+        self._reset_randomized_timeout()
+
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self.election_elapsed >= self._randomized_timeout:
+            self.election_elapsed = 0
+            self._reset_randomized_timeout()
+            self._campaign()
+
+    def _tick_leader(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.cfg.election_ticks:
+            self.election_elapsed = 0
+            if self.cfg.check_quorum and not self._quorum_active():
+                self._become_follower(self.term, None)  # check-quorum: we may be partitioned
+                return
+            if self.transfer_target is not None:
+                self.transfer_target = None  # thesis §3.10: give up after an election timeout
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            self._broadcast_heartbeat()
+
+    def _quorum_active(self) -> bool:
+        active = {self.id} | {p for p, pr in self.progress.items() if pr.recent_active}
+        for pr in self.progress.values():
+            pr.recent_active = False
+        return membership.has_quorum(self.config, active)
+
+    # ======================================================================== handlers ==
+    def _on_append_entries(self, m: AppendEntries) -> None:
+        if self.role != Role.FOLLOWER:
+            self._become_follower(self.term, m.src)  # a candidate learns of the leader (§5.2)
+        self.leader_id = m.src
+        self.election_elapsed = 0
+        prev, prev_term, entries = m.prev_log_index, m.prev_log_term, m.entries
+        if prev < self.commit_index:
+            # Entries up to our commit index are committed, so they already match the leader's
+            # (Leader Completeness); skip them.  Also covers prev below a compacted base.
+            skip = self.commit_index - prev
+            if skip >= len(entries):
+                self._send(AppendEntriesResponse(self.id, m.src, self.term, True,
+                                                 prev + len(entries), seq=m.seq))
+                return
+            entries = entries[skip:]
+            prev, prev_term = self.commit_index, self.log.term_at(self.commit_index)
+        if self.log.term_at(prev) != prev_term:
+            hint_index, hint_term = self.log.find_conflict_by_term(min(prev, self.log.last_index),
+                                                                   prev_term)
+            self._send(AppendEntriesResponse(self.id, m.src, self.term, False, self.log.last_index,
+                                             reject_index=m.prev_log_index,
+                                             conflict_term=hint_term, conflict_index=hint_index,
+                                             seq=m.seq))
+            return
+        last_new = prev + len(entries)
+        self._append_from_leader(entries)
+        # Figure 2 step 5: never beyond the last entry this message verified.
+        new_commit = min(m.leader_commit, last_new)
+        if new_commit > self.commit_index:
+            self.commit_index = new_commit
+        self._send(AppendEntriesResponse(self.id, m.src, self.term, True, last_new, seq=m.seq))
+
+    def _append_from_leader(self, entries: tuple[Entry, ...] | list[Entry]) -> None:
+        """Figure 2 steps 3-4: truncate at the first real conflict only, so a duplicated or
+        reordered AppendEntries never removes entries after it."""
+        log = self.log
+        for i, e in enumerate(entries):
+            t = log.term_at(e.index)
+            if t == e.term:
+                continue
+            if t is not None:
+                if e.index <= self.commit_index:
+                    raise LogCorruptionError(
+                        f"{self.id}: leader {self.leader_id} conflicts with committed entry {e.index}")
+                log.truncate_after(e.index - 1)
+                self._truncate_bookkeeping(e.index - 1)
+            new = entries[i:]
+            log.extend(new)
+            for ne in new:
+                if ne.kind == EntryKind.CONFIG:
+                    self._on_config_appended(ne)
+            return
+
+    def _on_append_entries_response(self, m: AppendEntriesResponse) -> None:
+        pr = self.progress.get(m.src) if self.role == Role.LEADER else None
+        if pr is None:
+            return
+        pr.recent_active = True
+        if m.seq > pr.acked_seq:
+            pr.acked_seq = m.seq
+            self._release_reads()
+        if m.success:
+            if pr.maybe_update(m.match_index):
+                if pr.state == ProgressState.PROBE:
+                    pr.become_replicate()
+                self._maybe_commit()
+                if (m.src == self.transfer_target
+                        and pr.match_index == self.log.last_index):
+                    self._send(TimeoutNow(self.id, m.src, self.term))
+            elif pr.state == ProgressState.PROBE:
+                pr.probe_sent = False
+        else:
+            hint = m.conflict_index
+            if m.conflict_term > 0:
+                hint, _ = self.log.find_conflict_by_term(m.conflict_index, m.conflict_term)
+            pr.maybe_decrease_to(m.reject_index, hint)
+
+    def _on_request_vote(self, m: RequestVote) -> None:
+        can_vote = (self.voted_for == m.src
+                    or (self.voted_for is None and self.leader_id is None))
+        granted = can_vote and self.log.is_up_to_date(m.last_log_index, m.last_log_term)
+        if granted:
+            self.voted_for = m.src  # persisted (Ready.hard_state) before the reply is sent
+            self._reset_election_timer()
+        self._send(RequestVoteResponse(self.id, m.src, self.term, granted))
+
+    def _on_pre_vote(self, m: PreVote) -> None:
+        # m.term >= self.term here (stale ones were rejected in step()).
+        can_vote = m.term > self.term or (self.voted_for in (None, m.src) and self.leader_id is None)
+        granted = can_vote and self.log.is_up_to_date(m.last_log_index, m.last_log_term)
+        self._send(PreVoteResponse(self.id, m.src, m.term if granted else self.term, granted))
+
+    def _on_request_vote_response(self, m: RequestVoteResponse) -> None:
+        if self.role == Role.CANDIDATE:
+            self._votes[m.src] = m.granted
+            self._tally()
+
+    def _on_pre_vote_response(self, m: PreVoteResponse) -> None:
+        if self.role == Role.PRE_CANDIDATE and (m.term == self.term + 1 or not m.granted):
+            self._votes[m.src] = m.granted
+            self._tally()
+
+    def _on_timeout_now(self, m: TimeoutNow) -> None:
+        if self.role != Role.LEADER:
+            self._campaign(transfer=True)
+
+    _HANDLERS = {
+        AppendEntries: _on_append_entries,
+        AppendEntriesResponse: _on_append_entries_response,
+        RequestVote: _on_request_vote,
+        RequestVoteResponse: _on_request_vote_response,
+        PreVote: _on_pre_vote,
+        PreVoteResponse: _on_pre_vote_response,
+        TimeoutNow: _on_timeout_now,
+    }
+
+    # ===================================================================== replication ==
+    def _append(self, kind: int, data: bytes) -> int:
+        e = Entry(self.term, self.log.last_index + 1, kind, data)
+        self.log.append(e)
+        if kind == EntryKind.CONFIG:
+            self._on_config_appended(e)
+        return e.index
+
+    def _has_appends_to_send(self) -> bool:
+        last = self.log.last_index
+        for pr in self.progress.values():
+            if pr.next_index <= last and not pr.paused(self.cfg.max_inflight_msgs,
+                                                       self.cfg.max_inflight_bytes):
+                return True
+        return self._need_heartbeat or self._commit_dirty
+
+    def _flush_appends(self) -> None:
+        """Send every follower what it can take now.  Called once per ready(), so proposals
+        that arrived together travel together (batching) and several messages may be in flight
+        (pipelining), each capped in entries and bytes."""
+        if self._need_heartbeat:
+            self._broadcast_heartbeat()
+        commit_dirty, self._commit_dirty = self._commit_dirty, False
+        last = self.log.last_index
+        c = self.cfg
+        for peer, pr in self.progress.items():
+            sent = False
+            while pr.next_index <= last and not pr.paused(c.max_inflight_msgs, c.max_inflight_bytes):
+                self._send_append(peer, pr)
+                sent = True
+                if pr.state == ProgressState.PROBE:
+                    break
+            if commit_dirty and not sent and pr.state == ProgressState.REPLICATE:
+                self._send_append(peer, pr)  # empty: tells the follower the new commit index
+
+    def _send_append(self, peer: str, pr: Progress) -> None:
+        prev = pr.next_index - 1
+        prev_term = self.log.term_at(prev)
+        if prev_term is None:
+            # Below our base: only a snapshot could help; not possible until compaction exists.
+            raise LogCorruptionError(f"{self.id}: no log at {prev} for {peer}")
+        c = self.cfg
+        entries = self.log.slice(pr.next_index, pr.next_index + c.max_append_entries)
+        nbytes = sum([len(e.data) for e in entries]) + 24 * len(entries)
+        if nbytes > c.max_append_bytes and len(entries) > 1:
+            nbytes = 0
+            for i, e in enumerate(entries):
+                nbytes += entry_size(e)
+                if nbytes > c.max_append_bytes and i > 0:
+                    entries = entries[:i]
+                    nbytes -= entry_size(e)
+                    break
+        self._send(AppendEntries(self.id, peer, self.term, prev, prev_term, tuple(entries),
+                                 self.commit_index, self._seq))
+        pr.sent(prev + len(entries), nbytes)
+
+    def _broadcast_heartbeat(self) -> None:
+        self._need_heartbeat = False
+        self._seq += 1
+        for peer, pr in self.progress.items():
+            if pr.state == ProgressState.PROBE:
+                pr.probe_sent = False  # a probe may have been lost: allow a resend
+                self._send_append(peer, pr)
+            else:
+                # Empty AppendEntries at next_index-1: a lost message shows up as a rejection.
+                prev = pr.next_index - 1
+                self._send(AppendEntries(self.id, peer, self.term, prev, self.log.term_at(prev),
+                                         (), self.commit_index, self._seq))
+        if not self.progress:
+            self._release_reads()
+
+    def _maybe_commit(self) -> None:
+        match = {p: pr.match_index for p, pr in self.progress.items()}
+        match[self.id] = self._durable  # count ourselves only once our copy is on disk
+        n = membership.committed_index(self.config, match)
+        # Raft §5.4.2 (Figure 8): only entries of the current term commit by counting replicas.
+        if n > self.commit_index and self.log.term_at(n) == self.term:
+            self.commit_index = n
+            self._commit_dirty = True
+            self._on_commit_advanced()
+
+    def _on_commit_advanced(self) -> None:
+        if self._reads_waiting_commit:
+            waiting, self._reads_waiting_commit = self._reads_waiting_commit, []
+            for rid in waiting:
+                self._register_read(rid)
+        cfg_index = self._config_index()
+        if cfg_index and cfg_index <= self.commit_index:
+            cfg = self.config
+            if cfg.joint:
+                # Raft §6: C_old,new is committed; now move to C_new.
+                addrs = {n: a for n, a in cfg.addresses if n in cfg.voters or n in cfg.learners}
+                self._append(EntryKind.CONFIG,
+                             Configuration.make(cfg.voters, (), cfg.learners, addrs).encode())
+            elif not cfg.is_voter(self.id):
+                # Raft §6: a leader not in C_new steps down once C_new is committed.
+                self._become_follower(self.term, None)
+
+    # ================================================================ linearizable reads ==
+    def _register_read(self, request_id: object) -> None:
+        if membership.has_quorum(self.config, {self.id}):
+            self._read_states.append(ReadState(request_id, self.commit_index))
+            return
+        self._reads.append((request_id, self.commit_index, self._seq + 1))
+        self._need_heartbeat = True  # one heartbeat round serves every read waiting now
+
+    def _release_reads(self) -> None:
+        while self._reads:
+            rid, index, seq = self._reads[0]
+            acked = {self.id} | {p for p, pr in self.progress.items() if pr.acked_seq >= seq}
+            if not membership.has_quorum(self.config, acked):
+                return
+            # Everything registered in this or an earlier round is now confirmed.
+            while self._reads and self._reads[0][2] <= seq:
+                rid, index, _ = self._reads.pop(0)
+                self._read_states.append(ReadState(rid, index))
+
+    def _fail_pending_reads(self) -> None:
+        for rid, _, _ in self._reads:
+            self._read_states.append(ReadState(rid, None))
+        for rid in self._reads_waiting_commit:
+            self._read_states.append(ReadState(rid, None))
+        self._reads = []
+        self._reads_waiting_commit = []
+
+    # ====================================================================== membership ==
+    def _voters(self) -> frozenset[str]:
+        return self.config.voters | self.config.outgoing
+
+    def _config_index(self) -> int:
+        return self._config_log[-1][0] if self._config_log else self.log.snapshot_index
+
+    def _on_config_appended(self, e: Entry) -> None:
+        # Raft §6: a server uses the newest configuration in its log, committed or not.
+        cfg = Configuration.decode(e.data)
+        self._config_log.append((e.index, cfg))
+        self.config = cfg
+        if self.role == Role.LEADER:
+            self._sync_progress()
+
+    def _truncate_bookkeeping(self, last_kept: int) -> None:
+        self._stable = min(self._stable, last_kept)
+        self._durable = min(self._durable, last_kept)
+        if self._config_log and self._config_log[-1][0] > last_kept:
+            # The entry carrying the newest configuration was truncated: fall back (Raft §6).
+            while self._config_log and self._config_log[-1][0] > last_kept:
+                self._config_log.pop()
+            self.config = self._config_log[-1][1] if self._config_log else self._base_config
+
+    def _sync_progress(self) -> None:
+        members = self.config.members - {self.id}
+        for peer in list(self.progress):
+            if peer not in members:
+                del self.progress[peer]
+        for peer in sorted(members):
+            if peer not in self.progress:
+                self.progress[peer] = Progress(self.log.last_index + 1)
+
+    # ========================================================================= helpers ==
+    def _send(self, msg: Message) -> None:
+        self._msgs.append(msg)
+
+
+def _merge_addresses(a: Configuration, b: Configuration) -> dict[str, str]:
+    merged = a.address_map()
+    merged.update(b.address_map())
+    return merged
+

@@ -1,0 +1,86 @@
+"""What the leader knows about each follower (Raft §5.3, etcd-io/raft's Progress).
+
+match_index only moves forward; next_index is a guess that may move back.  In PROBE state the
+leader sends one AppendEntries at a time until it finds where the logs match; in REPLICATE state
+it streams entries optimistically, with at most ``max_inflight_msgs`` messages and
+``max_inflight_bytes`` bytes in flight (pipelining, bounded so a slow follower cannot make the
+leader hold unbounded data: etcd #12548).
+"""
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+
+class ProgressState(enum.IntEnum):
+    PROBE = 0
+    REPLICATE = 1
+
+
+class Progress:
+    __slots__ = ("match_index", "next_index", "state", "probe_sent", "inflight",
+                 "inflight_bytes", "recent_active", "acked_seq")
+
+    def __init__(self, next_index: int):
+        self.match_index = 0
+        self.next_index = next_index
+        self.state = ProgressState.PROBE
+        self.probe_sent = False  # PROBE: an AppendEntries is outstanding; wait for reply or heartbeat
+        self.inflight: deque[tuple[int, int]] = deque()  # (last index sent, bytes) per message
+        self.inflight_bytes = 0
+        self.recent_active = False  # heard from since the last check-quorum round
+        self.acked_seq = 0  # highest heartbeat round acknowledged (ReadIndex)
+
+    def become_probe(self) -> None:
+        self.state = ProgressState.PROBE
+        self.probe_sent = False
+        self.next_index = self.match_index + 1
+        self.inflight.clear()
+        self.inflight_bytes = 0
+
+    def become_replicate(self) -> None:
+        self.state = ProgressState.REPLICATE
+        self.next_index = self.match_index + 1
+        self.inflight.clear()
+        self.inflight_bytes = 0
+
+    def maybe_update(self, index: int) -> bool:
+        """A successful AppendEntries response up to ``index``; True if match moved."""
+        updated = index > self.match_index
+        if updated:
+            self.match_index = index
+            self.probe_sent = False
+        if self.next_index < index + 1:
+            self.next_index = index + 1
+        while self.inflight and self.inflight[0][0] <= index:
+            self.inflight_bytes -= self.inflight.popleft()[1]
+        return updated
+
+    def maybe_decrease_to(self, rejected: int, hint: int) -> bool:
+        """A rejection of the AppendEntries whose prev_log_index was ``rejected``.  Returns False
+        if it is stale (an answer to a message we no longer care about)."""
+        if self.state == ProgressState.REPLICATE:
+            if rejected <= self.match_index:
+                return False  # stale: we already know the logs match beyond it
+            self.become_probe()
+            self.next_index = max(self.match_index + 1, min(rejected, hint + 1))
+            return True
+        if self.next_index - 1 != rejected:
+            return False  # PROBE: only the answer to the probe we sent counts
+        self.next_index = max(min(rejected, hint + 1), self.match_index + 1, 1)
+        self.probe_sent = False
+        return True
+
+    def paused(self, max_msgs: int, max_bytes: int) -> bool:
+        if self.state == ProgressState.PROBE:
+            return self.probe_sent
+        return len(self.inflight) >= max_msgs or self.inflight_bytes >= max_bytes
+
+    def sent(self, last_index: int, nbytes: int) -> None:
+        if self.state == ProgressState.REPLICATE:
+            if last_index >= self.next_index:
+                self.inflight.append((last_index, nbytes))
+                self.inflight_bytes += nbytes
+                self.next_index = last_index + 1
+        else:
+            self.probe_sent = True

@@ -1,0 +1,49 @@
+"""The record of work the core hands to its runtime after each batch of events.
+
+THE CONTRACT (the runtime must do these in this order for each Ready):
+
+1. Persist ``hard_state`` (if not None) and ``entries``: storage first deletes every stored
+   entry with index >= entries[0].index (a conflict truncation, Raft Figure 2 step 3), then
+   appends.  fsync if ``must_sync``.  Then call ``node.persisted(entries[-1].index,
+   entries[-1].term)`` so a leader may count its own copy (thesis §10.2.1).
+2. Only then send ``messages``: a vote or an AppendEntries acknowledgement must never leave
+   before the state it promises is on disk (Figure 2, "Persistent state ... updated on stable
+   storage before responding to RPCs").
+3. Apply ``committed_entries`` to the state machine in index order, exactly once, and call
+   ``node.applied(index)``.  The core hands out an index once; it never repeats or skips one.
+4. Answer ``read_states``: a read registered with request id R may be served once the state
+   machine has applied ``index`` (thesis §6.4).  ``index`` None means the read failed (this node
+   lost leadership) and the client must retry.
+
+Ready objects from one node must be processed in the order they were produced.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .messages import Message
+from .types import Entry, HardState, SoftState
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    request_id: object
+    index: int | None
+
+
+@dataclass(slots=True)
+class Ready:
+    hard_state: HardState | None = None
+    entries: list[Entry] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    committed_entries: list[Entry] = field(default_factory=list)
+    read_states: list[ReadState] = field(default_factory=list)
+    soft_state: SoftState | None = None  # set when role, leader or term changed
+
+    @property
+    def must_sync(self) -> bool:
+        return self.hard_state is not None or bool(self.entries)
+
+    def empty(self) -> bool:
+        return not (self.hard_state or self.entries or self.messages or self.committed_entries
+                    or self.read_states or self.soft_state)

@@ -1,0 +1,320 @@
+"""The replicated key-value state machine.
+
+Deterministic by construction: no clock, no randomness, no I/O.  Its state is a pure function
+of the sequence of committed entries applied to it (plus the two constructor parameters,
+which must therefore be identical on every node of a cluster), so all nodes agree on the
+data, the session table, every result and ``digest()``.
+
+Time.  The only time the state machine knows is ``now_ms``: the largest ``timestamp_ms`` of
+any command applied so far.  Each command carries its leader's wall clock when it was
+proposed; taking the max makes ``now_ms`` monotonic even when a new leader's clock is behind
+the old one's.
+
+Exactly-once (Raft thesis §6.3).  A command with a ``client_id`` and ``seq > 0`` belongs to a
+client session.  The table keeps, per client, the last sequence number applied, its result
+and the log time it was last active.  A retry of the last request returns the saved result
+without applying again; an even older request gets a ``stale_sequence`` error, because its
+response is no longer kept (a client has one request outstanding at a time, so it has
+already seen that response).
+
+Sessions are registered implicitly: the first command from an unknown client_id opens a
+session, whatever its seq.  The thesis instead has clients register explicitly and answers
+SESSION_EXPIRED for unknown sessions, so a client learns that its session is gone.  We
+trade that for a simpler protocol: if a client's session expired (``session_ttl_ms`` of log
+time without activity) or was evicted (more than ``max_sessions`` clients), a retry that is
+still in flight is applied a second time.  With a TTL (1 h) far longer than any client
+retries, and a cap far above the number of live clients, this needs a client that stalls
+for an hour mid-request, or an eviction storm.
+
+Expiry and eviction are both driven by an ordering on (last_active_ms, client_id), kept in a
+heap with lazy deletion: it depends only on the table's contents, not on the order in which
+things happened, so a node restored from a snapshot evicts exactly like one that replayed
+the log.
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+import heapq
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import msgpack
+
+from raftd.core.types import Entry, EntryKind
+
+from .commands import Command, Op, decode_command
+
+SNAPSHOT_VERSION = 1
+DEFAULT_SESSION_TTL_MS = 60 * 60 * 1000
+DEFAULT_MAX_SESSIONS = 100_000
+
+
+class AppliedIndexError(RuntimeError):
+    """An entry was applied out of order (index not above applied_index): a runtime bug."""
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    last_seq: int
+    last_result: dict[str, Any]
+    last_active_ms: int
+
+
+def _canonical_result(result: Mapping[str, Any]) -> list[list[Any]]:
+    return [[k, result[k]] for k in sorted(result)]
+
+
+class KVStateMachine:
+    """See the module docstring.  Writes come only through ``apply``/``apply_noop``; reads
+    (``get``, ``list``, ``len``) are served by the runtime after ReadIndex."""
+
+    def __init__(self, session_ttl_ms: int = DEFAULT_SESSION_TTL_MS,
+                 max_sessions: int = DEFAULT_MAX_SESSIONS) -> None:
+        if session_ttl_ms < 0:
+            raise ValueError("session_ttl_ms must be >= 0")
+        if max_sessions < 1:
+            raise ValueError("max_sessions must be >= 1")
+        self.session_ttl_ms = session_ttl_ms
+        self.max_sessions = max_sessions
+        self.applied_index = 0
+        self.now_ms = 0
+        self._data: dict[str, bytes] = {}
+        self._keys: list[str] = []  # sorted(self._data), maintained incrementally
+        self._sessions: dict[str, Session] = {}
+        # (last_active_ms, client_id); an item is live iff it matches the session's current
+        # last_active_ms.  Stale items are skipped when popped and purged when too many.
+        self._heap: list[tuple[int, str]] = []
+        # Node-local counters for monitoring: not replicated state, not in digest/snapshot.
+        self.stats: dict[str, int] = {"puts": 0, "deletes": 0, "cas": 0, "duplicates": 0,
+                                      "stale": 0, "invalid": 0}
+
+    # ------------------------------------------------------------------ writes (the log)
+
+    def apply(self, index: int, data: bytes) -> dict[str, Any]:
+        """Apply the committed NORMAL entry at ``index`` and return its result."""
+        self._advance(index)
+        try:
+            cmd = decode_command(data)
+        except ValueError as e:
+            # Every node sees the same bytes and reaches the same verdict, so answering with
+            # an error keeps the replicas identical, while raising would halt every node on
+            # the same poisoned entry forever.  (The leader validates before proposing.)
+            self.stats["invalid"] += 1
+            return {"index": index, "error": "invalid_command", "message": str(e)}
+        return self._apply_command(index, cmd)
+
+    def apply_noop(self, index: int) -> None:
+        """Account for an entry that is not a command (leader no-op, configuration change)."""
+        self._advance(index)
+
+    def apply_entry(self, entry: Entry) -> dict[str, Any] | None:
+        """Convenience for the runtime: dispatch on the entry kind.  None for non-commands."""
+        if entry.kind == EntryKind.NORMAL:
+            return self.apply(entry.index, entry.data)
+        self.apply_noop(entry.index)
+        return None
+
+    def _advance(self, index: int) -> None:
+        if isinstance(index, bool) or not isinstance(index, int) or index <= self.applied_index:
+            raise AppliedIndexError(
+                f"entry {index!r} applied after entry {self.applied_index}: "
+                "applied indexes must strictly increase")
+        self.applied_index = index
+
+    def _apply_command(self, index: int, cmd: Command) -> dict[str, Any]:
+        if cmd.timestamp_ms > self.now_ms:
+            self.now_ms = cmd.timestamp_ms
+            self._expire_sessions()
+
+        session = None
+        if cmd.has_session:
+            assert cmd.client_id is not None
+            session = self._sessions.get(cmd.client_id)
+            if session is not None and cmd.seq <= session.last_seq:
+                self._touch(cmd.client_id, session.last_seq, session.last_result)
+                if cmd.seq == session.last_seq:
+                    self.stats["duplicates"] += 1
+                    return dict(session.last_result)
+                self.stats["stale"] += 1
+                return {"index": index, "error": "stale_sequence", "seq": cmd.seq,
+                        "last_seq": session.last_seq}
+
+        result = self._execute(index, cmd)
+
+        if cmd.has_session:
+            assert cmd.client_id is not None
+            if session is None:
+                # Make room first, so that the session just opened is never the one evicted
+                # (its result must survive for the client's retry).
+                while len(self._sessions) >= self.max_sessions:
+                    self._pop_oldest_session()
+            self._touch(cmd.client_id, cmd.seq, dict(result))
+        return result
+
+    def _execute(self, index: int, cmd: Command) -> dict[str, Any]:
+        key = cmd.key
+        if cmd.op is Op.PUT:
+            assert cmd.value is not None
+            self._set(key, cmd.value)
+            self.stats["puts"] += 1
+            return {"index": index}
+        if cmd.op is Op.DELETE:
+            deleted = self._delete(key)
+            self.stats["deletes"] += 1
+            return {"index": index, "deleted": deleted}
+        if cmd.op is Op.CAS:
+            assert cmd.value is not None
+            swapped = self._data.get(key) == cmd.expected  # expected None: must be absent
+            if swapped:
+                self._set(key, cmd.value)
+            self.stats["cas"] += 1
+            return {"index": index, "swapped": swapped}
+        raise AssertionError(f"unhandled op {cmd.op!r}")  # Command validates op
+
+    def _set(self, key: str, value: bytes) -> None:
+        if key not in self._data:
+            bisect.insort(self._keys, key)
+        self._data[key] = value
+
+    def _delete(self, key: str) -> bool:
+        if key not in self._data:
+            return False
+        del self._data[key]
+        i = bisect.bisect_left(self._keys, key)
+        del self._keys[i]
+        return True
+
+    # ------------------------------------------------------------------ sessions
+
+    def _touch(self, client_id: str, seq: int, result: dict[str, Any]) -> None:
+        old = self._sessions.get(client_id)
+        self._sessions[client_id] = Session(seq, result, self.now_ms)
+        if old is None or old.last_active_ms != self.now_ms:
+            heapq.heappush(self._heap, (self.now_ms, client_id))
+            if len(self._heap) > 2 * len(self._sessions) + 64:
+                self._rebuild_heap()
+
+    def _rebuild_heap(self) -> None:
+        self._heap = [(s.last_active_ms, cid) for cid, s in self._sessions.items()]
+        heapq.heapify(self._heap)
+
+    def _peek_oldest(self) -> tuple[int, str] | None:
+        """The live (last_active_ms, client_id) minimum, dropping stale heap items."""
+        heap = self._heap
+        while heap:
+            active, cid = heap[0]
+            s = self._sessions.get(cid)
+            if s is not None and s.last_active_ms == active:
+                return active, cid
+            heapq.heappop(heap)
+        return None
+
+    def _pop_oldest_session(self) -> None:
+        oldest = self._peek_oldest()
+        assert oldest is not None
+        heapq.heappop(self._heap)
+        del self._sessions[oldest[1]]
+
+    def _expire_sessions(self) -> None:
+        """Drop sessions with last_active_ms < now_ms - session_ttl_ms.  O(log n) per
+        expired session, O(1) when nothing expires (only the heap minimum is looked at)."""
+        cutoff = self.now_ms - self.session_ttl_ms
+        while (oldest := self._peek_oldest()) is not None and oldest[0] < cutoff:
+            heapq.heappop(self._heap)
+            del self._sessions[oldest[1]]
+
+    @property
+    def sessions(self) -> Mapping[str, Session]:
+        """Read-only view of the session table (client_id -> Session)."""
+        return MappingProxyType(self._sessions)
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, key: str) -> bytes | None:
+        return self._data.get(key)
+
+    def list(self, prefix: str = "", limit: int | None = None) -> dict[str, bytes]:
+        """Keys starting with ``prefix`` and their values, in key order (at most ``limit``).
+        O(log n + k): a bisect into the sorted key list, then the k matches."""
+        out: dict[str, bytes] = {}
+        keys = self._keys
+        i = bisect.bisect_left(keys, prefix)
+        n = len(keys)
+        while i < n and (limit is None or len(out) < limit):
+            k = keys[i]
+            if not k.startswith(prefix):
+                break
+            out[k] = self._data[k]
+            i += 1
+        return out
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of the full replicated state: applied_index, now_ms, data and
+        sessions.  Equal on two nodes iff they hold the same state."""
+        h = hashlib.sha256()
+        packer = msgpack.Packer(use_bin_type=True)
+        h.update(packer.pack(["kv-digest", SNAPSHOT_VERSION, self.applied_index, self.now_ms,
+                              len(self._keys), len(self._sessions)]))
+        for k in self._keys:
+            h.update(packer.pack([k, self._data[k]]))
+        for cid in sorted(self._sessions):
+            s = self._sessions[cid]
+            h.update(packer.pack([cid, s.last_seq, s.last_active_ms,
+                                  _canonical_result(s.last_result)]))
+        return h.hexdigest()
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> bytes:
+        """Serialise the replicated state (not ``stats``, not the constructor parameters)."""
+        return msgpack.packb(
+            {
+                "version": SNAPSHOT_VERSION,
+                "applied_index": self.applied_index,
+                "now_ms": self.now_ms,
+                "data": [[k, self._data[k]] for k in self._keys],
+                "sessions": [[cid, s.last_seq, s.last_active_ms, s.last_result]
+                             for cid, s in sorted(self._sessions.items())],
+            },
+            use_bin_type=True,
+        )
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with a snapshot.  On bad data raise ValueError and leave
+        the current state untouched.  ``stats`` are node-local and are kept."""
+        try:
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+            if not isinstance(obj, dict) or obj.get("version") != SNAPSHOT_VERSION:
+                raise ValueError(f"not a version-{SNAPSHOT_VERSION} kv snapshot")
+            applied_index = obj["applied_index"]
+            now_ms = obj["now_ms"]
+            if not (isinstance(applied_index, int) and isinstance(now_ms, int)):
+                raise ValueError("applied_index and now_ms must be ints")
+            kv: dict[str, bytes] = {}
+            for k, v in obj["data"]:
+                if not isinstance(k, str) or not isinstance(v, bytes):
+                    raise ValueError(f"bad data item {k!r}")
+                kv[k] = v
+            sessions: dict[str, Session] = {}
+            for cid, seq, active, result in obj["sessions"]:
+                if not (isinstance(cid, str) and isinstance(seq, int) and isinstance(active, int)
+                        and isinstance(result, dict)):
+                    raise ValueError(f"bad session item {cid!r}")
+                sessions[cid] = Session(seq, result, active)
+        except Exception as e:  # msgpack errors, KeyError, unpacking mismatches, ours
+            raise ValueError(f"bad kv snapshot: {type(e).__name__}: {e}") from None
+        self.applied_index = applied_index
+        self.now_ms = now_ms
+        self._data = kv
+        self._keys = sorted(kv)
+        self._sessions = sessions
+        self._rebuild_heap()

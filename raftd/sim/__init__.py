@@ -1,0 +1,12 @@
+"""Deterministic simulation of a raftd cluster (see cluster.py); ``python -m raftd.sim``."""
+from .checker import SafetyChecker, SafetyViolation
+from .cluster import SimCluster, SimParams
+
+__all__ = ["SafetyChecker", "SafetyViolation", "SimCluster", "SimParams", "run_seed"]
+
+
+def run_seed(seed: int, nodes: int = 5, trace: bool = False) -> SimCluster:
+    """Run one seed to completion; raises SafetyViolation (or any bug) on failure."""
+    c = SimCluster(seed, SimParams(nodes=nodes), trace=trace)
+    c.run()
+    return c
