@@ -1,0 +1,263 @@
+"""Message layer of the raftd wire protocol: raft messages and client maps <-> frame bodies.
+
+Raft messages: the body is a msgpack array of the dataclass fields in declaration order;
+an ``Entry`` is the array ``[term, index, kind, data]``.  The codec is driven by
+``MESSAGE_TYPES`` and ``dataclasses.fields``: a new message type whose fields are
+int/str/bool/bytes (optionally ``| None``) or ``tuple[Entry, ...]`` needs no change here.
+A field of any other type makes this module fail at import, naming the field.
+
+Decoding never trusts the peer: any malformed body raises ``UndecodableBody`` (a
+``RemoteProtocolError``), never another exception.  Types are checked against a schema
+computed once per class at import.
+
+Client frames (CLIENT_REQUEST, CLIENT_RESPONSE, ERROR, HELLO) carry a msgpack map with str
+keys; see docs/PROTOCOL.md for the ops and their arguments.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from itertools import repeat
+from operator import attrgetter, contains
+from typing import Any, Callable
+
+import msgpack
+
+from raftd.core.messages import MESSAGE_TYPES, Message
+from raftd.core.types import Entry
+
+from .framing import (
+    FrameType,
+    UndecodableBody,
+    UnknownFrameType,
+    encode_frame,
+)
+
+__all__ = [
+    "ErrorCode",
+    "encode_message",
+    "decode_message",
+    "encode_client_request",
+    "encode_client_response",
+    "encode_error",
+    "encode_hello",
+    "decode_body",
+    "decode_hello",
+]
+
+
+class ErrorCode(enum.StrEnum):
+    """``error.code`` in CLIENT_RESPONSE and ``code`` in ERROR frames."""
+
+    NOT_LEADER = "not_leader"
+    TIMEOUT = "timeout"
+    UNAVAILABLE = "unavailable"
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_OP = "unknown_op"
+    TOO_LARGE = "too_large"
+    VERSION_MISMATCH = "version_mismatch"
+    INTERNAL = "internal"
+
+
+# --------------------------------------------------------------------------- msgpack
+
+# One Packer reused for raft messages (measurably cheaper than packb, which builds a Packer
+# per call).  Safe to share between threads: it only ever packs a message's fields (int, str,
+# bool, bytes, None, tuples of Entry), for which no Python code runs inside pack(), so no
+# thread switch can happen half-way.  Client maps may be dict subclasses (whose items() is
+# Python code), so they go through packb.
+_packer = msgpack.Packer(use_bin_type=True)
+_pack = _packer.pack
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack ext type {code} is not used by this protocol")
+
+
+def _unpack(body: bytes) -> Any:
+    """msgpack -> Python, with every limit bounded by the body size and every failure mapped
+    to UndecodableBody (msgpack raises ValueError, its subclasses ExtraData, FormatError and
+    StackError, TypeError, UnicodeDecodeError, ...)."""
+    n = len(body)
+    try:
+        return msgpack.unpackb(
+            body,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,  # map keys must be str (or bin)
+            ext_hook=_reject_ext,
+            max_str_len=n,
+            max_bin_len=n,
+            max_array_len=n,
+            max_map_len=n // 2,
+            max_ext_len=n,
+        )
+    except Exception as exc:  # peer input: any failure at all is the peer's fault
+        raise UndecodableBody(f"{type(exc).__name__}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- entries
+# The one hot path: AppendEntries with many entries.  Entry is a NamedTuple, which msgpack
+# packs as an array as it stands, so encoding needs no per-entry work.  Decoding checks the
+# types a column at a time with C-level map/set, then builds every Entry with tuple.__new__
+# through map, so no Python-level code runs per entry (benchmarks/bench_codec.py compares
+# this with a plain ``Entry(*e)`` loop).
+
+_ENTRY_FIELDS = ("term", "index", "kind", "data")
+if not (issubclass(Entry, tuple) and getattr(Entry, "_fields", None) == _ENTRY_FIELDS):  # pragma: no cover
+    raise ImportError("raftd.core.types.Entry is no longer the NamedTuple (term, index, kind, data); "
+                      "update _decode_entries in raftd.wire.codec and docs/PROTOCOL.md")
+
+_tuple_new = tuple.__new__
+_ONLY_LIST = {list}
+_ONLY_FOUR = {4}
+_ONLY_INT = {int}
+_ONLY_BYTES = {bytes}
+
+
+def _decode_entries(raw: list) -> tuple[Entry, ...]:
+    if not raw:
+        return ()
+    if set(map(type, raw)) != _ONLY_LIST or set(map(len, raw)) != _ONLY_FOUR:
+        raise UndecodableBody("an entry is not a 4-element array")
+    terms, indexes, kinds, datas = zip(*raw)
+    # exact types: bool is an int subclass but not an int on this wire
+    if set(map(type, terms + indexes + kinds)) != _ONLY_INT or set(map(type, datas)) != _ONLY_BYTES:
+        raise UndecodableBody("entry field of the wrong type")
+    return tuple(map(_tuple_new, repeat(Entry), raw))
+
+
+# --------------------------------------------------------------------------- schema
+
+_PRIMITIVES: dict[Any, type] = {int: int, str: str, bool: bool, bytes: bytes, None: types.NoneType,
+                                types.NoneType: types.NoneType}
+_ENTRIES_HINT = tuple[Entry, ...]
+
+
+def _field_spec(cls: type, name: str, hint: Any) -> tuple[frozenset[type], Callable | None]:
+    """(the exact Python types msgpack may decode this field to, converter or None).
+
+    Encoding needs no per-field work: every supported value (Entry included) is something
+    msgpack packs natively."""
+    if hint == _ENTRIES_HINT:
+        return frozenset({list}), _decode_entries
+    if hint in _PRIMITIVES:
+        return frozenset({_PRIMITIVES[hint]}), None
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = typing.get_args(hint)
+        if all(a in _PRIMITIVES for a in args):
+            return frozenset(_PRIMITIVES[a] for a in args), None
+    raise TypeError(
+        f"raftd.wire.codec: {cls.__name__}.{name} has type {hint!r}, which the wire codec does "
+        f"not know; supported: int, str, bool, bytes, X | None, tuple[Entry, ...]"
+    )
+
+
+class _Schema:
+    """Everything needed to encode/decode one message class, computed once."""
+
+    __slots__ = ("cls", "tag", "nfields", "getter", "allowed", "decoders")
+
+    def __init__(self, tag: int, cls: type):
+        flds = dataclasses.fields(cls)
+        hints = typing.get_type_hints(cls)
+        specs = [_field_spec(cls, f.name, hints[f.name]) for f in flds]
+        names = [f.name for f in flds]
+        self.cls = cls
+        self.tag = tag
+        self.nfields = len(flds)
+        getter = attrgetter(*names)
+        # attrgetter with one name returns the value, not a 1-tuple
+        self.getter = getter if len(names) > 1 else (lambda m, _g=getter: (_g(m),))
+        self.allowed = tuple(s[0] for s in specs)
+        self.decoders = tuple((i, s[1]) for i, s in enumerate(specs) if s[1] is not None)
+
+
+_BY_TAG: dict[int, _Schema] = {}
+_BY_CLASS: dict[type, _Schema] = {}
+for _tag, _cls in MESSAGE_TYPES.items():
+    _s = _Schema(int(_tag), _cls)
+    _BY_TAG[_s.tag] = _s
+    _BY_CLASS[_cls] = _s
+
+
+# --------------------------------------------------------------------------- raft messages
+
+def encode_message(msg: Message) -> bytes:
+    """The complete frame (header + body) for a raft message."""
+    try:
+        schema = _BY_CLASS[type(msg)]
+    except KeyError:
+        raise TypeError(f"not a raft message: {type(msg).__name__}") from None
+    return encode_frame(schema.tag, _pack(schema.getter(msg)))
+
+
+def decode_message(frame_type: int, body: bytes) -> Message:
+    """Body of a raft frame -> message.  Raises UnknownFrameType if ``frame_type`` is not a
+    raft message type, UndecodableBody if the body does not match the message's schema."""
+    schema = _BY_TAG.get(frame_type)
+    if schema is None:
+        raise UnknownFrameType(frame_type)
+    values = _unpack(body)
+    if type(values) is not list or len(values) != schema.nfields:
+        raise UndecodableBody(f"{schema.cls.__name__} must be an array of {schema.nfields} fields")
+    # exact type of every field against the precomputed schema (C-level loop)
+    if not all(map(contains, schema.allowed, map(type, values))):
+        raise UndecodableBody(f"{schema.cls.__name__}: a field has the wrong type")
+    for i, dec in schema.decoders:
+        values[i] = dec(values[i])
+    return schema.cls(*values)
+
+
+# --------------------------------------------------------------------------- client frames
+
+def _map_frame(frame_type: FrameType, body: dict) -> bytes:
+    if not isinstance(body, dict):
+        raise TypeError("client frame bodies are maps")
+    return encode_frame(frame_type, msgpack.packb(body, use_bin_type=True))
+
+
+def encode_client_request(req: dict) -> bytes:
+    """CLIENT_REQUEST frame: ``{"id": int, "op": str, ...op arguments}``."""
+    return _map_frame(FrameType.CLIENT_REQUEST, req)
+
+
+def encode_client_response(resp: dict) -> bytes:
+    """CLIENT_RESPONSE frame: ``{"id": int, "ok": bool, "result": ..., "error": {...}}``."""
+    return _map_frame(FrameType.CLIENT_RESPONSE, resp)
+
+
+def encode_error(code: str, message: str) -> bytes:
+    """ERROR frame (connection-level error, e.g. version_mismatch): ``{"code", "message"}``."""
+    return _map_frame(FrameType.ERROR, {"code": str(code), "message": message})
+
+
+def encode_hello(node_id: str, cluster: str | None = None) -> bytes:
+    """HELLO frame, the first frame a peer sends on a connection it opens."""
+    return _map_frame(FrameType.HELLO, {"node_id": node_id, "cluster": cluster})
+
+
+def decode_body(body: bytes) -> dict:
+    """Body of a CLIENT_REQUEST / CLIENT_RESPONSE / ERROR / HELLO frame -> dict.
+
+    Only checks that it is a msgpack map with str keys; the caller validates the contents."""
+    obj = _unpack(body)
+    if type(obj) is not dict:
+        raise UndecodableBody("expected a map")
+    if obj and set(map(type, obj)) != {str}:
+        raise UndecodableBody("map keys must be strings")
+    return obj
+
+
+def decode_hello(body: bytes) -> tuple[str, str | None]:
+    """HELLO body -> (node_id, cluster).  Unknown keys are ignored."""
+    obj = decode_body(body)
+    node_id = obj.get("node_id")
+    cluster = obj.get("cluster")
+    if type(node_id) is not str or not node_id:
+        raise UndecodableBody("HELLO needs a non-empty str node_id")
+    if cluster is not None and type(cluster) is not str:
+        raise UndecodableBody("HELLO cluster must be a str or nil")
+    return node_id, cluster
