@@ -1,0 +1,378 @@
+"""Durable, checksummed, segmented write-ahead log for Raft entries and hard state.
+
+On disk: a directory of segment files ``0000000000000001.wal``, ``0000000000000002.wal``, ... each a run of
+
+    [u32 length][u32 crc32][u8 type][payload]        little endian; length = len(payload)
+
+where crc32 is ``zlib.crc32(type + payload)`` and the payload is msgpack:
+
+    HEADER      ["raftd-wal", version, seq, prev_index]   first record of every segment; prev_index is the
+                                                          log's last index when the segment was started
+    BASE        [snapshot_index, snapshot_term, reset]    entries <= snapshot_index are gone; reset=True
+                                                          also voids every entry before it (InstallSnapshot)
+    HARD_STATE  [term, voted_for]
+    ENTRY       [term, index, kind, data]
+    TRUNCATE    index                                     entries >= index are void
+
+Every segment starts HEADER, BASE, HARD_STATE, so the newest segment alone always holds the current base
+and hard state and older segments can be deleted once compact() no longer needs their entries.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import msgpack
+
+from raftd.core.errors import CompactedError
+from raftd.core.types import Entry, EntryKind, HardState
+
+logger = logging.getLogger("raftd.storage")
+
+# Record types are stored on disk: never renumber. 0 is unused so zero-filled garbage never parses.
+HEADER, BASE, HARD_STATE, ENTRY, TRUNCATE = 1, 2, 3, 4, 5
+_TYPES = frozenset((HEADER, BASE, HARD_STATE, ENTRY, TRUNCATE))
+_HEAD = (HEADER, BASE, HARD_STATE)
+_FRAME = struct.Struct("<IIB")  # length, crc32, type
+_MAGIC, _VERSION = "raftd-wal", 1
+MAX_RECORD = 256 << 20
+_SEGMENT_NAME = re.compile(r"^(\d{16})\.wal$")
+_KINDS = frozenset(k.value for k in EntryKind)
+_TYPE_BYTE = re.compile(b"[" + re.escape(bytes(sorted(_TYPES))) + b"]")
+
+
+class CorruptLogError(Exception):
+    """The log is damaged somewhere a crash cannot explain; refusing to guess what was lost."""
+
+    def __init__(self, path: str | Path, offset: int, reason: str):
+        self.path, self.offset, self.reason = str(path), offset, reason
+        super().__init__(f"corrupt record in {path} at offset {offset}: {reason}")
+
+
+@dataclass
+class _Segment:
+    seq: int
+    path: Path
+    prev_index: int  # log's last index when this segment started: every live entry before it is <= this
+
+
+def _record(rtype: int, value: Any) -> bytes:
+    body = bytes((rtype,)) + msgpack.packb(value, use_bin_type=True)
+    if len(body) - 1 > MAX_RECORD:  # recovery would rightly call such a record corrupt
+        raise ValueError(f"record of {len(body) - 1} bytes exceeds the {MAX_RECORD}-byte limit")
+    return struct.pack("<II", len(body) - 1, zlib.crc32(body)) + body
+
+
+def _valid_frame_after(data: bytes, start: int) -> int | None:
+    """Offset of the first checksum-valid record at or after start, if any."""
+    for m in _TYPE_BYTE.finditer(data, start + 8):  # only offsets whose type byte is plausible (C speed)
+        pos = m.start() - 8
+        length, crc, _ = _FRAME.unpack_from(data, pos)
+        end = pos + _FRAME.size + length
+        if end <= len(data) and zlib.crc32(memoryview(data)[pos + 8:end]) == crc:
+            return pos
+    return None
+
+
+def _scan(path: Path, data: bytes, last: bool) -> tuple[list[tuple[int, int, Any]], int | None]:
+    """Split one segment into (offset, type, value) records; return them and the offset of a torn tail.
+
+    Only the last segment can have a torn tail: a crash mid-write leaves a prefix of the final write, so
+    the damaged record runs to (or past) end of file. Anything else is corruption and raises.
+    """
+    buf, eof = memoryview(data), len(data)
+    records: list[tuple[int, int, Any]] = []
+    off = 0
+    while off < eof:
+        if off + _FRAME.size > eof:
+            reason, reaches_eof = "record header cut short by end of file", True
+        else:
+            length, crc, rtype = _FRAME.unpack_from(buf, off)
+            end = off + _FRAME.size + length
+            if end > eof:
+                reason, reaches_eof = f"record length {length} runs past end of file", True
+            elif length > MAX_RECORD:
+                reason, reaches_eof = f"record length {length} exceeds {MAX_RECORD}", False
+            elif zlib.crc32(buf[off + 8:end]) != crc:
+                reason, reaches_eof = "checksum mismatch", end == eof
+            elif rtype not in _TYPES:
+                raise CorruptLogError(path, off, f"unknown record type {rtype}")
+            else:
+                try:
+                    records.append((off, rtype, msgpack.unpackb(buf[off + _FRAME.size:end], raw=False)))
+                except Exception as e:  # checksum was fine, so this is a bug or a foreign file
+                    raise CorruptLogError(path, off, f"undecodable payload ({e})") from None
+                off = end
+                continue
+        # A record whose length field was damaged can look like it runs past end of file; if valid records
+        # hide inside the supposed tail, truncating would silently drop them.
+        follower = _valid_frame_after(data, off + 1) if last and reaches_eof else None
+        if last and reaches_eof and follower is None:
+            return records, off
+        if follower is not None:
+            reason += f", but a valid record follows at offset {follower}"
+        raise CorruptLogError(path, off, reason)
+    return records, None
+
+
+class DurableLog:
+    """Raft's durable state: hard state plus the log of entries after a snapshot base. Not thread-safe."""
+
+    def __init__(self, directory: Path, segment_bytes: int, fsync: bool):  # use DurableLog.open()
+        self._dir, self._segment_bytes, self._fsync = directory, segment_bytes, fsync
+        self._segs: list[_Segment] = []
+        self._fd: int | None = None
+        self._size = 0  # bytes in the active (last) segment
+        self._new_file = False  # active segment created but its directory entry not yet synced
+        self._failed = self._closed = False
+        self._entries: list[Entry] = []  # in-memory copy; _entries[0].index == snapshot_index + 1
+        self.hard_state = HardState()
+        self.snapshot_index = self.snapshot_term = 0
+        self.stats = {"fsyncs": 0, "dir_fsyncs": 0, "bytes_written": 0, "records_written": 0}
+
+    @classmethod
+    def open(cls, directory: str | Path, *, segment_bytes: int = 64 << 20, fsync: bool = True) -> DurableLog:
+        self = cls(Path(directory), segment_bytes, fsync)
+        try:
+            self._dir.mkdir(mode=0o700, parents=True)
+            self._sync_dir(self._dir.parent)
+        except FileExistsError:
+            pass
+        self._recover()
+        if self._segs:
+            self._fd = os.open(self._segs[-1].path, os.O_WRONLY | os.O_APPEND)
+            self._size = os.fstat(self._fd).st_size
+        else:
+            self._append(self._start_segment((0, 0, False)))
+        self.stats = dict.fromkeys(self.stats, 0)  # count what the caller does, not recovery
+        return self
+
+    @property
+    def first_index(self) -> int:
+        return self.snapshot_index + 1
+
+    @property
+    def last_index(self) -> int:
+        return self.snapshot_index + len(self._entries)
+
+    def entries(self, lo: int, hi: int) -> list[Entry]:
+        """Entries [lo, hi). CompactedError if lo is below first_index; ValueError if hi is past the end."""
+        if lo < self.first_index:
+            raise CompactedError(f"entry {lo} was compacted (log starts at {self.first_index})")
+        if lo > hi or hi > self.last_index + 1:
+            raise ValueError(f"bad range [{lo}, {hi}) for log {self.first_index}..{self.last_index}")
+        return self._entries[lo - self.first_index:hi - self.first_index]
+
+    def all_entries(self) -> list[Entry]:
+        return list(self._entries)
+
+    def save(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
+        """Durably store hard_state and entries (replacing stored entries from entries[0].index on)."""
+        self._check_writable()
+        entries = list(entries)
+        if entries:
+            first = entries[0].index
+            if any(b.index != a.index + 1 for a, b in zip(entries, entries[1:])):
+                raise ValueError(f"entries are not contiguous: {[e.index for e in entries]}")
+            if not self.first_index <= first <= self.last_index + 1:
+                raise ValueError(f"entries start at {first}, log needs {self.first_index}..{self.last_index + 1}")
+        elif hard_state is None:
+            return  # nothing to make durable
+        parts = []
+        # Hard state goes first: if this write is torn, a durable term/vote without the entries is safe,
+        # while entries of a new term without that term would break "currentTerm >= last log term".
+        if hard_state is not None:
+            parts.append(_record(HARD_STATE, [hard_state.term, hard_state.voted_for]))
+        if entries and first <= self.last_index:
+            parts.append(_record(TRUNCATE, first))
+        parts += [_record(ENTRY, [e.term, e.index, int(e.kind), e.data]) for e in entries]
+        # Rotate only now: had encoding a record failed, a new segment would be left without its head.
+        if self._size >= self._segment_bytes:
+            parts = self._start_segment((self.snapshot_index, self.snapshot_term, False)) + parts
+        self._append(parts)
+        # Only once everything is durable does the in-memory copy change.
+        if hard_state is not None:
+            self.hard_state = hard_state
+        if entries:
+            del self._entries[first - self.first_index:]
+            self._entries += entries
+
+    def compact(self, snapshot_index: int, snapshot_term: int) -> None:
+        """Forget entries <= snapshot_index and delete segment files that only hold such entries."""
+        self._check_writable()
+        if snapshot_index <= self.snapshot_index:
+            return  # already compacted at least this far
+        if snapshot_index <= self.last_index:
+            term = self._entries[snapshot_index - self.first_index].term
+            if term != snapshot_term:
+                raise ValueError(f"entry {snapshot_index} has term {term}, not snapshot term {snapshot_term}")
+        self._append([_record(BASE, [snapshot_index, snapshot_term, False])])
+        del self._entries[:snapshot_index - self.snapshot_index]  # everything, if the snapshot is past the end
+        self.snapshot_index, self.snapshot_term = snapshot_index, snapshot_term
+        # The new base is durable, so a segment whose live entries all precede it can go. Live entries of
+        # segment k are <= the next segment's prev_index; the active segment is never deleted.
+        deleted = False
+        while len(self._segs) > 1 and self._segs[1].prev_index <= snapshot_index:
+            self._segs[0].path.unlink()
+            del self._segs[0]
+            deleted = True
+        if deleted:
+            self._sync_dir()
+
+    def reset(self, snapshot_index: int, snapshot_term: int) -> None:
+        """Discard the whole log; it continues empty after (snapshot_index, snapshot_term)."""
+        self._check_writable()
+        # A fresh segment whose head BASE carries the reset flag: replay voids everything before it, so a
+        # crash before the old segments are deleted below still recovers the reset log.
+        self._append(self._start_segment((snapshot_index, snapshot_term, True)))
+        self._entries.clear()
+        self.snapshot_index, self.snapshot_term = snapshot_index, snapshot_term
+        old, self._segs = self._segs[:-1], self._segs[-1:]
+        for seg in old:
+            seg.path.unlink()
+        if old:
+            self._sync_dir()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._closed = True
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise ValueError("log is closed")
+        if self._failed:
+            raise RuntimeError("an earlier write or fsync failed; reopen the log to recover")
+
+    def _start_segment(self, base: tuple[int, int, bool]) -> list[bytes]:
+        """Create the next segment file and make it active; return its head records (not yet written)."""
+        seq = self._segs[-1].seq + 1 if self._segs else 1
+        path = self._dir / f"{seq:016d}.wal"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd, self._size, self._new_file = fd, 0, True
+        self._segs.append(_Segment(seq, path, self.last_index))
+        return [_record(HEADER, [_MAGIC, _VERSION, seq, self.last_index]), _record(BASE, list(base)),
+                _record(HARD_STATE, [self.hard_state.term, self.hard_state.voted_for])]
+
+    def _append(self, parts: list[bytes]) -> None:
+        """One write() and one fdatasync() for the whole batch (group commit)."""
+        buf = b"".join(parts)
+        try:
+            view = memoryview(buf)
+            while view:  # a regular file takes it all in one call; the loop only guards a short write
+                view = view[os.write(self._fd, view):]
+            if self._fsync:
+                os.fdatasync(self._fd)
+                self.stats["fsyncs"] += 1
+            if self._new_file:
+                self._sync_dir()
+                self._new_file = False
+        except OSError:
+            # After a failed write or fsync the file's contents are unknown (the kernel may already have
+            # dropped the dirty pages), so a retry could report data durable that is not: stop writing.
+            self._failed = True
+            raise
+        self._size += len(buf)
+        self.stats["bytes_written"] += len(buf)
+        self.stats["records_written"] += len(parts)
+
+    def _sync_dir(self, path: Path | None = None) -> None:
+        """A created or deleted file is only durable once its directory is synced."""
+        if self._fsync:
+            fd = os.open(path or self._dir, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self.stats["dir_fsyncs"] += 1
+
+    def _recover(self) -> None:
+        found = sorted((int(m[1]), p) for p in self._dir.iterdir() if (m := _SEGMENT_NAME.match(p.name)))
+        scanned = []
+        for i, (seq, path) in enumerate(found):
+            last = i == len(found) - 1
+            if i and seq != found[i - 1][0] + 1:
+                raise CorruptLogError(path, 0, f"segment {found[i - 1][0] + 1} is missing before this one")
+            data = path.read_bytes()
+            records, torn_at = _scan(path, data, last)
+            if torn_at is not None:
+                logger.warning("%s: torn write at offset %d, dropping %d bytes",
+                               path, torn_at, len(data) - torn_at)
+                with open(path, "r+b") as f:
+                    f.truncate(torn_at)
+                    if self._fsync:
+                        os.fsync(f.fileno())
+            kinds = tuple(r[1] for r in records[:3])
+            if kinds != _HEAD:
+                # The head is written (and synced) before anything else goes into a segment, so a last
+                # segment with an incomplete head is a rotation that crashed: it holds nothing yet.
+                if last and kinds == _HEAD[:len(kinds)] and (scanned or seq == 1):
+                    logger.warning("%s: incomplete segment head (crash while starting it), removing", path)
+                    path.unlink()
+                    self._sync_dir()
+                    continue
+                end = len(data) if torn_at is None else torn_at
+                bad = next((r[0] for r, k in zip(records, _HEAD) if r[1] != k), end)
+                raise CorruptLogError(path, bad, "segment does not start with HEADER, BASE, HARD_STATE")
+            header = records[0][2]
+            if header[:3] != [_MAGIC, _VERSION, seq]:
+                raise CorruptLogError(path, 0, f"bad segment header {header!r}")
+            self._segs.append(_Segment(seq, path, header[3]))
+            scanned.append((path, records))
+        self._replay(scanned)
+
+    def _replay(self, scanned: list[tuple[Path, list[tuple[int, int, Any]]]]) -> None:
+        # The base only changes by writing a BASE record holding the base as of that moment, so the last
+        # BASE is the current one. Knowing it up front lets replay skip entries at or below it, which may
+        # start anywhere (and even be truncated) once compact() has deleted the segments before them.
+        si, st = 0, 0
+        for _, records in scanned:
+            for _, rtype, value in records:
+                if rtype == BASE:
+                    si, st = value[0], value[1]
+        entries: list[Entry] = []  # only entries > si
+        last: int | None = None  # index of the last entry written, whether or not it is kept
+        hard_state = HardState()
+
+        def bad(reason: str) -> CorruptLogError:
+            return CorruptLogError(path, off, reason)
+
+        for path, records in scanned:
+            for off, rtype, v in records:
+                try:
+                    if rtype == HEADER:
+                        if off or (last is not None and v[3] != last):
+                            raise bad(f"segment header {v!r} does not continue the log at index {last}")
+                        last = v[3] if last is None else last
+                    elif rtype == BASE:
+                        if v[2]:  # reset: nothing before it counts
+                            entries.clear()
+                        last = v[0] if v[2] else max(last, v[0])
+                    elif rtype == HARD_STATE:
+                        hard_state = HardState(v[0], v[1])
+                    elif rtype == TRUNCATE:
+                        if not 1 <= v <= last:
+                            raise bad(f"truncation to {v} outside the log ..{last}")
+                        del entries[max(0, v - si - 1):]
+                        last = v - 1
+                    else:  # ENTRY
+                        term, index, kind, data = v
+                        if index != last + 1:
+                            raise bad(f"entry {index} does not follow entry {last}")
+                        last = index
+                        if index > si:
+                            if index != si + 1 + len(entries):
+                                raise bad(f"entries {si + 1 + len(entries)}..{index - 1} are missing")
+                            entries.append(Entry(term, index, EntryKind(kind) if kind in _KINDS else kind, data))
+                except (TypeError, ValueError, IndexError) as e:
+                    raise bad(f"malformed record ({e!r})") from None
+        self._entries, self.snapshot_index, self.snapshot_term, self.hard_state = entries, si, st, hard_state
