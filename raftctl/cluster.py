@@ -1,0 +1,78 @@
+"""Cluster-wide queries shared by commands: poll every node's status in parallel."""
+from __future__ import annotations
+
+import asyncio
+
+from raftd.client import AsyncClient
+
+NODE_FIELDS = ("id", "address", "role", "term", "commit_index", "applied_index",
+               "last_log_index", "reachable", "pid")
+
+
+async def _one(address: str, timeout: float) -> dict | None:
+    c = AsyncClient([address], timeout=timeout)
+    try:
+        return await asyncio.wait_for(c.status(address, timeout), timeout)
+    except Exception:  # noqa: BLE001 - any failure means "unreachable" here
+        return None
+    finally:
+        await c.close()
+
+
+async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
+    """Status of every node reachable from ``endpoints`` and of every member they know of.
+    Never hangs: each node gets ``timeout`` seconds, all in parallel."""
+    seen: dict[str, dict | None] = {}
+    todo = list(dict.fromkeys(endpoints))
+    for _ in range(3):  # endpoints, then members they told us about
+        if not todo:
+            break
+        results = await asyncio.gather(*(_one(a, timeout) for a in todo))
+        for a, r in zip(todo, results):
+            seen[a] = r
+        todo = []
+        for r in results:
+            if r:
+                for addr in r.get("configuration", {}).get("addresses", {}).values():
+                    if addr not in seen and addr not in todo:
+                        todo.append(addr)
+    # Map addresses to ids using what reachable nodes say about the configuration.
+    id_of: dict[str, str] = {}
+    configuration = None
+    best_term = -1
+    for r in seen.values():
+        if r:
+            for nid, addr in r.get("configuration", {}).get("addresses", {}).items():
+                id_of.setdefault(addr, nid)
+            if r.get("term", 0) > best_term:
+                best_term = r["term"]
+                configuration = r.get("configuration")
+    nodes = []
+    for addr, r in seen.items():
+        if r:
+            row = {k: r.get(k) for k in NODE_FIELDS}
+            row["address"] = addr
+            row["reachable"] = True
+            row["_raw"] = r
+        else:
+            row = {"id": id_of.get(addr, addr), "address": addr, "role": None, "term": None,
+                   "commit_index": None, "applied_index": None, "last_log_index": None,
+                   "reachable": False, "pid": None, "_raw": None}
+        nodes.append(row)
+    nodes.sort(key=lambda n: str(n["id"]))
+    leaders = [n for n in nodes if n["reachable"] and n["role"] == "leader"]
+    leader = max(leaders, key=lambda n: n["term"]) if leaders else None
+    conf = configuration or {"voters": [], "learners": [], "joint": False}
+    return {
+        "leader": leader["id"] if leader else None,
+        "term": max((n["term"] for n in nodes if n["term"] is not None), default=None),
+        "nodes": nodes,
+        "configuration": {"voters": conf.get("voters", []), "learners": conf.get("learners", []),
+                          "joint": conf.get("joint", False)},
+    }
+
+
+def public(status: dict) -> dict:
+    """The documented JSON form (internal fields dropped)."""
+    return {**status, "nodes": [{k: v for k, v in n.items() if not k.startswith("_")}
+                                for n in status["nodes"]]}

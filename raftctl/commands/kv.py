@@ -1,0 +1,123 @@
+"""raftctl kv put|get|delete|cas|list: read and write keys (linearizable by default)."""
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from raftd.client import Client
+
+from ..context import EndpointsOpt, OutputOpt, TimeoutOpt, run, settings
+from ..errors import FAILED
+
+app = typer.Typer(help="Read and write keys.", no_args_is_help=True)
+
+
+def _client(s) -> Client:
+    return Client(s.endpoints, timeout=s.timeout)
+
+
+@app.command("put")
+def put(ctx: typer.Context, key: str, value: str, endpoints: EndpointsOpt = None,
+        output: OutputOpt = None, timeout: TimeoutOpt = None) -> None:
+    """Set KEY to VALUE; prints the log index it was committed at."""
+    s = settings(ctx, endpoints, output, timeout)
+
+    def body() -> int:
+        with _client(s) as c:
+            index = c.put(key, value.encode())
+        s.out.emit_json({"key": key, "index": index}) if s.out.json else s.out.line(f"OK {index}")
+        return 0
+
+    run(s, body)
+
+
+@app.command("get")
+def get(ctx: typer.Context, key: str,
+        stale: Annotated[bool, typer.Option(help="serve from any node without ReadIndex")] = False,
+        endpoints: EndpointsOpt = None, output: OutputOpt = None,
+        timeout: TimeoutOpt = None) -> None:
+    """Print the raw value of KEY; exits 1 if it does not exist."""
+    s = settings(ctx, endpoints, output, timeout)
+
+    def body() -> int:
+        with _client(s) as c:
+            value = c.get(key, linearizable=not stale)
+        if s.out.json:
+            s.out.emit_json({"key": key, "value": value, "found": value is not None})
+            return 0 if value is not None else FAILED
+        if value is None:
+            s.out.info(f"raftctl: key not found: {key}")
+            return FAILED
+        sys.stdout.buffer.write(value + (b"" if value.endswith(b"\n") else b"\n"))
+        return 0
+
+    run(s, body)
+
+
+@app.command("delete")
+def delete(ctx: typer.Context, key: str, endpoints: EndpointsOpt = None,
+           output: OutputOpt = None, timeout: TimeoutOpt = None) -> None:
+    """Delete KEY; exits 1 if it did not exist."""
+    s = settings(ctx, endpoints, output, timeout)
+
+    def body() -> int:
+        with _client(s) as c:
+            deleted = c.delete(key)
+        if s.out.json:
+            s.out.emit_json({"key": key, "deleted": deleted})
+        elif deleted:
+            s.out.line("deleted")
+        else:
+            s.out.info(f"raftctl: key not found: {key}")
+        return 0 if deleted else FAILED
+
+    run(s, body)
+
+
+@app.command("cas")
+def cas(ctx: typer.Context, key: str, new: str,
+        expected: Annotated[Optional[str], typer.Option(
+            "--expected", help="current value required for the swap")] = None,
+        absent: Annotated[bool, typer.Option(
+            "--absent", help="swap only if KEY does not exist")] = False,
+        endpoints: EndpointsOpt = None, output: OutputOpt = None,
+        timeout: TimeoutOpt = None) -> None:
+    """Compare-and-swap: set KEY to NEW only if it currently holds --expected (or is --absent).
+    Exits 1 if it did not swap."""
+    s = settings(ctx, endpoints, output, timeout)
+
+    def body() -> int:
+        if (expected is None) == (not absent):
+            from ..context import usage_error  # noqa: PLC0415
+            raise usage_error("give exactly one of --expected VALUE or --absent")
+        with _client(s) as c:
+            swapped = c.cas(key, None if absent else expected.encode(), new.encode())
+        if s.out.json:
+            s.out.emit_json({"key": key, "swapped": swapped})
+        else:
+            s.out.line("swapped" if swapped else "not swapped")
+        return 0 if swapped else FAILED
+
+    run(s, body)
+
+
+@app.command("list")
+def list_(ctx: typer.Context, prefix: Annotated[str, typer.Argument()] = "",
+          endpoints: EndpointsOpt = None, output: OutputOpt = None,
+          timeout: TimeoutOpt = None) -> None:
+    """List keys starting with PREFIX (all keys if omitted) and their values."""
+    s = settings(ctx, endpoints, output, timeout)
+
+    def body() -> int:
+        with _client(s) as c:
+            items = c.list(prefix)
+        if s.out.json:
+            s.out.emit_json({"prefix": prefix, "items": items})
+        else:
+            for k, v in items.items():
+                s.out.line(f"{k}\t{v.decode(errors='backslashreplace')}")
+        return 0
+
+    run(s, body)

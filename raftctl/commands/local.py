@@ -1,0 +1,212 @@
+"""raftctl local up|down: a cluster of raftd processes on this machine.
+
+    DIR/cluster.yaml          the nodes (id, address, data_dir), so later commands find them
+    DIR/<id>/raftd.yaml       that node's config
+    DIR/<id>/raftd.log        its log (stderr)
+    DIR/<id>/raftd.pid        its pid while it runs; DIR/<id>/wal/ its durable log
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from raftd.config import dump_config
+
+from ..cluster import gather_status
+from ..context import OutputOpt, TimeoutOpt, run, settings, usage_error
+from ..errors import UNAVAILABLE, CliError
+
+app = typer.Typer(help="Run a cluster of raftd processes on this machine.", no_args_is_help=True)
+
+DirOpt = Annotated[Path, typer.Option("--dir", "-d", help="directory holding the cluster")]
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # guard against pid reuse: it must be a raftd
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"raftd" not in cmdline:
+            return False
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _read_pid(node_dir: Path) -> int | None:
+    try:
+        return int((node_dir / "raftd.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _layout(directory: Path, nodes: int, base_port: int, host: str,
+            distinct_ips: bool) -> list[dict]:
+    out = []
+    for i in range(1, nodes + 1):
+        h = f"127.0.0.{10 + i}" if distinct_ips else host
+        out.append({"id": f"n{i}", "address": f"{h}:{base_port + i - 1}",
+                    "data_dir": str((directory / f"n{i}").resolve())})
+    return out
+
+
+def _write_configs(directory: Path, nodes: list[dict], tuning: dict) -> None:
+    peers = {n["id"]: n["address"] for n in nodes}
+    for n in nodes:
+        d = Path(n["data_dir"])
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        cfg = {"id": n["id"], "listen": n["address"], "data_dir": n["data_dir"], "peers": peers,
+               **tuning}
+        (d / "raftd.yaml").write_text(dump_config(cfg))
+    (directory / "cluster.yaml").write_text(yaml.safe_dump({"nodes": nodes}, sort_keys=False))
+
+
+def load_cluster(directory: Path) -> list[dict]:
+    f = directory / "cluster.yaml"
+    if not f.exists():
+        raise CliError(f"no local cluster in {directory} (missing {f}); "
+                       f"run `raftctl local up --dir {directory}` first", 1, "not_found")
+    return yaml.safe_load(f.read_text())["nodes"]
+
+
+def start_node(n: dict) -> int:
+    d = Path(n["data_dir"])
+    logf = open(d / "raftd.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen([sys.executable, "-m", "raftd", "--config", str(d / "raftd.yaml")],
+                            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                            start_new_session=True, cwd=str(d))
+    logf.close()
+    return proc.pid
+
+
+def _last_log_line(d: Path) -> str:
+    try:
+        lines = (d / "raftd.log").read_text(errors="replace").strip().splitlines()
+        return lines[-1] if lines else ""
+    except OSError:
+        return ""
+
+
+@app.command("up")
+def up(ctx: typer.Context,
+       nodes: Annotated[int, typer.Option("--nodes", "-n", help="number of nodes")] = 3,
+       directory: DirOpt = Path("./raftd-local"),
+       base_port: Annotated[int, typer.Option("--base-port", help="port of n1; n2 is +1")] = 7001,
+       host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+       distinct_ips: Annotated[bool, typer.Option(
+           "--distinct-ips", help="give node i the address 127.0.0.(10+i) so firewall rules "
+                                  "can separate nodes")] = False,
+       fsync: Annotated[bool, typer.Option(help="fsync the log (turn off only for trials)")] = True,
+       output: OutputOpt = None, timeout: TimeoutOpt = None) -> None:
+    """Start (or restart) a local cluster in DIR and wait until it has a leader.
+
+    Run again on the same DIR: restarts any stopped node and keeps the data."""
+    s = settings(ctx, None, output, timeout or 20.0)
+
+    def body() -> int:
+        if nodes < 1:
+            raise usage_error("--nodes must be at least 1")
+        directory.mkdir(parents=True, exist_ok=True)
+        if (directory / "cluster.yaml").exists():
+            layout = load_cluster(directory)
+        else:
+            layout = _layout(directory, nodes, base_port, host, distinct_ips)
+            _write_configs(directory, layout, {"fsync": fsync, "tick_ms": 25,
+                                               "election_timeout_ms": 500,
+                                               "heartbeat_interval_ms": 100})
+        started = []
+        for n in layout:
+            d = Path(n["data_dir"])
+            pid = _read_pid(d)
+            if _pid_alive(pid):
+                n["pid"] = pid
+                continue
+            n["pid"] = start_node(n)
+            started.append(n["id"])
+        if started:
+            s.out.info(f"started {', '.join(started)} in {directory}")
+        else:
+            s.out.info(f"all {len(layout)} nodes already running in {directory}")
+        endpoints = [n["address"] for n in layout]
+        deadline = time.monotonic() + s.timeout
+        st = None
+        while time.monotonic() < deadline:
+            st = asyncio.run(gather_status(endpoints, 0.5))
+            dead = [n for n in layout if not _pid_alive(n["pid"])]
+            if dead:
+                n = dead[0]
+                raise CliError(f"{n['id']} exited: {_last_log_line(Path(n['data_dir']))} "
+                               f"(log: {n['data_dir']}/raftd.log)")
+            if st["leader"] and all(n["reachable"] for n in st["nodes"]):
+                break
+            time.sleep(0.1)
+        else:
+            raise CliError(f"no leader elected within {s.timeout:g}s; see the logs in "
+                           f"{directory}/*/raftd.log", UNAVAILABLE, "unavailable")
+        for n in layout:
+            pid = _read_pid(Path(n["data_dir"]))
+            n["pid"] = pid or n["pid"]
+        if s.out.json:
+            s.out.emit_json({"endpoints": endpoints, "leader": st["leader"],
+                             "nodes": [{"id": n["id"], "address": n["address"], "pid": n["pid"],
+                                        "data_dir": n["data_dir"]} for n in layout]})
+        else:
+            s.out.table(["id", "address", "pid", "data_dir"],
+                        [[n["id"], n["address"], n["pid"], n["data_dir"]] for n in layout],
+                        title=f"leader: {st['leader']}")
+            s.out.line(f"endpoints: {','.join(endpoints)}")
+            s.out.line(f"try: raftctl -e {','.join(endpoints)} status")
+        return 0
+
+    run(s, body)
+
+
+@app.command("down")
+def down(ctx: typer.Context, directory: DirOpt = Path("./raftd-local"),
+         grace: Annotated[float, typer.Option(help="seconds before SIGKILL")] = 5.0,
+         output: OutputOpt = None) -> None:
+    """Stop every node of the local cluster in DIR (SIGTERM, then SIGKILL after --grace)."""
+    s = settings(ctx, None, output)
+
+    def body() -> int:
+        layout = load_cluster(directory)
+        pids = {}
+        for n in layout:
+            pid = _read_pid(Path(n["data_dir"]))
+            if _pid_alive(pid):
+                os.kill(pid, signal.SIGTERM)
+                pids[n["id"]] = pid
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(_pid_alive(p) for p in pids.values()):
+            time.sleep(0.05)
+        killed = []
+        for nid, pid in pids.items():
+            if _pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(nid)
+        result = {"stopped": sorted(pids), "killed": killed,
+                  "already_stopped": sorted(n["id"] for n in layout if n["id"] not in pids)}
+        if s.out.json:
+            s.out.emit_json(result)
+        else:
+            s.out.line(f"stopped: {', '.join(result['stopped']) or 'none'}"
+                       + (f" (SIGKILL: {', '.join(killed)})" if killed else ""))
+        return 0
+
+    run(s, body)

@@ -1,0 +1,64 @@
+"""Options every command takes, and the plumbing that turns errors into exit codes."""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import USAGE, CliError, fail
+from .output import Output
+
+DEFAULT_ENDPOINTS = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
+
+EndpointsOpt = Annotated[Optional[str], typer.Option(
+    "--endpoints", "-e", envvar="RAFTCTL_ENDPOINTS",
+    help=f"host:port,... of cluster nodes [default: {DEFAULT_ENDPOINTS}]")]
+OutputOpt = Annotated[Optional[str], typer.Option(
+    "--output", "-o", help="table or json [default: table]")]
+TimeoutOpt = Annotated[Optional[float], typer.Option(
+    "--timeout", help="seconds to wait for the cluster [default: 5]")]
+
+
+@dataclass
+class Settings:
+    endpoints: list[str]
+    out: Output
+    timeout: float
+
+
+def settings(ctx: typer.Context, endpoints: str | None = None, output: str | None = None,
+             timeout: float | None = None) -> Settings:
+    """Merge per-command options over the global ones (both spellings work:
+    `raftctl -o json status` and `raftctl status -o json`)."""
+    root = (ctx.find_root().obj or {}) if ctx is not None else {}
+    eps = endpoints or root.get("endpoints") or os.environ.get("RAFTCTL_ENDPOINTS") \
+        or DEFAULT_ENDPOINTS
+    fmt = output or root.get("output") or "table"
+    if fmt not in ("table", "json"):
+        raise typer.BadParameter(f"must be table or json, not {fmt!r}", param_hint="--output")
+    endpoints_list = [e.strip() for e in eps.split(",") if e.strip()]
+    from raftd.config import split_address  # noqa: PLC0415
+    for e in endpoints_list:
+        try:
+            split_address(e)
+        except ValueError as err:
+            raise typer.BadParameter(str(err), param_hint="--endpoints") from None
+    return Settings(endpoints_list, Output(fmt), timeout or root.get("timeout") or 5.0)
+
+
+def run(s: Settings, fn: Callable[[], int | None]) -> None:
+    """Run a command body; map any error to one line on stderr and an exit code."""
+    try:
+        code = fn() or 0
+    except typer.Exit:
+        raise
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the CLI's error boundary
+        raise typer.Exit(fail(e, s.out.json)) from None
+    raise typer.Exit(code)
+
+
+def usage_error(message: str) -> CliError:
+    return CliError(message, USAGE, "usage")

@@ -1,0 +1,48 @@
+"""How raftctl fails: one readable line on stderr and a documented exit code.
+
+Exit codes: 0 ok; 1 the operation failed (e.g. key not found, compare-and-swap did not swap);
+2 usage error (bad option, bad config file); 3 cluster unavailable (no leader, node unreachable,
+timeout); 4 rejected by the cluster (bad request, change in progress); 130 interrupted.
+Tracebacks only with RAFTCTL_DEBUG=1."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+OK, FAILED, USAGE, UNAVAILABLE, REJECTED, INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = FAILED, kind: str = "failed"):
+        super().__init__(message)
+        self.code = code
+        self.kind = kind
+
+
+def fail(err: BaseException, output_json: bool) -> int:
+    """Print ``err`` the raftctl way and return the exit code."""
+    from raftd.client import RequestError, Timeout, Unavailable  # noqa: PLC0415
+    from raftd.config import ConfigError  # noqa: PLC0415
+
+    if isinstance(err, CliError):
+        code, kind = err.code, err.kind
+    elif isinstance(err, (Unavailable, Timeout)):
+        code, kind = UNAVAILABLE, err.code
+    elif isinstance(err, RequestError):
+        code, kind = REJECTED, err.code
+    elif isinstance(err, ConfigError):
+        code, kind = USAGE, "config"
+    elif isinstance(err, KeyboardInterrupt):
+        code, kind = INTERRUPTED, "interrupted"
+    else:
+        code, kind = FAILED, type(err).__name__
+    msg = str(err) or kind
+    if os.environ.get("RAFTCTL_DEBUG") == "1":
+        import traceback  # noqa: PLC0415
+        traceback.print_exception(err)
+    if output_json:
+        sys.stderr.write(json.dumps({"error": kind, "message": msg, "exit_code": code}) + "\n")
+    else:
+        sys.stderr.write(f"raftctl: error: {msg}\n")
+    return code

@@ -1,0 +1,37 @@
+"""raftctl: the operator's CLI for raftd clusters.
+
+Exit codes: 0 ok; 1 operation failed (key not found, cas did not swap); 2 usage error;
+3 cluster unavailable (no leader, unreachable, timeout); 4 rejected by the cluster; 130 interrupted.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from .commands import kv, local, status
+from .context import EndpointsOpt, OutputOpt, TimeoutOpt
+
+app = typer.Typer(
+    name="raftctl", help=__doc__, no_args_is_help=True, add_completion=False,
+    pretty_exceptions_enable=False, rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]})
+
+
+@app.callback()
+def root(ctx: typer.Context, endpoints: EndpointsOpt = None, output: OutputOpt = None,
+         timeout: TimeoutOpt = None) -> None:
+    ctx.obj = {"endpoints": endpoints, "output": output, "timeout": timeout}
+
+
+app.add_typer(local.app, name="local")
+app.add_typer(kv.app, name="kv")
+status.register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,339 @@
+"""raftd.client: the client library (asyncio ``AsyncClient`` and its blocking twin ``Client``).
+
+    from raftd.client import Client
+    with Client(["127.0.0.1:7001", "127.0.0.1:7002"], timeout=5) as c:
+        index = c.put("config/flag", b"on")
+        c.get("config/flag")            # b"on", a linearizable read (ReadIndex on the leader)
+        c.cas("lock", None, b"me")      # True if the key was absent and is now b"me"
+
+Finds the leader (following the hints followers give), keeps many requests in flight on one
+connection (matched by request id), and retries across leader changes until ``timeout``.
+
+Exactly-once writes (thesis §6.3): every write carries (client_id, seq).  A retry reuses the
+same pair, so the state machine answers it from its session table instead of applying it twice.
+The state machine remembers only the latest seq per client_id, so concurrent writes each use
+their own session from a small pool (a session is never used by two writes at once).
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import uuid
+from collections.abc import Sequence
+
+from .wire.codec import decode_body, encode_client_request
+from .wire.framing import FrameDecoder, FrameType, RemoteProtocolError
+
+
+class ClientError(Exception):
+    """Base class of every error raised by the client library."""
+
+    code = "error"
+
+
+class Unavailable(ClientError):
+    """No node could serve the request (no leader, or no node reachable) within the timeout."""
+
+    code = "unavailable"
+
+
+class Timeout(ClientError):
+    """The request did not complete within the timeout; a write may or may not have applied."""
+
+    code = "timeout"
+
+
+class RequestError(ClientError):
+    """The cluster refused the request (bad request, value too large, ...)."""
+
+    def __init__(self, code: str, message: str):
+        self.code = code
+        super().__init__(message)
+
+
+def _as_bytes(value: bytes | str | None) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode()
+    raise TypeError(f"values must be bytes or str, not {type(value).__name__}")
+
+
+class _Connection:
+    """One TCP connection to one node; many requests in flight, matched by id."""
+
+    def __init__(self, address: str, max_frame_size: int):
+        self.address = address
+        self._max = max_frame_size
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: dict[int, asyncio.Future] = {}
+        self._ids = itertools.count(1)
+        self._reader_task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+        self.closed = False
+
+    async def connect(self, timeout: float) -> None:
+        host, _, port = self.address.rpartition(":")
+        reader, self._writer = await asyncio.wait_for(
+            asyncio.open_connection(host.strip("[]"), int(port)), timeout)
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop(reader))
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        decoder = FrameDecoder(self._max)
+        reason: Exception = ConnectionResetError(f"connection to {self.address} closed")
+        try:
+            while True:
+                data = await reader.read(1 << 16)
+                if not data:
+                    break
+                for ftype, body in decoder.feed(data):
+                    msg = decode_body(body)
+                    if ftype == FrameType.ERROR:
+                        reason = RequestError(str(msg.get("code")), str(msg.get("message")))
+                        return
+                    if ftype != FrameType.CLIENT_RESPONSE:
+                        continue
+                    fut = self._pending.pop(msg.get("id"), None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(msg)
+        except (OSError, RemoteProtocolError) as e:
+            reason = ConnectionResetError(f"connection to {self.address} failed: {e}")
+        finally:
+            self._fail_all(reason)
+
+    def _fail_all(self, exc: Exception) -> None:
+        self.closed = True
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self._pending.clear()
+        if self._writer is not None:
+            self._writer.close()
+
+    async def call(self, op: str, args: dict, timeout: float) -> dict:
+        if self.closed or self._writer is None:
+            raise ConnectionResetError(f"connection to {self.address} is closed")
+        rid = next(self._ids)
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        self._writer.write(encode_client_request({"id": rid, "op": op, **args}))
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pending.pop(rid, None)
+
+    async def close(self) -> None:
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+        self._fail_all(ConnectionResetError("client closed"))
+
+
+class AsyncClient:
+    def __init__(self, endpoints: Sequence[str] | str, timeout: float = 5.0,
+                 max_frame_size: int = 16 << 20):
+        if isinstance(endpoints, str):
+            endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
+        if not endpoints:
+            raise ValueError("at least one endpoint (host:port) is needed")
+        self.endpoints = list(endpoints)
+        self.timeout = timeout
+        self._max = max_frame_size
+        self._conns: dict[str, _Connection] = {}
+        self._leader: str | None = None
+        self._rr = 0
+        self._free_sessions: list[list] = []  # [client_id, last_seq]
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        for c in list(self._conns.values()):
+            await c.close()
+        self._conns.clear()
+
+    # ------------------------------------------------------------------ public API --
+    async def put(self, key: str, value: bytes | str) -> int:
+        r = await self._write("put", {"key": key, "value": _as_bytes(value)})
+        return r["index"]
+
+    async def get(self, key: str, linearizable: bool = True) -> bytes | None:
+        r = await self.request("get", {"key": key, "linearizable": linearizable})
+        return r["value"]
+
+    async def delete(self, key: str) -> bool:
+        r = await self._write("delete", {"key": key})
+        return r["deleted"]
+
+    async def cas(self, key: str, expected: bytes | str | None, new: bytes | str) -> bool:
+        r = await self._write("cas", {"key": key, "expected": _as_bytes(expected),
+                                      "value": _as_bytes(new)})
+        return r["swapped"]
+
+    async def list(self, prefix: str = "", linearizable: bool = True) -> dict[str, bytes]:
+        r = await self.request("list", {"prefix": prefix, "linearizable": linearizable})
+        return r["items"]
+
+    async def status(self, endpoint: str, timeout: float | None = None,
+                     digest: bool = False) -> dict:
+        """Status of one node (no leader redirection); ``digest`` adds a hash of its state."""
+        t = timeout or self.timeout
+        conn = await self._connection(endpoint, t)
+        r = await conn.call("status", {"digest": digest}, t)
+        if not r.get("ok"):
+            err = r.get("error") or {}
+            raise RequestError(err.get("code", "error"), err.get("message", "status failed"))
+        return r["result"]
+
+    async def admin(self, op: str, args: dict | None = None) -> dict:
+        """An operator request to the leader (e.g. transfer_leader)."""
+        return await self.request(op, args or {})
+
+    # ------------------------------------------------------------------- machinery --
+    async def _write(self, op: str, args: dict) -> dict:
+        session = self._free_sessions.pop() if self._free_sessions else [uuid.uuid4().hex, 0]
+        session[1] += 1
+        try:
+            return await self.request(op, {**args, "client_id": session[0], "seq": session[1]})
+        finally:
+            self._free_sessions.append(session)
+
+    async def _connection(self, address: str, timeout: float) -> _Connection:
+        conn = self._conns.get(address)
+        if conn is None or conn.closed:
+            conn = _Connection(address, self._max)
+            await conn.connect(timeout)
+            self._conns[address] = conn
+        return conn
+
+    def _next_endpoint(self) -> str:
+        if self._leader:
+            return self._leader
+        self._rr = (self._rr + 1) % len(self.endpoints)
+        return self.endpoints[self._rr]
+
+    async def request(self, op: str, args: dict) -> dict:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        backoff = 0.01
+        last_error = "no endpoint answered"
+        attempts = 0
+        sent_unanswered = False
+        # One attempt may not use the whole budget: a paused or partitioned node must not
+        # keep us from trying the others (a retried write is safe: same session, same seq).
+        per_attempt = max(0.5, self.timeout / 4)
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            address = self._next_endpoint()
+            attempts += 1
+            try:
+                conn = await self._connection(address, min(remaining, 1.0))
+            except (OSError, asyncio.TimeoutError) as e:
+                last_error = f"{address}: {_describe(e)}"
+                self._leader = None
+                await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
+                backoff = min(backoff * 2, 0.2)
+                continue
+            try:
+                resp = await conn.call(op, args, min(remaining, per_attempt))
+            except asyncio.TimeoutError:
+                sent_unanswered = True
+                last_error = f"{address} did not answer in time"
+                self._leader = None
+                self._rr = self.endpoints.index(address) if address in self.endpoints else self._rr
+                continue
+            except (OSError, ConnectionError) as e:
+                sent_unanswered = True
+                last_error = f"{address}: {_describe(e)}"
+                self._leader = None
+                await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
+                backoff = min(backoff * 2, 0.2)
+                continue
+            if resp.get("ok"):
+                self._leader = address
+                return resp.get("result") or {}
+            err = resp.get("error") or {}
+            code = err.get("code", "error")
+            if code == "not_leader":
+                hint = err.get("leader_address")
+                self._leader = hint if hint and hint != address else None
+                last_error = f"{address} is not the leader"
+                if not self._leader:
+                    await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
+                    backoff = min(backoff * 2, 0.2)
+                continue
+            if code in ("unavailable", "timeout"):
+                last_error = f"{address}: {err.get('message', code)}"
+                self._leader = None
+                await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
+                backoff = min(backoff * 2, 0.2)
+                continue
+            raise RequestError(code, err.get("message", code))
+        if sent_unanswered and op in ("put", "delete", "cas"):
+            raise Timeout(f"{op} {args.get('key', '')!r} timed out after {self.timeout:g}s; it may "
+                          f"or may not have been applied (last: {last_error})")
+        raise Unavailable(f"{op} failed: no leader reachable within {self.timeout:g}s "
+                          f"({attempts} attempts; last: {last_error})")
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, asyncio.TimeoutError):
+        return "connection timed out"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__
+
+
+class Client:
+    """Blocking twin of AsyncClient; runs a private event loop in a background thread."""
+
+    def __init__(self, endpoints: Sequence[str] | str, timeout: float = 5.0, **kw):
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="raftd-client",
+                                        daemon=True)
+        self._thread.start()
+        self._async = AsyncClient(endpoints, timeout, **kw)
+
+    def _run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def put(self, key: str, value: bytes | str) -> int:
+        return self._run(self._async.put(key, value))
+
+    def get(self, key: str, linearizable: bool = True) -> bytes | None:
+        return self._run(self._async.get(key, linearizable))
+
+    def delete(self, key: str) -> bool:
+        return self._run(self._async.delete(key))
+
+    def cas(self, key: str, expected: bytes | str | None, new: bytes | str) -> bool:
+        return self._run(self._async.cas(key, expected, new))
+
+    def list(self, prefix: str = "", linearizable: bool = True) -> dict[str, bytes]:
+        return self._run(self._async.list(prefix, linearizable))
+
+    def status(self, endpoint: str, timeout: float | None = None, digest: bool = False) -> dict:
+        return self._run(self._async.status(endpoint, timeout, digest))
+
+    def admin(self, op: str, args: dict | None = None) -> dict:
+        return self._run(self._async.admin(op, args))
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            self._run(self._async.close())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+        self._loop.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

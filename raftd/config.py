@@ -1,0 +1,174 @@
+"""Node configuration: YAML file -> frozen NodeConfig, validated.
+
+Every error names the file and the key, so an operator can fix it without reading code:
+``node.yaml: key 'peers.n2': bad address '127.0.0.1' (expected host:port)``.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(Exception):
+    """A configuration file is missing, unreadable or invalid."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    id: str
+    listen: str  # host:port, serves peers and clients
+    data_dir: str
+    peers: dict[str, str] = field(default_factory=dict)  # id -> host:port, itself included
+    join: bool = False  # start empty and wait to be added by a membership change
+    cluster: str = "raftd"
+    # --- tuning (times in milliseconds) ---
+    tick_ms: int = 50
+    election_timeout_ms: int = 1000  # minimum; the actual timeout is drawn in [t, 2t)
+    heartbeat_interval_ms: int = 100
+    fsync: bool = True
+    max_append_entries: int = 512
+    max_append_bytes: int = 1 << 20
+    max_inflight_msgs: int = 64
+    max_frame_size: int = 16 << 20
+    peer_queue_limit: int = 4096  # messages queued per peer before dropping (Raft retries)
+    max_batch_proposals: int = 4096  # client writes taken per group commit
+    session_ttl_ms: int = 3_600_000
+    request_timeout_ms: int = 5000
+    pre_vote: bool = True
+    check_quorum: bool = True
+    log_level: str = "info"
+    metrics_listen: str | None = None
+
+    @property
+    def host(self) -> str:
+        return split_address(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_address(self.listen)[1]
+
+    @property
+    def election_ticks(self) -> int:
+        return max(2, self.election_timeout_ms // self.tick_ms)
+
+    @property
+    def heartbeat_ticks(self) -> int:
+        return max(1, self.heartbeat_interval_ms // self.tick_ms)
+
+
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "id": str, "listen": str, "data_dir": str, "peers": dict, "join": bool, "cluster": str,
+    "tick_ms": int, "election_timeout_ms": int, "heartbeat_interval_ms": int, "fsync": bool,
+    "max_append_entries": int, "max_append_bytes": int, "max_inflight_msgs": int,
+    "max_frame_size": int, "peer_queue_limit": int, "max_batch_proposals": int,
+    "session_ttl_ms": int, "request_timeout_ms": int, "pre_vote": bool, "check_quorum": bool,
+    "log_level": str, "metrics_listen": (str, type(None)),
+}
+_REQUIRED = ("id", "listen", "data_dir")
+assert set(_TYPES) == {f.name for f in fields(NodeConfig)}
+
+
+def split_address(addr: str) -> tuple[str, int]:
+    """'host:port' -> (host, port); raises ValueError with a readable reason."""
+    if not isinstance(addr, str) or ":" not in addr:
+        raise ValueError(f"bad address {addr!r} (expected host:port)")
+    host, _, port_s = addr.rpartition(":")
+    host = host.strip("[]")
+    if not host:
+        raise ValueError(f"bad address {addr!r} (empty host)")
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise ValueError(f"bad address {addr!r} (port is not a number)") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"bad address {addr!r} (port out of range)")
+    if any(c.isspace() for c in host):
+        raise ValueError(f"bad address {addr!r}")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not all(part and (part.isalnum() or "-" in part) for part in host.split(".")):
+            raise ValueError(f"bad address {addr!r} (not an IP address or host name)") from None
+    return host, port
+
+
+def parse_config(raw: Any, source: str = "<config>") -> NodeConfig:
+    def err(key: str, why: str) -> ConfigError:
+        return ConfigError(f"{source}: key '{key}': {why}")
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys at the top level")
+    for key in raw:
+        if key not in _TYPES:
+            raise err(str(key), f"unknown key (known keys: {', '.join(sorted(_TYPES))})")
+    for key in _REQUIRED:
+        if key not in raw:
+            raise err(key, "missing (required)")
+    values = {}
+    for key, value in raw.items():
+        want = _TYPES[key]
+        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+        if want is int and isinstance(value, bool):
+            ok = False
+        if not ok:
+            name = want.__name__ if isinstance(want, type) else "string or null"
+            raise err(key, f"expected {name}, got {type(value).__name__} {value!r}")
+        values[key] = value
+    try:
+        split_address(values["listen"])
+    except ValueError as e:
+        raise err("listen", str(e)) from None
+    peers = {}
+    for pid, paddr in values.get("peers", {}).items():
+        if not isinstance(pid, str) or not pid:
+            raise err(f"peers.{pid}", "node ids must be non-empty strings")
+        try:
+            split_address(paddr)
+        except ValueError as e:
+            raise err(f"peers.{pid}", str(e)) from None
+        peers[pid] = paddr
+    values["peers"] = peers
+    if values.get("metrics_listen"):
+        try:
+            split_address(values["metrics_listen"])
+        except ValueError as e:
+            raise err("metrics_listen", str(e)) from None
+    for key in ("tick_ms", "election_timeout_ms", "heartbeat_interval_ms", "max_append_entries",
+                "max_append_bytes", "max_inflight_msgs", "max_frame_size", "peer_queue_limit",
+                "max_batch_proposals", "session_ttl_ms", "request_timeout_ms"):
+        if key in values and values[key] <= 0:
+            raise err(key, "must be positive")
+    if not values.get("join", False):
+        if not peers:
+            raise err("peers", "required unless join: true (every initial member, itself included)")
+        if values["id"] not in peers:
+            raise err("peers", f"must include this node's own id {values['id']!r}")
+    cfg = NodeConfig(**values)
+    if cfg.heartbeat_interval_ms * 2 > cfg.election_timeout_ms:
+        raise err("heartbeat_interval_ms", "must be at most half of election_timeout_ms")
+    if values.get("log_level", "info") not in ("debug", "info", "warning", "error"):
+        raise err("log_level", "expected one of debug, info, warning, error")
+    return cfg
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
+    return parse_config(raw, str(p))
+
+
+def dump_config(cfg: dict) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)

@@ -1,0 +1,491 @@
+"""The raftd runtime: the only place that turns sockets, timers and the disk into core calls.
+
+One asyncio loop owns the RaftNode.  Socket readers, the ticker and client handlers call into
+the node directly (they run on the same loop, one at a time) and wake the driver, which hands
+each Ready to the disk and then to the network and the state machine, in the order ready.py
+prescribes.  While one fsync runs in the disk thread, new proposals and messages keep reaching
+the node; the next Ready carries all of them, so one fsync covers many writes (group commit).
+
+    client put ──> propose() ──> Ready.entries ──> WAL.save + fdatasync ──> persisted()
+                                  Ready.messages ──> peers (AppendEntries)  <── acks: step()
+                       commit ──> Ready.committed_entries ──> KVStateMachine.apply ──> reply
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from random import Random
+
+from raftd.config import NodeConfig
+from raftd.core import (Configuration, ConfChangeInProgressError, InvalidConfChangeError,
+                        LogCorruptionError, NotLeaderError, ProposalDroppedError, RaftConfig,
+                        RaftNode, Ready, Role)
+from raftd.kv.commands import Command, Op, encode_command
+from raftd.kv.fsm import KVStateMachine
+from raftd.storage.wal import DurableLog
+from raftd.wire.codec import (decode_body, decode_hello, decode_message, encode_client_response,
+                              encode_error)
+from raftd.wire.framing import FrameDecoder, FrameType, RemoteProtocolError, UnsupportedVersion
+
+from .transport import PeerLink
+
+log = logging.getLogger("raftd")
+
+_WRITE_OPS = {"put": Op.PUT, "delete": Op.DELETE, "cas": Op.CAS}
+_MAX_EVENTS = 200
+
+
+@dataclass(slots=True)
+class _PendingWrite:
+    term: int
+    conn: "_ClientConn"
+    rid: int
+
+
+class _ClientConn:
+    """A client connection: responses are written as requests complete, in any order."""
+
+    def __init__(self, writer: asyncio.StreamWriter):
+        self.writer = writer
+        self.closed = False
+
+    def reply(self, rid, result=None, error: dict | None = None) -> None:
+        if self.closed:
+            return
+        self.writer.write(encode_client_response(
+            {"id": rid, "ok": error is None, "result": result if error is None else None,
+             "error": error}))
+
+
+class RaftServer:
+    def __init__(self, cfg: NodeConfig, *, rng_seed: int | None = None):
+        self.cfg = cfg
+        self.node_id = cfg.id
+        self.started_at = time.time()
+        self._rng = Random(rng_seed if rng_seed is not None else int.from_bytes(os.urandom(8)))
+        self.storage: DurableLog | None = None
+        self.node: RaftNode | None = None
+        self.fsm = KVStateMachine(session_ttl_ms=cfg.session_ttl_ms)
+        self.peers: dict[str, PeerLink] = {}
+        self._wake = asyncio.Event()
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raftd-disk")
+        self._tasks: list[asyncio.Task] = []
+        self._server: asyncio.base_events.Server | None = None
+        self._pending_writes: dict[int, _PendingWrite] = {}
+        self._read_ids = 0
+        self._pending_reads: dict[int, tuple[_ClientConn, int, dict]] = {}
+        self._reads_waiting_apply: list[tuple[int, _ClientConn, int, dict]] = []
+        self._conns: set[asyncio.StreamWriter] = set()
+        self.stopped = asyncio.Event()
+        self.exit_code = 0
+        self.events: list[dict] = []  # recent events ring (status)
+        self.counters = {"proposals": 0, "fsyncs": 0, "fsync_seconds": 0.0,
+                         "leader_changes": 0, "bad_frames": 0, "client_requests": 0}
+
+    # ------------------------------------------------------------------ lifecycle --
+    async def start(self) -> None:
+        cfg = self.cfg
+        os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)
+        self.storage = DurableLog.open(os.path.join(cfg.data_dir, "wal"), fsync=cfg.fsync)
+        st = self.storage
+        base = (Configuration() if cfg.join else
+                Configuration.make(cfg.peers, addresses=cfg.peers))
+        self.node = RaftNode(
+            cfg.id,
+            RaftConfig(election_ticks=cfg.election_ticks, heartbeat_ticks=cfg.heartbeat_ticks,
+                       max_append_entries=cfg.max_append_entries,
+                       max_append_bytes=cfg.max_append_bytes,
+                       max_inflight_msgs=cfg.max_inflight_msgs, pre_vote=cfg.pre_vote,
+                       check_quorum=cfg.check_quorum),
+            self._rng, hard_state=st.hard_state, entries=st.all_entries(),
+            snapshot_index=st.snapshot_index, snapshot_term=st.snapshot_term,
+            base_configuration=base)
+        self._event("start", f"started with term {st.hard_state.term}, "
+                             f"log {st.first_index}..{st.last_index}")
+        log.info("recovered term=%d voted_for=%s log=[%d..%d] configuration: %s",
+                 st.hard_state.term, st.hard_state.voted_for, st.first_index, st.last_index,
+                 self.node.config.describe())
+        self._server = await asyncio.start_server(self._on_connection, cfg.host, cfg.port,
+                                                  reuse_address=True)
+        self._write_pid()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._drive(), name="drive"),
+                       loop.create_task(self._ticker(), name="ticker")]
+        for t in self._tasks:
+            t.add_done_callback(self._on_task_done)
+        log.info("listening on %s", cfg.listen)
+
+    def _on_task_done(self, task: asyncio.Task) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        # A failed fsync or a broken Raft invariant: stop rather than serve wrong answers.
+        self.fatal(f"{task.get_name()} failed: {task.exception()!r}", task.exception())
+
+    def fatal(self, reason: str, exc: BaseException | None = None) -> None:
+        log.critical("stopping the node: %s", reason, exc_info=exc)
+        self.exit_code = 1
+        asyncio.get_running_loop().create_task(self.stop())
+
+    def _write_pid(self) -> None:
+        path = os.path.join(self.cfg.data_dir, "raftd.pid")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(tmp, path)
+
+    async def stop(self) -> None:
+        if self.stopped.is_set():
+            return
+        log.info("stopping")
+        if self._server is not None:
+            self._server.close()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                pass
+        for link in self.peers.values():
+            await link.close()
+        for w in list(self._conns):
+            w.close()
+        self._disk.shutdown(wait=True)
+        if self.storage is not None:
+            self.storage.close()
+        try:
+            os.unlink(os.path.join(self.cfg.data_dir, "raftd.pid"))
+        except OSError:
+            pass
+        self.stopped.set()
+
+    # --------------------------------------------------------------- driver loop --
+    async def _ticker(self) -> None:
+        interval = self.cfg.tick_ms / 1000
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + interval
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at += interval
+            if loop.time() - next_at > 10 * interval:
+                next_at = loop.time() + interval  # we were paused (SIGSTOP): do not replay
+            self.node.tick()
+            self._wake.set()
+
+    async def _drive(self) -> None:
+        node = self.node
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while node.has_ready():
+                await self._handle_ready(node.ready())
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        node = self.node
+        if rd.soft_state is not None:
+            self._on_soft_state(rd)
+        if rd.must_sync:
+            t0 = time.perf_counter()
+            # The contract (ready.py): durable before anything that depends on it is sent.
+            await asyncio.get_running_loop().run_in_executor(
+                self._disk, self.storage.save, rd.hard_state, rd.entries)
+            self.counters["fsyncs"] += 1
+            self.counters["fsync_seconds"] += time.perf_counter() - t0
+            if rd.entries:
+                node.persisted(rd.entries[-1].index, rd.entries[-1].term)
+        for msg in rd.messages:
+            self._send(msg)
+        if rd.committed_entries:
+            self._apply(rd)
+        for rs in rd.read_states:
+            self._on_read_state(rs.request_id, rs.index)
+        if self._reads_waiting_apply:
+            self._serve_waiting_reads()
+
+    def _send(self, msg) -> None:
+        link = self.peers.get(msg.dst)
+        if link is None:
+            address = self.node.config.address_of(msg.dst) or self.cfg.peers.get(msg.dst)
+            if address is None:
+                return
+            link = PeerLink(self.node_id, msg.dst, address, self.cfg.host, self.cfg.cluster,
+                            self.cfg.peer_queue_limit)
+            link.start()
+            self.peers[msg.dst] = link
+        link.send(msg)
+
+    def _on_soft_state(self, rd: Ready) -> None:
+        ss = rd.soft_state
+        prev_leader = getattr(self, "_last_leader", None)
+        if ss.leader_id != prev_leader:
+            self._last_leader = ss.leader_id
+            if ss.leader_id is not None:
+                self.counters["leader_changes"] += 1
+                self._event("leader", f"leader is {ss.leader_id} (term {ss.term})")
+        if ss.role == Role.LEADER:
+            log.info("became leader at term %d", ss.term)
+        else:
+            log.info("%s at term %d (leader %s)", ss.role, ss.term, ss.leader_id or "unknown")
+            self._fail_pending_writes()
+
+    def _fail_pending_writes(self) -> None:
+        """Leadership lost: the outcome of pending writes is unknown here.  Tell the clients
+        to retry; their session (client_id, seq) makes a retry apply at most once."""
+        pending, self._pending_writes = self._pending_writes, {}
+        hint = self._leader_error("leadership changed before the write was confirmed; retry")
+        for pw in pending.values():
+            pw.conn.reply(pw.rid, error=hint)
+
+    def _apply(self, rd: Ready) -> None:
+        fsm = self.fsm
+        pending = self._pending_writes
+        for e in rd.committed_entries:
+            result = fsm.apply_entry(e)
+            pw = pending.pop(e.index, None) if pending else None
+            if pw is None:
+                continue
+            if pw.term != e.term:
+                # Our proposal at this index was replaced by another leader's entry.
+                pw.conn.reply(pw.rid, error={"code": "unavailable",
+                                             "message": "write lost in a leader change; retry"})
+            elif result is not None and "error" in result:
+                pw.conn.reply(pw.rid, error={"code": "bad_request",
+                                             "message": f"{result['error']}: "
+                                                        f"{result.get('message', '')}".strip()})
+            else:
+                pw.conn.reply(pw.rid, result)
+        self.node.applied(rd.committed_entries[-1].index)
+
+    # --------------------------------------------------------------- reads (§6.4) --
+    def _on_read_state(self, rid: int, index: int | None) -> None:
+        entry = self._pending_reads.pop(rid, None)
+        if entry is None:
+            return
+        conn, crid, req = entry
+        if index is None:
+            conn.reply(crid, error=self._leader_error("lost leadership during the read; retry"))
+        elif self.fsm.applied_index >= index:
+            self._answer_read(conn, crid, req)
+        else:
+            self._reads_waiting_apply.append((index, conn, crid, req))
+
+    def _serve_waiting_reads(self) -> None:
+        applied = self.fsm.applied_index
+        still = []
+        for index, conn, crid, req in self._reads_waiting_apply:
+            if applied >= index:
+                self._answer_read(conn, crid, req)
+            else:
+                still.append((index, conn, crid, req))
+        self._reads_waiting_apply = still
+
+    def _answer_read(self, conn: _ClientConn, rid, req: dict) -> None:
+        if req["op"] == "get":
+            conn.reply(rid, {"value": self.fsm.get(req["key"]), "index": self.fsm.applied_index})
+        else:
+            conn.reply(rid, {"items": self.fsm.list(req.get("prefix", "")),
+                             "index": self.fsm.applied_index})
+
+    # ------------------------------------------------------------ client requests --
+    def _leader_error(self, message: str | None = None) -> dict:
+        leader = self.node.leader_id
+        if leader == self.node_id and self.node.role == Role.LEADER:
+            leader = None
+        addr = (self.node.config.address_of(leader) or self.cfg.peers.get(leader)) if leader else None
+        return {"code": "not_leader",
+                "message": message or f"{self.node_id} is not the leader "
+                                      f"(leader: {leader or 'unknown'})",
+                "leader": leader, "leader_address": addr}
+
+    def _handle_request(self, conn: _ClientConn, req: dict) -> None:
+        self.counters["client_requests"] += 1
+        rid = req.get("id")
+        op = req.get("op")
+        try:
+            if op in _WRITE_OPS:
+                self._handle_write(conn, rid, op, req)
+            elif op in ("get", "list"):
+                self._handle_read(conn, rid, op, req)
+            elif op == "status":
+                st = self.status()
+                if req.get("digest"):
+                    st["digest"] = self.fsm.digest()  # O(state): only when asked (tests)
+                conn.reply(rid, st)
+            elif op == "transfer_leader":
+                self._handle_transfer(conn, rid, req)
+            else:
+                conn.reply(rid, error={"code": "unknown_op", "message": f"unknown op {op!r}"})
+        except _BadRequest as e:
+            conn.reply(rid, error={"code": "bad_request", "message": str(e)})
+
+    def _handle_write(self, conn: _ClientConn, rid, op: str, req: dict) -> None:
+        node = self.node
+        if node.role != Role.LEADER:
+            conn.reply(rid, error=self._leader_error())
+            return
+        key = _field(req, "key", str)
+        if not key:
+            raise _BadRequest("key must be a non-empty string")
+        client_id = req.get("client_id")
+        seq = req.get("seq", 0)
+        if client_id is not None and not isinstance(client_id, str) or not isinstance(seq, int):
+            raise _BadRequest("client_id must be a string and seq an integer")
+        try:
+            cmd = Command(_WRITE_OPS[op], key,
+                          value=_field(req, "value", bytes) if op != "delete" else None,
+                          expected=req.get("expected") if op == "cas" else None,
+                          client_id=client_id, seq=seq if client_id else 0,
+                          timestamp_ms=int(time.time() * 1000))
+        except (TypeError, ValueError) as e:
+            raise _BadRequest(str(e)) from None
+        try:
+            index = node.propose(encode_command(cmd))
+        except NotLeaderError:
+            conn.reply(rid, error=self._leader_error())
+            return
+        except ProposalDroppedError as e:
+            conn.reply(rid, error={"code": "unavailable", "message": str(e)})
+            return
+        self.counters["proposals"] += 1
+        self._pending_writes[index] = _PendingWrite(node.term, conn, rid)
+        self._wake.set()
+
+    def _handle_read(self, conn: _ClientConn, rid, op: str, req: dict) -> None:
+        if op == "get":
+            _field(req, "key", str)
+        elif not isinstance(req.get("prefix", ""), str):
+            raise _BadRequest("prefix must be a string")
+        if not req.get("linearizable", True):
+            self._answer_read(conn, rid, req)  # local, possibly stale read: the caller asked
+            return
+        self._read_ids += 1
+        try:
+            self.node.read_index(self._read_ids)
+        except NotLeaderError:
+            conn.reply(rid, error=self._leader_error())
+            return
+        self._pending_reads[self._read_ids] = (conn, rid, req)
+        self._wake.set()
+
+    def _handle_transfer(self, conn: _ClientConn, rid, req: dict) -> None:
+        node = self.node
+        if node.role != Role.LEADER:
+            conn.reply(rid, error=self._leader_error())
+            return
+        target = req.get("target")
+        if target is None:
+            best = max((p for p in node.progress if node.config.is_voter(p)),
+                       key=lambda p: node.progress[p].match_index, default=None)
+            target = best
+        try:
+            node.transfer_leadership(target)
+        except (InvalidConfChangeError, ConfChangeInProgressError) as e:
+            conn.reply(rid, error={"code": "bad_request", "message": str(e)})
+            return
+        self._event("transfer", f"leadership transfer to {target} started")
+        conn.reply(rid, {"target": target})
+        self._wake.set()
+
+    # -------------------------------------------------------------------- status --
+    def _event(self, kind: str, text: str) -> None:
+        self.events.append({"time": time.time(), "kind": kind, "text": text})
+        if len(self.events) > _MAX_EVENTS:
+            del self.events[:len(self.events) - _MAX_EVENTS]
+
+    def status(self) -> dict:
+        node = self.node
+        cfg = node.config
+        addresses = {**self.cfg.peers, **cfg.address_map()}
+        st = node.status()
+        st.update({
+            "address": self.cfg.listen,
+            "pid": os.getpid(),
+            "applied_index": self.fsm.applied_index,
+            "leader_address": addresses.get(node.leader_id) if node.leader_id else None,
+            "configuration": {"voters": sorted(cfg.voters | cfg.outgoing),
+                              "learners": sorted(cfg.learners), "joint": cfg.joint,
+                              "addresses": addresses},
+            "keys": len(self.fsm),
+            "fsm": dict(self.fsm.stats),
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "counters": dict(self.counters),
+            "storage": dict(self.storage.stats),
+            "peers": {pid: {"connected": l.connected, "dropped": l.dropped, "sent": l.sent}
+                      for pid, l in sorted(self.peers.items())},
+            "events": self.events[-50:],
+        })
+        return st
+
+    # --------------------------------------------------------------- connections --
+    async def _on_connection(self, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+        self._conns.add(writer)
+        peer = writer.get_extra_info("peername")
+        decoder = FrameDecoder(self.cfg.max_frame_size)
+        conn = _ClientConn(writer)
+        peer_id = None
+        try:
+            while True:
+                data = await reader.read(1 << 18)
+                if not data:
+                    break
+                for ftype, body in decoder.feed(data):
+                    if ftype == FrameType.CLIENT_REQUEST:
+                        if peer_id is not None:
+                            raise RemoteProtocolError("client request on a peer connection")
+                        req = decode_body(body)
+                        if type(req.get("id")) is not int:
+                            raise RemoteProtocolError("client request without an integer id")
+                        self._handle_request(conn, req)
+                    elif ftype == FrameType.HELLO:
+                        peer_id, cluster = decode_hello(body)
+                        if cluster is not None and cluster != self.cfg.cluster:
+                            raise RemoteProtocolError(
+                                f"peer {peer_id} belongs to cluster {cluster!r}, "
+                                f"not {self.cfg.cluster!r}")
+                    elif ftype < 32:
+                        if peer_id is None:
+                            raise RemoteProtocolError("raft message before HELLO")
+                        msg = decode_message(ftype, body)
+                        if msg.dst != self.node_id or msg.src != peer_id:
+                            log.warning("dropping %s for %s from %s on %s's link",
+                                        type(msg).__name__, msg.dst, msg.src, peer_id)
+                            continue
+                        try:
+                            self.node.step(msg)
+                        except LogCorruptionError as e:
+                            self.fatal(str(e), e)
+                            return
+                        self._wake.set()
+                    else:
+                        raise RemoteProtocolError(f"unexpected frame type {ftype}")
+                if writer.transport.get_write_buffer_size() > 64 << 20:
+                    raise RemoteProtocolError("client is not reading its responses")
+        except UnsupportedVersion as e:
+            self.counters["bad_frames"] += 1
+            log.warning("closing connection from %s: %s", peer, e)
+            writer.write(encode_error("version_mismatch", str(e)))
+        except RemoteProtocolError as e:
+            self.counters["bad_frames"] += 1
+            log.warning("closing connection from %s: %s", peer, e)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            conn.closed = True
+            self._conns.discard(writer)
+            writer.close()
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def _field(req: dict, name: str, typ: type):
+    v = req.get(name)
+    if not isinstance(v, typ):
+        raise _BadRequest(f"field {name!r} must be {typ.__name__}")
+    return v

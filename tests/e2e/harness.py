@@ -1,0 +1,187 @@
+"""Real raftd processes on 127.0.0.0/8 for end-to-end tests.
+
+Each node gets its own loopback address (127.0.0.<base+i>) so nftables rules can cut links
+between nodes (raftd binds its outgoing connections to its listen address)."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from raftd.client import Client
+
+_NEXT_OCTET = [40 + (os.getpid() % 50) * 4]
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    def __init__(self, nid: str, address: str, data_dir: Path, config: Path):
+        self.id = nid
+        self.address = address
+        self.host = address.rsplit(":", 1)[0]
+        self.data_dir = data_dir
+        self.config = config
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        log = open(self.data_dir / "raftd.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "raftd", "--config", str(self.config)],
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        log.close()
+
+    def kill9(self) -> None:
+        if self.running:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> int | None:
+        if self.running:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                return self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode if self.proc else None
+
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+    def log_text(self) -> str:
+        return (self.data_dir / "raftd.log").read_text(errors="replace")
+
+
+class LocalCluster:
+    def __init__(self, root: Path, n: int = 3, **tuning):
+        self.root = root
+        octet = _NEXT_OCTET[0]
+        _NEXT_OCTET[0] += n + 1
+        self.nodes: dict[str, Node] = {}
+        addrs = {}
+        for i in range(1, n + 1):
+            host = f"127.0.0.{octet + i}"
+            addrs[f"n{i}"] = f"{host}:{free_port(host)}"
+        conf = {"tick_ms": 20, "election_timeout_ms": 300, "heartbeat_interval_ms": 60,
+                **tuning}
+        for nid, addr in addrs.items():
+            d = root / nid
+            d.mkdir(parents=True, exist_ok=True)
+            cfg = d / "raftd.yaml"
+            cfg.write_text(yaml.safe_dump({"id": nid, "listen": addr, "data_dir": str(d),
+                                           "peers": addrs, **conf}))
+            self.nodes[nid] = Node(nid, addr, d, cfg)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [n.address for n in self.nodes.values()]
+
+    def start(self) -> "LocalCluster":
+        for n in self.nodes.values():
+            n.start()
+        return self
+
+    def client(self, timeout: float = 10.0) -> Client:
+        return Client(self.endpoints, timeout=timeout)
+
+    def status(self, nid: str, timeout: float = 1.0, digest: bool = False) -> dict | None:
+        node = self.nodes[nid]
+        if not node.running:
+            return None
+        c = Client([node.address], timeout=timeout)
+        try:
+            return c.status(node.address, timeout, digest)
+        except Exception:  # noqa: BLE001
+            return None
+        finally:
+            c.close()
+
+    def wait_leader(self, timeout: float = 15.0, exclude: set[str] = frozenset()) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for nid, n in self.nodes.items():
+                if nid in exclude or not n.running:
+                    continue
+                st = self.status(nid, 0.5)
+                if st and st["role"] == "leader":
+                    return nid
+            time.sleep(0.05)
+        raise AssertionError(f"no leader within {timeout}s:\n" + self.logs_tail())
+
+    def wait_applied(self, index: int, nids=None, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        nids = nids or [n for n in self.nodes if self.nodes[n].running]
+        while time.monotonic() < deadline:
+            sts = [self.status(n) for n in nids]
+            if all(s and s["applied_index"] >= index for s in sts):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"nodes {nids} did not apply index {index} within {timeout}s: "
+                             f"{[(s or {}).get('applied_index') for s in sts]}")
+
+    def logs_tail(self, lines: int = 15) -> str:
+        out = []
+        for n in self.nodes.values():
+            try:
+                tail = n.log_text().splitlines()[-lines:]
+            except OSError:
+                tail = []
+            out.append(f"--- {n.id} ---\n" + "\n".join(tail))
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        for n in self.nodes.values():
+            n.stop()
+
+
+def nft_available() -> bool:
+    if shutil.which("nft") is None or os.geteuid() != 0:
+        return False
+    r = subprocess.run(["nft", "list", "tables"], capture_output=True)
+    return r.returncode == 0
+
+
+class Firewall:
+    """Cuts links between nodes with an nftables table of our own (deleted on heal)."""
+
+    def __init__(self, name: str):
+        self.table = name
+        self.active = False
+
+    def _nft(self, *args: str) -> None:
+        subprocess.run(["nft", *args], check=True, capture_output=True)
+
+    def cut(self, pairs: list[tuple[str, str]]) -> None:
+        """Drop packets from a to b for every (a, b) host pair."""
+        if not self.active:
+            self._nft("add", "table", "ip", self.table)
+            self._nft("add", "chain", "ip", self.table, "out",
+                      "{ type filter hook output priority 0 ; }")
+            self.active = True
+        for a, b in pairs:
+            self._nft("add", "rule", "ip", self.table, "out", "ip", "saddr", a, "ip", "daddr", b,
+                      "drop")
+
+    def heal(self) -> None:
+        if self.active:
+            subprocess.run(["nft", "delete", "table", "ip", self.table], capture_output=True)
+            self.active = False
