@@ -493,9 +493,10 @@ class RaftNode:
         """Send every follower what it can take now.  Called once per ready(), so proposals
         that arrived together travel together (batching) and several messages may be in flight
         (pipelining), each capped in entries and bytes."""
+        commit_dirty, self._commit_dirty = self._commit_dirty, False
         if self._need_heartbeat:
             self._broadcast_heartbeat()
-        commit_dirty, self._commit_dirty = self._commit_dirty, False
+            commit_dirty = False  # the heartbeat already carries the commit index
         last = self.log.last_index
         c = self.cfg
         for peer, pr in self.progress.items():
@@ -568,7 +569,10 @@ class RaftNode:
                 self._append(EntryKind.CONFIG,
                              Configuration.make(cfg.voters, (), cfg.learners, addrs).encode())
             elif not cfg.is_voter(self.id):
-                # Raft §6: a leader not in C_new steps down once C_new is committed.
+                # Raft §6: a leader not in C_new steps down once C_new is committed.  Tell the
+                # others the new commit index first, so C_new takes effect without waiting for
+                # the next leader.
+                self._broadcast_heartbeat()
                 self._become_follower(self.term, None)
 
     # ================================================================ linearizable reads ==
@@ -629,7 +633,9 @@ class RaftNode:
                 del self.progress[peer]
         for peer in sorted(members):
             if peer not in self.progress:
-                self.progress[peer] = Progress(self.log.last_index + 1)
+                # Probe from the last entry (the configuration that added it, if any), so a new
+                # member hears from us now rather than at the next heartbeat.
+                self.progress[peer] = Progress(max(self.log.last_index, 1))
 
     # ========================================================================= helpers ==
     def _send(self, msg: Message) -> None:
