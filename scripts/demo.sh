@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The main job, from a fresh machine: install raftd/raftctl into .venv, then show a simulated
-# 5-node cluster surviving partitions and crashes (a readable trace of one deterministic seed).
+# The main job, from a fresh machine: install raftd/raftctl into .venv, start a local 3-node
+# cluster in ./raftd-local (ports 7001-7003), write a key, and show the cluster's status.
+# Stop it with: .venv/bin/raftctl local down --dir ./raftd-local
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e .
-exec .venv/bin/python -m raftd.sim --seeds 1 --start 3 --nodes 5 --trace
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[fast]'
+.venv/bin/raftctl local up --nodes 3 --dir ./raftd-local
+.venv/bin/raftctl kv put hello world
+.venv/bin/raftctl status

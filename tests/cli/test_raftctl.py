@@ -1,0 +1,112 @@
+"""raftctl against real raftd processes: exit codes, JSON forms, local up/down."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.e2e.harness import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def raftctl(*args, check=None, env=None):
+    r = subprocess.run([sys.executable, "-m", "raftctl.main", *args], capture_output=True,
+                       text=True, timeout=60, env={**os.environ, **(env or {})})
+    if check is not None:
+        assert r.returncode == check, (r.returncode, r.stdout, r.stderr)
+    return r
+
+
+@pytest.fixture
+def local(tmp_path):
+    d = tmp_path / "cl"
+    port = free_port("127.0.0.1")
+    # three consecutive free ports are likely near an ephemeral one; retry if taken
+    r = raftctl("local", "up", "--nodes", "3", "--dir", str(d), "--base-port", str(port),
+                "-o", "json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    yield d, info
+    raftctl("local", "down", "--dir", str(d))
+
+
+def test_local_up_json_status_kv_and_down(local):
+    d, info = local
+    assert set(info) >= {"endpoints", "nodes"} and len(info["endpoints"]) == 3
+    assert {"id", "address", "pid", "data_dir"} <= set(info["nodes"][0])
+    eps = ",".join(info["endpoints"])
+    for n in info["nodes"]:
+        assert os.path.exists(os.path.join(n["data_dir"], "raftd.log"))
+
+    st = json.loads(raftctl("-e", eps, "status", "-o", "json", check=0).stdout)
+    assert st["leader"] in {"n1", "n2", "n3"} and st["configuration"]["joint"] is False
+    assert sorted(st["configuration"]["voters"]) == ["n1", "n2", "n3"]
+    assert all(set(n) >= {"id", "address", "role", "term", "commit_index", "applied_index",
+                          "last_log_index", "reachable", "pid"} for n in st["nodes"])
+
+    env = {"RAFTCTL_ENDPOINTS": eps}
+    assert raftctl("kv", "put", "a", "hello", env=env, check=0).stdout.startswith("OK ")
+    assert raftctl("kv", "get", "a", env=env, check=0).stdout == "hello\n"
+    r = raftctl("kv", "get", "missing", env=env, check=1)
+    assert r.stdout == "" and "not found" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert raftctl("kv", "cas", "a", "bye", "--expected", "nope", env=env, check=1)
+    assert raftctl("kv", "cas", "a", "bye", "--expected", "hello", env=env, check=0)
+    assert raftctl("kv", "cas", "b", "new", "--absent", env=env, check=0)
+    items = json.loads(raftctl("kv", "list", "-o", "json", env=env, check=0).stdout)["items"]
+    assert items == {"a": "bye", "b": "new"}
+    assert raftctl("kv", "delete", "a", env=env, check=0)
+    assert raftctl("kv", "delete", "a", env=env, check=1)
+
+    # kill one node: status reports it unreachable quickly and still has a leader
+    victim = info["nodes"][0]
+    os.kill(victim["pid"], 9)
+    t0 = time.monotonic()
+    st = json.loads(raftctl("-e", eps, "-o", "json", "status").stdout)
+    assert time.monotonic() - t0 < 10
+    row = next(n for n in st["nodes"] if n["id"] == victim["id"])
+    assert row["reachable"] is False
+
+    # up again on the same dir restarts only the stopped node and keeps the data
+    r = raftctl("local", "up", "--dir", str(d), "-o", "json", check=0)
+    assert "started n1" in r.stderr or "started " + victim["id"] in r.stderr
+    assert raftctl("kv", "get", "b", env=env, check=0).stdout == "new\n"
+
+    down = json.loads(raftctl("local", "down", "--dir", str(d), "-o", "json", check=0).stdout)
+    assert sorted(down["stopped"]) == ["n1", "n2", "n3"]
+
+
+def test_unreachable_cluster_exits_3_with_one_line():
+    port = free_port("127.0.0.1")
+    r = raftctl("-e", f"127.0.0.1:{port}", "--timeout", "1", "kv", "get", "x")
+    assert r.returncode == 3 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = raftctl("-e", f"127.0.0.1:{port}", "--timeout", "1", "-o", "json", "kv", "put", "x", "y")
+    assert r.returncode == 3
+    err = json.loads(r.stderr)
+    assert err["exit_code"] == 3 and err["error"] in ("unavailable", "timeout")
+    r = raftctl("-e", f"127.0.0.1:{port}", "status")
+    assert r.returncode == 3
+
+
+def test_usage_errors_exit_2():
+    assert raftctl("-e", "nonsense", "kv", "get", "x").returncode == 2
+    assert raftctl("kv", "cas", "k", "v").returncode == 2  # neither --expected nor --absent
+    assert raftctl("-o", "yaml", "status").returncode == 2
+
+
+def test_local_down_without_cluster_is_a_clear_error(tmp_path):
+    r = raftctl("local", "down", "--dir", str(tmp_path / "nothing"))
+    assert r.returncode == 1 and "no local cluster" in r.stderr
+
+
+def test_raftd_bad_config_exits_2_naming_key(tmp_path):
+    p = tmp_path / "n.yaml"
+    p.write_text("id: n1\nlisten: 127.0.0.1:1\ndata_dir: /tmp/q\npeers: {n1: 127.0.0.1:1}\n"
+                 "colour: blue\n")
+    r = subprocess.run([sys.executable, "-m", "raftd", "--config", str(p)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 2 and "key 'colour'" in r.stderr and str(p) in r.stderr

@@ -1,0 +1,64 @@
+"""Config validation: every error names the file and the key."""
+import pytest
+
+from raftd.config import ConfigError, load_config, parse_config
+
+GOOD = {"id": "n1", "listen": "127.0.0.1:7001", "data_dir": "/tmp/x",
+        "peers": {"n1": "127.0.0.1:7001", "n2": "127.0.0.1:7002"}}
+
+
+def test_good_config_parses_with_defaults():
+    cfg = parse_config(GOOD, "node.yaml")
+    assert cfg.port == 7001 and cfg.fsync is True and cfg.election_ticks >= 2
+
+
+@pytest.mark.parametrize("change, key, words", [
+    ({"colour": "blue"}, "colour", "unknown key"),
+    ({"listen": "127.0.0.1"}, "listen", "host:port"),
+    ({"listen": "127.0.0.1:99999"}, "listen", "out of range"),
+    ({"peers": {"n1": "127.0.0.1:7001", "n2": "nohost:"}}, "peers.n2", "bad address"),
+    ({"tick_ms": "fast"}, "tick_ms", "expected int"),
+    ({"fsync": 1}, "fsync", "expected bool"),
+    ({"election_timeout_ms": 0}, "election_timeout_ms", "positive"),
+    ({"peers": {"n2": "127.0.0.1:7002"}}, "peers", "own id"),
+    ({"heartbeat_interval_ms": 900}, "heartbeat_interval_ms", "half"),
+])
+def test_bad_values_name_file_and_key(change, key, words):
+    with pytest.raises(ConfigError) as e:
+        parse_config({**GOOD, **change}, "node.yaml")
+    msg = str(e.value)
+    assert msg.startswith("node.yaml: key '" + key + "'") and words in msg, msg
+
+
+def test_missing_required_key():
+    raw = dict(GOOD)
+    del raw["data_dir"]
+    with pytest.raises(ConfigError, match="key 'data_dir': missing"):
+        parse_config(raw, "n.yaml")
+
+
+def test_join_node_needs_no_peers():
+    cfg = parse_config({"id": "n4", "listen": "127.0.0.1:7004", "data_dir": "/tmp/y",
+                        "join": True}, "n.yaml")
+    assert cfg.join and cfg.peers == {}
+
+
+def test_bad_yaml_names_line(tmp_path):
+    p = tmp_path / "n.yaml"
+    p.write_text("id: n1\nlisten: [127.0.0.1\n")
+    with pytest.raises(ConfigError, match=r"n.yaml: invalid YAML at line \d+"):
+        load_config(p)
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_example_configs_are_valid():
+    import pathlib
+
+    files = sorted(pathlib.Path(__file__).parents[2].joinpath("configs").glob("node*.yaml"))
+    assert files
+    for f in files:
+        load_config(f)
