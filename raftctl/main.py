@@ -5,11 +5,9 @@ Exit codes: 0 ok; 1 operation failed (key not found, cas did not swap); 2 usage 
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
-from .commands import kv, local, status
+from .commands import bench, kv, local, status
 from .context import EndpointsOpt, OutputOpt, TimeoutOpt
 
 app = typer.Typer(
@@ -27,6 +25,7 @@ def root(ctx: typer.Context, endpoints: EndpointsOpt = None, output: OutputOpt =
 app.add_typer(local.app, name="local")
 app.add_typer(kv.app, name="kv")
 status.register(app)
+bench.register(app)
 
 
 def main() -> None:

@@ -103,6 +103,72 @@ def _last_log_line(d: Path) -> str:
         return ""
 
 
+def bring_up(directory: Path, nodes: int = 3, base_port: int = 7001, host: str = "127.0.0.1",
+             distinct_ips: bool = False, fsync: bool = True, timeout: float = 20.0,
+             info=lambda text: None) -> tuple[list[dict], dict]:
+    """Start (or restart) the local cluster in ``directory``; wait for a leader.  Returns the
+    layout (with pids) and the cluster status."""
+    if nodes < 1:
+        raise usage_error("--nodes must be at least 1")
+    directory.mkdir(parents=True, exist_ok=True)
+    if (directory / "cluster.yaml").exists():
+        layout = load_cluster(directory)
+    else:
+        layout = _layout(directory, nodes, base_port, host, distinct_ips)
+        _write_configs(directory, layout, {"fsync": fsync, "tick_ms": 25,
+                                           "election_timeout_ms": 500,
+                                           "heartbeat_interval_ms": 100})
+    started = []
+    for n in layout:
+        pid = _read_pid(Path(n["data_dir"]))
+        if _pid_alive(pid):
+            n["pid"] = pid
+            continue
+        n["pid"] = start_node(n)
+        started.append(n["id"])
+    info(f"started {', '.join(started)} in {directory}" if started
+         else f"all {len(layout)} nodes already running in {directory}")
+    endpoints = [n["address"] for n in layout]
+    deadline = time.monotonic() + timeout
+    while True:
+        st = asyncio.run(gather_status(endpoints, 0.5))
+        dead = [n for n in layout if not _pid_alive(n["pid"])]
+        if dead:
+            n = dead[0]
+            raise CliError(f"{n['id']} exited: {_last_log_line(Path(n['data_dir']))} "
+                           f"(log: {n['data_dir']}/raftd.log)")
+        if st["leader"] and all(n["reachable"] for n in st["nodes"]):
+            break
+        if time.monotonic() > deadline:
+            raise CliError(f"no leader elected within {timeout:g}s; see the logs in "
+                           f"{directory}/*/raftd.log", UNAVAILABLE, "unavailable")
+        time.sleep(0.1)
+    for n in layout:
+        n["pid"] = _read_pid(Path(n["data_dir"])) or n["pid"]
+    return layout, st
+
+
+def bring_down(directory: Path, grace: float = 5.0) -> dict:
+    """SIGTERM every running node of the local cluster, SIGKILL after ``grace`` seconds."""
+    layout = load_cluster(directory)
+    pids = {}
+    for n in layout:
+        pid = _read_pid(Path(n["data_dir"]))
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            pids[n["id"]] = pid
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_pid_alive(p) for p in pids.values()):
+        time.sleep(0.05)
+    killed = []
+    for nid, pid in pids.items():
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(nid)
+    return {"stopped": sorted(pids), "killed": killed,
+            "already_stopped": sorted(n["id"] for n in layout if n["id"] not in pids)}
+
+
 @app.command("up")
 def up(ctx: typer.Context,
        nodes: Annotated[int, typer.Option("--nodes", "-n", help="number of nodes")] = 3,
@@ -120,48 +186,9 @@ def up(ctx: typer.Context,
     s = settings(ctx, None, output, timeout or 20.0)
 
     def body() -> int:
-        if nodes < 1:
-            raise usage_error("--nodes must be at least 1")
-        directory.mkdir(parents=True, exist_ok=True)
-        if (directory / "cluster.yaml").exists():
-            layout = load_cluster(directory)
-        else:
-            layout = _layout(directory, nodes, base_port, host, distinct_ips)
-            _write_configs(directory, layout, {"fsync": fsync, "tick_ms": 25,
-                                               "election_timeout_ms": 500,
-                                               "heartbeat_interval_ms": 100})
-        started = []
-        for n in layout:
-            d = Path(n["data_dir"])
-            pid = _read_pid(d)
-            if _pid_alive(pid):
-                n["pid"] = pid
-                continue
-            n["pid"] = start_node(n)
-            started.append(n["id"])
-        if started:
-            s.out.info(f"started {', '.join(started)} in {directory}")
-        else:
-            s.out.info(f"all {len(layout)} nodes already running in {directory}")
+        layout, st = bring_up(directory, nodes, base_port, host, distinct_ips, fsync,
+                              s.timeout, s.out.info)
         endpoints = [n["address"] for n in layout]
-        deadline = time.monotonic() + s.timeout
-        st = None
-        while time.monotonic() < deadline:
-            st = asyncio.run(gather_status(endpoints, 0.5))
-            dead = [n for n in layout if not _pid_alive(n["pid"])]
-            if dead:
-                n = dead[0]
-                raise CliError(f"{n['id']} exited: {_last_log_line(Path(n['data_dir']))} "
-                               f"(log: {n['data_dir']}/raftd.log)")
-            if st["leader"] and all(n["reachable"] for n in st["nodes"]):
-                break
-            time.sleep(0.1)
-        else:
-            raise CliError(f"no leader elected within {s.timeout:g}s; see the logs in "
-                           f"{directory}/*/raftd.log", UNAVAILABLE, "unavailable")
-        for n in layout:
-            pid = _read_pid(Path(n["data_dir"]))
-            n["pid"] = pid or n["pid"]
         if s.out.json:
             s.out.emit_json({"endpoints": endpoints, "leader": st["leader"],
                              "nodes": [{"id": n["id"], "address": n["address"], "pid": n["pid"],
@@ -185,23 +212,8 @@ def down(ctx: typer.Context, directory: DirOpt = Path("./raftd-local"),
     s = settings(ctx, None, output)
 
     def body() -> int:
-        layout = load_cluster(directory)
-        pids = {}
-        for n in layout:
-            pid = _read_pid(Path(n["data_dir"]))
-            if _pid_alive(pid):
-                os.kill(pid, signal.SIGTERM)
-                pids[n["id"]] = pid
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(_pid_alive(p) for p in pids.values()):
-            time.sleep(0.05)
-        killed = []
-        for nid, pid in pids.items():
-            if _pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-                killed.append(nid)
-        result = {"stopped": sorted(pids), "killed": killed,
-                  "already_stopped": sorted(n["id"] for n in layout if n["id"] not in pids)}
+        result = bring_down(directory, grace)
+        killed = result["killed"]
         if s.out.json:
             s.out.emit_json(result)
         else:

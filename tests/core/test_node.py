@@ -5,7 +5,7 @@ import pytest
 
 from raftd.core import (AppendEntries, AppendEntriesResponse, Configuration, Entry, HardState,
                         NotLeaderError, PreVote, ProposalDroppedError, RaftConfig, RaftNode,
-                        RequestVote, RequestVoteResponse, Role, TimeoutNow)
+                        RequestVote, RequestVoteResponse, Role)
 
 from .harness import Net
 
@@ -114,13 +114,36 @@ def test_rejection_carries_a_conflict_hint_for_fast_backtracking():
 
 
 def test_commit_only_counts_current_term_entries():
-    """Raft §5.4.2 (Figure 8): an entry of an old term is never committed by counting replicas."""
-    net = Net(3)
-    leader = net.elect("1")
+    """Raft §5.4.2 (Figure 8): an entry of an old term is never committed by counting replicas;
+    it commits only together with an entry of the leader's current term."""
+    net = Net(3, max_append_entries=1, max_inflight_msgs=1)
+    conf = net.conf
+    net.nodes["1"] = RaftNode("1", net.cfg, random.Random(1), hard_state=HardState(2, None),
+                              entries=[Entry(1, 1), Entry(2, 2)], base_configuration=conf)
+    for nid in ("2", "3"):
+        net.nodes[nid] = RaftNode(nid, net.cfg, random.Random(int(nid)),
+                                  hard_state=HardState(2, None), entries=[Entry(1, 1)],
+                                  base_configuration=conf)
+    leader = net.nodes["1"]
+    while leader.role == Role.FOLLOWER:
+        leader.tick()
+    # hold back every AppendEntries until the election is over
+    net.stabilize(drop=lambda m: isinstance(m, AppendEntries))
+    assert leader.role == Role.LEADER and leader.term == 3  # its no-op is 3/3
+    # drive one message at a time: first the old-term entry 2 reaches a majority
+    for _ in range(10):
+        leader.tick()  # heartbeat: re-sends the probe that was held back
+        net.process("1")
+        net.deliver(drop=lambda m: getattr(m, "entries", ()) and m.entries[0].index >= 3)
+        for nid in ("2", "3"):
+            net.process(nid)
+        net.deliver()
+        if all(net.nodes[n].log.last_index >= 2 for n in ("2", "3")):
+            break
+    assert leader.progress["2"].match_index >= 2
+    assert leader.commit_index < 2  # a majority holds 2/2, but it is not of term 3
     net.stabilize()
-    node = net.nodes["1"]
-    # Old-term entry present on a majority but no current-term entry replicated yet
-    assert node.log.term_at(node.commit_index) == node.term
+    assert leader.commit_index == 3  # the no-op of term 3 commits, and 2/2 with it
 
 
 def test_leader_does_not_count_itself_before_fsync():

@@ -1,0 +1,138 @@
+"""raftctl bench: a closed-loop load generator (asyncio, C requests in flight on one process).
+
+Every request is a real client request through raftd.client: puts go through the log (fsync on
+a majority before the reply), gets are linearizable (ReadIndex)."""
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from raftd.client import AsyncClient, ClientError
+
+from ..context import EndpointsOpt, OutputOpt, run, settings
+from ..errors import UNAVAILABLE, CliError
+from .local import bring_down, bring_up
+
+
+def _pct(sorted_vals: list[float], p: float) -> float:
+    if not sorted_vals:
+        return 0.0
+    return sorted_vals[min(len(sorted_vals) - 1, int(p / 100 * len(sorted_vals)))]
+
+
+async def run_bench(endpoints: list[str], clients: int, duration: float, value_size: int,
+                    keys: int, read_ratio: float, warmup: float = 1.0,
+                    sequential: bool = False) -> dict:
+    rng = random.Random(1)
+    value = bytes(rng.getrandbits(8) for _ in range(value_size))
+    lat: list[float] = []
+    errors: dict[str, int] = {}
+    ops = {"put": 0, "get": 0}
+    async with AsyncClient(endpoints, timeout=10) as c:
+        await c.put("bench/warm", value)  # find the leader before the clock starts
+        loop = asyncio.get_running_loop()
+        t_start = loop.time()
+        t_measure = t_start + warmup
+        t_end = t_measure + duration
+
+        async def worker(wid: int) -> None:
+            r = random.Random(wid)
+            while True:
+                now = loop.time()
+                if now >= t_end:
+                    return
+                key = f"k{r.randrange(keys)}"
+                is_read = r.random() < read_ratio
+                try:
+                    if is_read:
+                        await c.get(key)
+                    else:
+                        await c.put(key, value)
+                except ClientError as e:
+                    if now >= t_measure:
+                        errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+                    continue
+                done = loop.time()
+                if now >= t_measure and done <= t_end:
+                    lat.append(done - now)
+                    ops["get" if is_read else "put"] += 1
+
+        await asyncio.gather(*(worker(i) for i in range(1 if sequential else clients)))
+    lat.sort()
+    n = len(lat)
+    return {"ops": n, "ops_per_sec": round(n / duration, 1), "duration_s": duration,
+            "clients": 1 if sequential else clients, "value_size": value_size, "keys": keys,
+            "read_ratio": read_ratio, "puts": ops["put"], "gets": ops["get"],
+            "p50_ms": round(_pct(lat, 50) * 1000, 3), "p95_ms": round(_pct(lat, 95) * 1000, 3),
+            "p99_ms": round(_pct(lat, 99) * 1000, 3),
+            "max_ms": round((lat[-1] if lat else 0) * 1000, 3),
+            "errors": sum(errors.values()), "error_kinds": errors}
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("bench")
+    def bench(ctx: typer.Context,
+              clients: Annotated[int, typer.Option(help="requests in flight")] = 64,
+              duration: Annotated[float, typer.Option(help="seconds measured")] = 20.0,
+              value_size: Annotated[int, typer.Option(help="bytes per value")] = 100,
+              keys: Annotated[int, typer.Option(help="distinct keys")] = 10000,
+              read_ratio: Annotated[float, typer.Option(help="fraction of gets")] = 0.0,
+              warmup: Annotated[float, typer.Option(help="seconds before measuring")] = 2.0,
+              local: Annotated[bool, typer.Option(
+                  "--local", help="start a temporary local cluster, run, tear it down")] = False,
+              nodes: Annotated[int, typer.Option(help="nodes for --local")] = 3,
+              endpoints: EndpointsOpt = None, output: OutputOpt = None) -> None:
+        """Measure committed ops/s and latency with CLIENTS requests in flight."""
+        s = settings(ctx, endpoints, output)
+
+        def body() -> int:
+            if clients < 1 or duration <= 0 or not 0 <= read_ratio <= 1:
+                from ..context import usage_error  # noqa: PLC0415
+                raise usage_error("need --clients >= 1, --duration > 0, 0 <= --read-ratio <= 1")
+            tmp = None
+            eps = s.endpoints
+            try:
+                if local:
+                    tmp = Path(tempfile.mkdtemp(prefix="raftd-bench-"))
+                    eps = _local_up(tmp, nodes)
+                    s.out.info(f"local cluster of {nodes} in {tmp}: {','.join(eps)}")
+                s.out.info(f"bench: {clients} in flight, {duration:g}s, {value_size}-byte values, "
+                           f"{keys} keys, read ratio {read_ratio}")
+                res = asyncio.run(run_bench(eps, clients, duration, value_size, keys,
+                                            read_ratio, warmup))
+            finally:
+                if tmp is not None:
+                    _local_down(tmp)
+                    shutil.rmtree(tmp, ignore_errors=True)
+            if res["ops"] == 0:
+                raise CliError(f"no request completed ({res['error_kinds']})", UNAVAILABLE,
+                               "unavailable")
+            if s.out.json:
+                s.out.emit_json(res)
+            else:
+                s.out.table(["ops/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "ops", "errors"],
+                            [[f"{res['ops_per_sec']:,.0f}", res["p50_ms"], res["p95_ms"],
+                              res["p99_ms"], res["max_ms"], res["ops"], res["errors"]]])
+            return 0
+
+        run(s, body)
+
+
+def _local_up(directory: Path, nodes: int) -> list[str]:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:  # a free port; the cluster takes it and the next ones
+        sock.bind(("127.0.0.1", 0))
+        base = sock.getsockname()[1]
+    layout, _ = bring_up(directory, nodes, base_port=base)
+    return [n["address"] for n in layout]
+
+
+def _local_down(directory: Path) -> None:
+    bring_down(directory)
