@@ -239,7 +239,9 @@ class RaftNode:
 
     def status(self) -> dict:
         return {
-            "id": self.id, "role": str(self.role), "term": self.term, "leader": self.leader_id,
+            "id": self.id, "term": self.term, "leader": self.leader_id,
+            "role": ("learner" if self.role == Role.FOLLOWER and self.id in self.config.learners
+                     else str(self.role)),
             "commit_index": self.commit_index, "applied_index": self.last_applied,
             "last_log_index": self.log.last_index, "first_log_index": self.log.first_index,
             "snapshot_index": self.log.snapshot_index, "voted_for": self.voted_for,

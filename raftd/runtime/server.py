@@ -82,6 +82,8 @@ class RaftServer:
         self._conns: set[asyncio.StreamWriter] = set()
         self.stopped = asyncio.Event()
         self.exit_code = 0
+        self.last_leader_contact: float | None = None  # monotonic time of the last AppendEntries
+        self._last_term = -1
         self.events: list[dict] = []  # recent events ring (status)
         self.counters = {"proposals": 0, "fsyncs": 0, "fsync_seconds": 0.0,
                          "leader_changes": 0, "bad_frames": 0, "client_requests": 0}
@@ -220,6 +222,13 @@ class RaftServer:
 
     def _on_soft_state(self, rd: Ready) -> None:
         ss = rd.soft_state
+        if ss.term != self._last_term:
+            if self._last_term >= 0:
+                self._event("term", f"term {self._last_term} -> {ss.term}")
+            self._last_term = ss.term
+        if ss.role != getattr(self, "_last_role", None):
+            self._last_role = ss.role
+            self._event("role", f"{self.node_id} became {ss.role} at term {ss.term}")
         prev_leader = getattr(self, "_last_leader", None)
         if ss.leader_id != prev_leader:
             self._last_leader = ss.leader_id
@@ -409,6 +418,11 @@ class RaftServer:
             "configuration": {"voters": sorted(cfg.voters | cfg.outgoing),
                               "learners": sorted(cfg.learners), "joint": cfg.joint,
                               "addresses": addresses},
+            "last_leader_contact_ms": (0 if node.role == Role.LEADER else
+                                       None if self.last_leader_contact is None else
+                                       round((time.monotonic() - self.last_leader_contact) * 1000)),
+            "tick_ms": self.cfg.tick_ms,
+            "election_timeout_ms": self.cfg.election_timeout_ms,
             "keys": len(self.fsm),
             "fsm": dict(self.fsm.stats),
             "uptime_s": round(time.time() - self.started_at, 3),
@@ -455,6 +469,8 @@ class RaftServer:
                             log.warning("dropping %s for %s from %s on %s's link",
                                         type(msg).__name__, msg.dst, msg.src, peer_id)
                             continue
+                        if ftype == 1 and msg.src == self.node.leader_id:  # AppendEntries
+                            self.last_leader_contact = time.monotonic()
                         try:
                             self.node.step(msg)
                         except LogCorruptionError as e:
