@@ -68,7 +68,9 @@ async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
         "term": max((n["term"] for n in nodes if n["term"] is not None), default=None),
         "nodes": nodes,
         "configuration": {"voters": conf.get("voters", []), "learners": conf.get("learners", []),
-                          "joint": conf.get("joint", False)},
+                          "joint": conf.get("joint", False),
+                          **({"old_voters": conf.get("old_voters", [])}
+                             if conf.get("joint") else {})},
     }
 
 

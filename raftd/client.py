@@ -191,8 +191,9 @@ class AsyncClient:
         return r["result"]
 
     async def admin(self, op: str, args: dict | None = None) -> dict:
-        """An operator request to the leader (e.g. transfer_leader)."""
-        return await self.request(op, args or {})
+        """An operator request to the leader (transfer_leader, change_config).  Not cut into
+        short attempts: a membership change may take a while and must not be sent twice."""
+        return await self.request(op, args or {}, attempt_timeout=self.timeout)
 
     # ------------------------------------------------------------------- machinery --
     async def _write(self, op: str, args: dict) -> dict:
@@ -217,7 +218,7 @@ class AsyncClient:
         self._rr = (self._rr + 1) % len(self.endpoints)
         return self.endpoints[self._rr]
 
-    async def request(self, op: str, args: dict) -> dict:
+    async def request(self, op: str, args: dict, attempt_timeout: float | None = None) -> dict:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         backoff = 0.01
@@ -226,7 +227,7 @@ class AsyncClient:
         sent_unanswered = False
         # One attempt may not use the whole budget: a paused or partitioned node must not
         # keep us from trying the others (a retried write is safe: same session, same seq).
-        per_attempt = max(0.5, self.timeout / 4)
+        per_attempt = attempt_timeout or max(0.5, self.timeout / 4)
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:

@@ -222,3 +222,97 @@ def down(ctx: typer.Context, directory: DirOpt = Path("./raftd-local"),
         return 0
 
     run(s, body)
+
+
+@app.command("add")
+def add(ctx: typer.Context, directory: DirOpt = Path("./raftd-local"),
+        output: OutputOpt = None, timeout: TimeoutOpt = None) -> None:
+    """Start one more local node in join mode and add it to the cluster (learner, catch-up,
+    voter).
+
+    Example: raftctl local add --dir ./raftd-local"""
+    s = settings(ctx, None, output, timeout or 60.0)
+
+    def body() -> int:
+        from .member import change  # noqa: PLC0415
+
+        layout = load_cluster(directory)
+        nums = [int(n["id"][1:]) for n in layout if n["id"][1:].isdigit()]
+        nid = f"n{max(nums, default=0) + 1}"
+        hosts_ports = [n["address"].rsplit(":", 1) for n in layout]
+        host = hosts_ports[0][0]
+        if len({h for h, _ in hosts_ports}) > 1:  # --distinct-ips layout
+            host = f"127.0.0.{10 + max(nums, default=0) + 1}"
+        port = max(int(p) for _, p in hosts_ports) + 1
+        node = {"id": nid, "address": f"{host}:{port}",
+                "data_dir": str((directory / nid).resolve())}
+        d = Path(node["data_dir"])
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        first = yaml.safe_load((Path(layout[0]["data_dir"]) / "raftd.yaml").read_text())
+        tuning = {k: v for k, v in first.items() if k not in ("id", "listen", "data_dir", "peers")}
+        (d / "raftd.yaml").write_text(dump_config({"id": nid, "listen": node["address"],
+                                                   "data_dir": node["data_dir"], "join": True,
+                                                   **tuning}))
+        node["pid"] = start_node(node)
+        layout.append({k: node[k] for k in ("id", "address", "data_dir")})
+        (directory / "cluster.yaml").write_text(yaml.safe_dump({"nodes": layout},
+                                                               sort_keys=False))
+        s.endpoints = [n["address"] for n in layout[:-1]]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # wait for it to listen
+            if asyncio.run(gather_status([node["address"]], 0.3))["nodes"][0]["reachable"]:
+                break
+            if not _pid_alive(node["pid"]):
+                raise CliError(f"{nid} exited: {_last_log_line(d)}")
+            time.sleep(0.1)
+        result = change(s, add={nid: node["address"]})
+        for p in result["phases"]:
+            s.out.info(f"- {p}")
+        if s.out.json:
+            s.out.emit_json({"id": nid, "address": node["address"], "pid": node["pid"],
+                             "data_dir": node["data_dir"]})
+        else:
+            s.out.line(f"added {nid} at {node['address']} (pid {node['pid']})")
+        return 0
+
+    run(s, body)
+
+
+@app.command("remove")
+def remove(ctx: typer.Context, node_id: Annotated[str, typer.Argument(metavar="ID")],
+           directory: DirOpt = Path("./raftd-local"), output: OutputOpt = None,
+           timeout: TimeoutOpt = None) -> None:
+    """Remove a local node from the configuration, then stop it.
+
+    Example: raftctl local remove n4 --dir ./raftd-local"""
+    s = settings(ctx, None, output, timeout or 60.0)
+
+    def body() -> int:
+        from .member import change  # noqa: PLC0415
+
+        layout = load_cluster(directory)
+        node = next((n for n in layout if n["id"] == node_id), None)
+        if node is None:
+            raise usage_error(f"no node {node_id} in {directory}")
+        s.endpoints = [n["address"] for n in layout]
+        result = change(s, remove=[node_id])
+        for p in result["phases"]:
+            s.out.info(f"- {p}")
+        pid = _read_pid(Path(node["data_dir"]))
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        layout = [n for n in layout if n["id"] != node_id]
+        (directory / "cluster.yaml").write_text(yaml.safe_dump({"nodes": layout},
+                                                               sort_keys=False))
+        if s.out.json:
+            s.out.emit_json({"removed": node_id, "configuration": result["configuration"]})
+        else:
+            s.out.line(f"removed {node_id}; voters: {','.join(result['configuration']['voters'])}")
+        return 0
+
+    run(s, body)

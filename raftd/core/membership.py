@@ -43,6 +43,11 @@ class Configuration:
         return dict(self.addresses)
 
     # --- encoding for CONFIG log entries (deterministic: sorted keys) ---
+    def __post_init__(self) -> None:
+        if not isinstance(self.addresses, tuple):
+            raise TypeError("addresses must be a tuple of (id, address) pairs; use "
+                            "Configuration.make() to build from a mapping")
+
     def encode(self) -> bytes:
         return json.dumps(
             {

@@ -180,8 +180,8 @@ class RaftNode:
             raise InvalidConfChangeError("a server cannot be both voter and learner")
         if target.voters == cur.voters:
             return self._append(EntryKind.CONFIG, target.encode())
-        joint = Configuration(target.voters, cur.voters, target.learners,
-                              _merge_addresses(cur, target))
+        joint = Configuration.make(target.voters, cur.voters, target.learners,
+                                   _merge_addresses(cur, target))
         return self._append(EntryKind.CONFIG, joint.encode())
 
     def transfer_leadership(self, target: str) -> None:
@@ -576,6 +576,8 @@ class RaftNode:
                 # the next leader.
                 self._broadcast_heartbeat()
                 self._become_follower(self.term, None)
+            elif any(p not in cfg.members for p in self.progress):
+                self._sync_progress()  # C_new committed: stop replicating to removed servers
 
     # ================================================================ linearizable reads ==
     def _register_read(self, request_id: object) -> None:
@@ -611,6 +613,9 @@ class RaftNode:
     def _config_index(self) -> int:
         return self._config_log[-1][0] if self._config_log else self.log.snapshot_index
 
+    def _previous_config(self) -> Configuration:
+        return self._config_log[-2][1] if len(self._config_log) >= 2 else self._base_config
+
     def _on_config_appended(self, e: Entry) -> None:
         # Raft §6: a server uses the newest configuration in its log, committed or not.
         cfg = Configuration.decode(e.data)
@@ -629,7 +634,12 @@ class RaftNode:
             self.config = self._config_log[-1][1] if self._config_log else self._base_config
 
     def _sync_progress(self) -> None:
-        members = self.config.members - {self.id}
+        members = self.config.members
+        if self._config_index() > self.commit_index:
+            # Until the newest configuration commits, keep replicating to the servers it
+            # removes, so they learn they were removed and stop campaigning (Raft §6).
+            members = members | self._previous_config().members
+        members = members - {self.id}
         for peer in list(self.progress):
             if peer not in members:
                 del self.progress[peer]

@@ -31,6 +31,7 @@ from raftd.wire.codec import (decode_body, decode_hello, decode_message, encode_
                               encode_error)
 from raftd.wire.framing import FrameDecoder, FrameType, RemoteProtocolError, UnsupportedVersion
 
+from .reconfig import ChangeError, ChangeRequest, Reconfigurator, _describe
 from .transport import PeerLink
 
 log = logging.getLogger("raftd")
@@ -74,6 +75,7 @@ class RaftServer:
         self._wake = asyncio.Event()
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raftd-disk")
         self._tasks: list[asyncio.Task] = []
+        self._background: set[asyncio.Task] = set()
         self._server: asyncio.base_events.Server | None = None
         self._pending_writes: dict[int, _PendingWrite] = {}
         self._read_ids = 0
@@ -82,6 +84,11 @@ class RaftServer:
         self._conns: set[asyncio.StreamWriter] = set()
         self.stopped = asyncio.Event()
         self.exit_code = 0
+        self.reconfig = Reconfigurator(self)
+        self.peer_last_heard: dict[str, float] = {}
+        # Listen addresses peers announced in HELLO: how a node that joined with an empty
+        # configuration reaches the leader before the log tells it where everyone is.
+        self.hello_addresses: dict[str, str] = {}  # peer -> monotonic time of its last message
         self.last_leader_contact: float | None = None  # monotonic time of the last AppendEntries
         self._last_term = -1
         self.events: list[dict] = []  # recent events ring (status)
@@ -94,7 +101,7 @@ class RaftServer:
         os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)
         self.storage = DurableLog.open(os.path.join(cfg.data_dir, "wal"), fsync=cfg.fsync)
         st = self.storage
-        base = (Configuration() if cfg.join else
+        base = (Configuration(frozenset()) if cfg.join else
                 Configuration.make(cfg.peers, addresses=cfg.peers))
         self.node = RaftNode(
             cfg.id,
@@ -211,11 +218,12 @@ class RaftServer:
     def _send(self, msg) -> None:
         link = self.peers.get(msg.dst)
         if link is None:
-            address = self.node.config.address_of(msg.dst) or self.cfg.peers.get(msg.dst)
+            address = (self.node.config.address_of(msg.dst) or self.cfg.peers.get(msg.dst)
+                       or self.hello_addresses.get(msg.dst))
             if address is None:
                 return
             link = PeerLink(self.node_id, msg.dst, address, self.cfg.host, self.cfg.cluster,
-                            self.cfg.peer_queue_limit)
+                            self.cfg.peer_queue_limit, own_address=self.cfg.listen)
             link.start()
             self.peers[msg.dst] = link
         link.send(msg)
@@ -326,6 +334,8 @@ class RaftServer:
                 conn.reply(rid, st)
             elif op == "transfer_leader":
                 self._handle_transfer(conn, rid, req)
+            elif op == "change_config":
+                self._handle_change(conn, rid, req)
             else:
                 conn.reply(rid, error={"code": "unknown_op", "message": f"unknown op {op!r}"})
         except _BadRequest as e:
@@ -399,6 +409,35 @@ class RaftServer:
         conn.reply(rid, {"target": target})
         self._wake.set()
 
+    def _handle_change(self, conn: _ClientConn, rid, req: dict) -> None:
+        add = req.get("add") or {}
+        remove = req.get("remove") or []
+        promote = req.get("promote") or []
+        if (not isinstance(add, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in add.items())
+                or not all(isinstance(x, str) for x in [*remove, *promote])):
+            raise _BadRequest("add is {id: address}; remove and promote are lists of ids")
+        if not (add or remove or promote):
+            raise _BadRequest("nothing to change")
+        creq = ChangeRequest(dict(add), list(remove), list(promote), bool(req.get("learner")))
+
+        async def run() -> None:
+            try:
+                result = await self.reconfig.change(creq)
+            except NotLeaderError:
+                conn.reply(rid, error=self._leader_error())
+            except ChangeError as e:
+                conn.reply(rid, error={"code": e.code, "message": str(e)})
+            else:
+                conn.reply(rid, result)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def wake(self) -> None:
+        self._wake.set()
+
     # -------------------------------------------------------------------- status --
     def _event(self, kind: str, text: str) -> None:
         self.events.append({"time": time.time(), "kind": kind, "text": text})
@@ -415,9 +454,9 @@ class RaftServer:
             "pid": os.getpid(),
             "applied_index": self.fsm.applied_index,
             "leader_address": addresses.get(node.leader_id) if node.leader_id else None,
-            "configuration": {"voters": sorted(cfg.voters | cfg.outgoing),
-                              "learners": sorted(cfg.learners), "joint": cfg.joint,
-                              "addresses": addresses},
+            "configuration": {**_describe(cfg),
+                              "addresses": {k: v for k, v in addresses.items()
+                                            if k in cfg.members or not cfg.members}},
             "last_leader_contact_ms": (0 if node.role == Role.LEADER else
                                        None if self.last_leader_contact is None else
                                        round((time.monotonic() - self.last_leader_contact) * 1000)),
@@ -457,6 +496,9 @@ class RaftServer:
                         self._handle_request(conn, req)
                     elif ftype == FrameType.HELLO:
                         peer_id, cluster = decode_hello(body)
+                        announced = decode_body(body).get("address")
+                        if isinstance(announced, str):
+                            self.hello_addresses[peer_id] = announced
                         if cluster is not None and cluster != self.cfg.cluster:
                             raise RemoteProtocolError(
                                 f"peer {peer_id} belongs to cluster {cluster!r}, "
@@ -469,8 +511,10 @@ class RaftServer:
                             log.warning("dropping %s for %s from %s on %s's link",
                                         type(msg).__name__, msg.dst, msg.src, peer_id)
                             continue
+                        now = time.monotonic()
+                        self.peer_last_heard[msg.src] = now
                         if ftype == 1 and msg.src == self.node.leader_id:  # AppendEntries
-                            self.last_leader_contact = time.monotonic()
+                            self.last_leader_contact = now
                         try:
                             self.node.step(msg)
                         except LogCorruptionError as e:

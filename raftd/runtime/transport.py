@@ -22,12 +22,13 @@ log = logging.getLogger("raftd.transport")
 
 class PeerLink:
     def __init__(self, node_id: str, peer_id: str, address: str, bind_host: str,
-                 cluster: str, queue_limit: int = 4096):
+                 cluster: str, queue_limit: int = 4096, own_address: str | None = None):
         self.node_id = node_id
         self.peer_id = peer_id
         self.address = address
         self._bind_host = bind_host
         self._cluster = cluster
+        self._own_address = own_address
         self._queue: deque[Message] = deque()
         self._limit = queue_limit
         self._wake = asyncio.Event()
@@ -67,7 +68,7 @@ class PeerLink:
                 # Source address = our own listen host (see module docstring).
                 reader, writer = await asyncio.wait_for(asyncio.open_connection(
                     host.strip("[]"), int(port), local_addr=(self._bind_host, 0)), 2.0)
-                writer.write(encode_hello(self.node_id, self._cluster))
+                writer.write(encode_hello(self.node_id, self._cluster, self._own_address))
                 self.connected = True
                 if self.reconnects:
                     log.info("link to %s (%s) is up", self.peer_id, self.address)

@@ -234,9 +234,13 @@ def encode_error(code: str, message: str) -> bytes:
     return _map_frame(FrameType.ERROR, {"code": str(code), "message": message})
 
 
-def encode_hello(node_id: str, cluster: str | None = None) -> bytes:
-    """HELLO frame, the first frame a peer sends on a connection it opens."""
-    return _map_frame(FrameType.HELLO, {"node_id": node_id, "cluster": cluster})
+def encode_hello(node_id: str, cluster: str | None = None, address: str | None = None) -> bytes:
+    """HELLO frame, the first frame a peer sends on a connection it opens.  ``address`` is the
+    sender's listen address, so a node that joined with no configuration can answer it."""
+    body = {"node_id": node_id, "cluster": cluster}
+    if address is not None:
+        body["address"] = address
+    return _map_frame(FrameType.HELLO, body)
 
 
 def decode_body(body: bytes) -> dict:

@@ -55,3 +55,23 @@ def test_configuration_round_trips_through_its_encoding():
     c = Configuration.make(["a", "b"], ["c"], ["d"], {"a": "127.0.0.1:1", "d": "127.0.0.1:4"})
     assert Configuration.decode(c.encode()) == c
     assert c.joint and c.members == {"a", "b", "c", "d"}
+
+
+def test_joint_change_keeps_every_address():
+    """The joint entry and C_new carry the addresses of old and new members (a joining node
+    learns where everyone is from the log)."""
+    from .harness import Net
+
+    net = Net(3)
+    leader = net.elect("1")
+    base = {"1": "h:1", "2": "h:2", "3": "h:3"}
+    leader.propose_configuration(Configuration.make(["1", "2", "3"], (), ["4"], {**base, "4": "h:4"}))
+    net.stabilize(drop=lambda m: m.dst == "4")
+    leader.propose_configuration(Configuration.make(["1", "2", "4"], (), (), {**base, "4": "h:4"}))
+    assert leader.config.joint and leader.config.address_of("4") == "h:4"
+    assert leader.config.address_of("3") == "h:3"  # still in C_old
+
+
+def test_configuration_rejects_a_mapping_for_addresses():
+    with pytest.raises(TypeError):
+        Configuration(frozenset("a"), addresses={"a": "h:1"})

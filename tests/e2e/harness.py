@@ -83,6 +83,9 @@ class LocalCluster:
             addrs[f"n{i}"] = f"{host}:{free_port(host)}"
         conf = {"tick_ms": 20, "election_timeout_ms": 300, "heartbeat_interval_ms": 60,
                 **tuning}
+        self._tuning = conf
+        self._octet = octet
+        self._count = n
         for nid, addr in addrs.items():
             d = root / nid
             d.mkdir(parents=True, exist_ok=True)
@@ -90,6 +93,22 @@ class LocalCluster:
             cfg.write_text(yaml.safe_dump({"id": nid, "listen": addr, "data_dir": str(d),
                                            "peers": addrs, **conf}))
             self.nodes[nid] = Node(nid, addr, d, cfg)
+
+    def add_join_node(self) -> Node:
+        """A new node with `join: true` (empty, waits to be added); started."""
+        self._count += 1
+        nid = f"n{self._count}"
+        host = f"127.0.0.{self._octet + self._count}"
+        addr = f"{host}:{free_port(host)}"
+        d = self.root / nid
+        d.mkdir(parents=True, exist_ok=True)
+        cfg = d / "raftd.yaml"
+        cfg.write_text(yaml.safe_dump({"id": nid, "listen": addr, "data_dir": str(d),
+                                       "join": True, **self._tuning}))
+        node = Node(nid, addr, d, cfg)
+        self.nodes[nid] = node
+        node.start()
+        return node
 
     @property
     def endpoints(self) -> list[str]:

@@ -1,0 +1,178 @@
+"""Membership changes on real processes (Raft §6): grow, shrink, replace, refuse bad changes."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from raftd.client import Client, ClientError, RequestError
+
+pytestmark = pytest.mark.e2e
+
+
+def change(cluster, timeout=60, **kw):
+    args = {"add": {}, "remove": [], "promote": [], "learner": False, **kw}
+    with Client(cluster.endpoints, timeout=timeout) as c:
+        return c.admin("change_config", args)
+
+
+def wait_started(node, timeout=10):
+    import socket
+    host, port = node.address.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, int(port)), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"{node.id} did not start")
+
+
+class Writer:
+    """A client writing continuously; remembers every acknowledged write."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.acked: dict[str, int] = {}
+        self.errors = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self):
+        i = 0
+        with Client(self.cluster.endpoints, timeout=15) as c:
+            while not self.stop.is_set():
+                key = f"w{i:06d}"
+                try:
+                    self.acked[key] = c.put(key, key.encode())
+                except ClientError:
+                    self.errors += 1
+                i += 1
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(60)
+
+
+def check_acked(cluster, acked, nids):
+    last = max(acked.values())
+    cluster.wait_applied(last, nids, timeout=30)
+    for nid in nids:
+        with Client([cluster.nodes[nid].address], timeout=5) as c:
+            items = c.list("w", linearizable=False)
+        lost = [k for k in acked if items.get(k) != k.encode()]
+        assert not lost, f"{nid} lost {len(lost)} acknowledged writes: {lost[:3]}"
+
+
+def test_grow_3_to_5_then_shrink_removing_the_leader(cluster_factory):
+    cluster = cluster_factory(3).start()
+    cluster.wait_leader()
+    with Writer(cluster) as w:
+        for _ in range(2):
+            node = cluster.add_join_node()
+            wait_started(node)
+            res = change(cluster, add={node.id: node.address})
+            assert any("caught up" in p for p in res["phases"]), res
+            assert node.id in res["configuration"]["voters"]
+        assert sorted(res["configuration"]["voters"]) == ["n1", "n2", "n3", "n4", "n5"]
+        time.sleep(0.5)
+        leader = cluster.wait_leader()
+        others = [n for n in ("n1", "n2", "n3") if n != leader]
+        res = change(cluster, remove=[leader, others[0]])
+        assert sorted(res["configuration"]["voters"]) == sorted(
+            {"n1", "n2", "n3", "n4", "n5"} - {leader, others[0]})
+        new_leader = cluster.wait_leader(exclude={leader, others[0]})
+        assert new_leader in res["configuration"]["voters"]
+        time.sleep(0.5)
+    assert len(w.acked) > 20
+    check_acked(cluster, w.acked, res["configuration"]["voters"])
+    st = cluster.status(new_leader)
+    assert st["configuration"]["joint"] is False
+    assert sorted(st["configuration"]["voters"]) == sorted(res["configuration"]["voters"])
+
+
+def test_replace_all_three_members_while_writing(cluster_factory):
+    cluster = cluster_factory(3).start()
+    cluster.wait_leader()
+    new = [cluster.add_join_node() for _ in range(3)]
+    for n in new:
+        wait_started(n)
+    with Writer(cluster) as w:
+        time.sleep(0.5)
+        res = change(cluster, add={n.id: n.address for n in new}, remove=["n1", "n2", "n3"])
+        assert "joint configuration C_old,new committed" in res["phases"]
+        assert sorted(res["configuration"]["voters"]) == ["n4", "n5", "n6"]
+        time.sleep(1.0)
+    for nid in ("n1", "n2", "n3"):
+        cluster.nodes[nid].stop()
+    leader = cluster.wait_leader()
+    assert leader in {"n4", "n5", "n6"}
+    check_acked(cluster, w.acked, ["n4", "n5", "n6"])
+
+
+def test_kill_the_leader_right_after_a_change(cluster_factory):
+    cluster = cluster_factory(3).start()
+    cluster.wait_leader()
+    node = cluster.add_join_node()
+    wait_started(node)
+    change(cluster, add={node.id: node.address})
+    leader = cluster.wait_leader()
+    cluster.nodes[leader].kill9()
+    new_leader = cluster.wait_leader(exclude={leader})
+    st = cluster.status(new_leader)
+    assert sorted(st["configuration"]["voters"]) == ["n1", "n2", "n3", "n4"]
+    cluster.nodes[leader].start()
+    with cluster.client() as c:
+        idx = c.put("after", b"x")
+    cluster.wait_applied(idx, list(cluster.nodes))
+
+
+def test_bad_changes_are_refused_before_anything_is_logged(cluster_factory):
+    cluster = cluster_factory(3).start()
+    leader = cluster.wait_leader()
+    before = cluster.status(leader)["last_log_index"]
+    cases = [
+        ({"remove": ["n9"]}, "not a member"),
+        ({"add": {"n2": "127.0.0.1:1"}}, "already a member"),
+        ({"add": {"n7": cluster.nodes["n1"].address}}, "already used by n1"),
+        ({"remove": ["n1", "n2", "n3"]}, "no voters"),
+        ({"add": {"n7": "127.0.0.1:1"}}, "unreachable"),
+        ({"promote": ["n2"]}, "not a learner"),
+    ]
+    for args, words in cases:
+        with pytest.raises(RequestError) as e:
+            change(cluster, timeout=10, **args)
+        assert words in str(e.value), (args, str(e.value))
+    assert cluster.status(leader)["last_log_index"] == before  # nothing was logged
+
+
+def test_one_change_at_a_time(cluster_factory):
+    cluster = cluster_factory(3).start()
+    cluster.wait_leader()
+    a, b = cluster.add_join_node(), cluster.add_join_node()
+    wait_started(a)
+    wait_started(b)
+    results = {}
+
+    def run(node):
+        try:
+            results[node.id] = change(cluster, add={node.id: node.address})
+        except RequestError as e:
+            results[node.id] = e
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    refused = [r for r in results.values() if isinstance(r, RequestError)]
+    done = [r for r in results.values() if isinstance(r, dict)]
+    assert len(done) >= 1
+    for r in refused:
+        assert r.code == "change_in_progress" and "in progress" in str(r)
