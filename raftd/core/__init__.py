@@ -2,16 +2,18 @@
 from .errors import (CompactedError, ConfChangeInProgressError, InvalidConfChangeError,
                      NotLeaderError, ProposalDroppedError, RaftError)
 from .log import LogCorruptionError, RaftLog
-from .membership import Configuration, committed_index, has_quorum, vote_result
-from .messages import (MESSAGE_TYPES, AppendEntries, AppendEntriesResponse, Message, MessageType,
-                       PreVote, PreVoteResponse, RequestVote, RequestVoteResponse, TimeoutNow)
+from .membership import (Configuration, SnapshotMeta, committed_index, has_quorum,
+                         vote_result)
+from .messages import (MESSAGE_TYPES, AppendEntries, AppendEntriesResponse, InstallSnapshot,
+                       Message, MessageType, PreVote, PreVoteResponse, RequestVote,
+                       RequestVoteResponse, TimeoutNow)
 from .node import RaftConfig, RaftNode
 from .ready import Ready, ReadState
 from .types import Entry, EntryKind, HardState, Role, SoftState
 
 __all__ = [
     "AppendEntries", "AppendEntriesResponse", "CompactedError", "ConfChangeInProgressError",
-    "Configuration", "Entry", "EntryKind", "HardState", "InvalidConfChangeError",
+    "Configuration", "Entry", "InstallSnapshot", "SnapshotMeta", "EntryKind", "HardState", "InvalidConfChangeError",
     "LogCorruptionError", "MESSAGE_TYPES", "Message", "MessageType", "NotLeaderError",
     "PreVote", "PreVoteResponse", "ProposalDroppedError", "RaftConfig", "RaftError", "RaftLog",
     "RaftNode", "ReadState", "Ready", "RequestVote", "RequestVoteResponse", "Role", "SoftState",

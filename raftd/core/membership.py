@@ -83,6 +83,16 @@ class Configuration:
         return text
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    """What a snapshot covers (Raft §7): the state machine up to ``index`` (whose entry had
+    ``term``), and the configuration in force at that index."""
+
+    index: int
+    term: int
+    configuration: Configuration
+
+
 def majority_index(voters: frozenset[str], match: Mapping[str, int]) -> int:
     """Largest index replicated on a majority of ``voters`` (0 for an empty set: no constraint
     is expressed by returning a huge value instead, see joint_committed_index)."""

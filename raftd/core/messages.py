@@ -22,6 +22,7 @@ class MessageType(enum.IntEnum):
     PRE_VOTE = 5
     PRE_VOTE_RESPONSE = 6
     TIMEOUT_NOW = 7
+    INSTALL_SNAPSHOT = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +110,28 @@ class TimeoutNow:
     term: int
 
 
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    """Leader -> follower: the state machine up to last_included_index (Raft §7, Figure 13).
+
+    The core emits one with offset 0, no data and done=False, meaning "send this follower the
+    snapshot"; the runtime streams the snapshot file as a series of these with ``offset`` and
+    ``data`` chunks, the last with done=True.  The receiving runtime assembles the chunks into
+    a file and steps the final (done=True, data=b"") message into its core."""
+
+    src: str
+    dst: str
+    term: int
+    last_included_index: int
+    last_included_term: int
+    configuration: bytes  # Configuration.encode() of the configuration at that index
+    offset: int = 0
+    data: bytes = b""
+    done: bool = False
+
+
 Message = (AppendEntries | AppendEntriesResponse | RequestVote | RequestVoteResponse | PreVote
-           | PreVoteResponse | TimeoutNow)
+           | PreVoteResponse | TimeoutNow | InstallSnapshot)
 
 MESSAGE_TYPES: dict[MessageType, type] = {
     MessageType.APPEND_ENTRIES: AppendEntries,
@@ -120,5 +141,6 @@ MESSAGE_TYPES: dict[MessageType, type] = {
     MessageType.PRE_VOTE: PreVote,
     MessageType.PRE_VOTE_RESPONSE: PreVoteResponse,
     MessageType.TIMEOUT_NOW: TimeoutNow,
+    MessageType.INSTALL_SNAPSHOT: InstallSnapshot,
 }
 TYPE_OF: dict[type, MessageType] = {cls: tag for tag, cls in MESSAGE_TYPES.items()}

@@ -18,9 +18,9 @@ from . import membership
 from .errors import (ConfChangeInProgressError, InvalidConfChangeError, NotLeaderError,
                      ProposalDroppedError)
 from .log import LogCorruptionError, RaftLog
-from .membership import Configuration
-from .messages import (AppendEntries, AppendEntriesResponse, Message, PreVote, PreVoteResponse,
-                       RequestVote, RequestVoteResponse, TimeoutNow)
+from .membership import Configuration, SnapshotMeta
+from .messages import (AppendEntries, AppendEntriesResponse, InstallSnapshot, Message, PreVote,
+                       PreVoteResponse, RequestVote, RequestVoteResponse, TimeoutNow)
 from .progress import Progress, ProgressState
 from .ready import ReadState, Ready
 from .types import Entry, EntryKind, HardState, Role, SoftState
@@ -48,20 +48,31 @@ class RaftNode:
     def __init__(self, node_id: str, config: RaftConfig, rng: random.Random, *,
                  hard_state: HardState = HardState(), entries: list[Entry] | tuple = (),
                  snapshot_index: int = 0, snapshot_term: int = 0,
-                 base_configuration: Configuration = Configuration(frozenset())):
-        """Build a node from its durable state.  ``base_configuration`` is the configuration at
-        ``snapshot_index`` (the bootstrap configuration for a fresh cluster; empty for a node
-        that joins later and learns everything from the leader)."""
+                 base_configuration: Configuration = Configuration(frozenset()),
+                 snapshot: SnapshotMeta | None = None):
+        """Build a node from its durable state.  ``entries`` follow the log base
+        (``snapshot_index``, ``snapshot_term``).  ``snapshot`` is the newest durable snapshot
+        (the state machine was restored from it; it may be ahead of the log base when trailing
+        entries were kept for slow followers).  ``base_configuration`` is the configuration at
+        the log base when there is no snapshot (the bootstrap configuration for a fresh
+        cluster; empty for a node that joins later and learns everything from the leader)."""
         self.id = node_id
         self.cfg = config
         self._rng = rng
         self.term = hard_state.term
         self.voted_for = hard_state.voted_for
         self.log = RaftLog(entries, snapshot_index, snapshot_term)
-        # Invariant: snapshot_index <= last_applied <= commit_index <= last_index
-        self.commit_index = snapshot_index
-        self.last_applied = snapshot_index
-        self._applying = snapshot_index  # highest index handed to the runtime to apply
+        if snapshot is None and snapshot_index:
+            snapshot = SnapshotMeta(snapshot_index, snapshot_term, base_configuration)
+        self.snapshot = snapshot  # newest durable snapshot; what a lagging follower gets (§7)
+        start = snapshot.index if snapshot else 0
+        if snapshot is not None:
+            base_configuration = snapshot.configuration
+        # Invariant: log base <= snapshot.index <= last_applied <= commit_index <= last_index
+        self.commit_index = start
+        self.last_applied = start
+        self._applying = start  # highest index handed to the runtime to apply
+        self._snapshot_to_install: SnapshotMeta | None = None
         # Invariant: _durable <= _stable <= last_index; entries after _stable go in the next Ready.
         self._stable = self.log.last_index  # highest index handed to the runtime to persist
         self._durable = self.log.last_index  # highest index the runtime said is durable
@@ -71,7 +82,8 @@ class RaftNode:
         # Configurations: the newest one in the log wins as soon as it is appended (Raft §6).
         self._base_config = base_configuration
         self._config_log: list[tuple[int, Configuration]] = [
-            (e.index, Configuration.decode(e.data)) for e in entries if e.kind == EntryKind.CONFIG]
+            (e.index, Configuration.decode(e.data)) for e in entries
+            if e.kind == EntryKind.CONFIG and e.index > start]
         self.config = self._config_log[-1][1] if self._config_log else base_configuration
 
         self.election_elapsed = 0
@@ -114,7 +126,7 @@ class RaftNode:
                     return
             if isinstance(msg, PreVote) or (isinstance(msg, PreVoteResponse) and msg.granted):
                 pass  # thesis §9.6: a pre-vote never changes anyone's term
-            elif isinstance(msg, (AppendEntries, TimeoutNow)):
+            elif isinstance(msg, (AppendEntries, TimeoutNow, InstallSnapshot)):
                 self._become_follower(msg.term, msg.src)
             else:
                 self._become_follower(msg.term, None)
@@ -196,6 +208,37 @@ class RaftNode:
         if self.progress[target].match_index == self.log.last_index:
             self._send(TimeoutNow(self.id, target, self.term))
 
+    def snapshot_taken(self, meta: SnapshotMeta) -> None:
+        """The runtime made a snapshot of the state machine durable (Raft §7).  It is what a
+        follower behind the log base will be sent."""
+        if meta.index > self.last_applied:
+            raise ValueError(f"snapshot at {meta.index} is ahead of applied {self.last_applied}")
+        if self.snapshot is None or meta.index > self.snapshot.index:
+            self.snapshot = meta
+
+    def compact(self, index: int) -> None:
+        """Forget log entries up to ``index`` (covered by a durable snapshot).  The runtime
+        keeps some trailing entries below its snapshot so slow followers can still catch up
+        from the log (thesis §5.1)."""
+        if self.snapshot is None or index > self.snapshot.index:
+            raise ValueError(f"cannot compact to {index}: no snapshot covers it")
+        if index <= self.log.snapshot_index:
+            return
+        self.log.compact(index, self.log.term_at(index))
+        # Configuration entries at or below the new base are no longer in the log; the newest of
+        # them is the configuration at the base.
+        older = [(i, c) for i, c in self._config_log if i <= index]
+        if older:
+            self._base_config = older[-1][1]
+            self._config_log = [(i, c) for i, c in self._config_log if i > index]
+
+    def report_snapshot(self, peer: str, ok: bool) -> None:
+        """The runtime's transfer of a snapshot to ``peer`` ended.  On failure we probe again
+        (and so resend the snapshot); on success we wait for the follower's answer."""
+        pr = self.progress.get(peer)
+        if pr is not None and pr.state == ProgressState.SNAPSHOT and not ok:
+            pr.become_probe()
+
     def persisted(self, index: int, term: int) -> None:
         """The runtime made entries up to (index, term) durable."""
         if self.log.term_at(index) != term or index <= self._durable:
@@ -213,6 +256,8 @@ class RaftNode:
         if self.role == Role.LEADER:
             self._flush_appends()
         rd = Ready()
+        if self._snapshot_to_install is not None:
+            rd.snapshot, self._snapshot_to_install = self._snapshot_to_install, None
         if self._stable < self.log.last_index:
             rd.entries = self.log.slice(self._stable + 1, self.log.last_index + 1)
             self._stable = self.log.last_index
@@ -232,6 +277,7 @@ class RaftNode:
 
     def has_ready(self) -> bool:
         return bool(self._msgs or self._read_states or self._stable < self.log.last_index
+                    or self._snapshot_to_install is not None
                     or HardState(self.term, self.voted_for) != self._last_hs
                     or min(self.commit_index, self._stable) > self._applying
                     or SoftState(self.role, self.leader_id, self.term) != self._last_ss
@@ -244,7 +290,8 @@ class RaftNode:
                      else str(self.role)),
             "commit_index": self.commit_index, "applied_index": self.last_applied,
             "last_log_index": self.log.last_index, "first_log_index": self.log.first_index,
-            "snapshot_index": self.log.snapshot_index, "voted_for": self.voted_for,
+            "snapshot_index": self.snapshot.index if self.snapshot else 0,
+            "voted_for": self.voted_for,
             "configuration": {"voters": sorted(self.config.voters | self.config.outgoing),
                               "learners": sorted(self.config.learners),
                               "joint": self.config.joint},
@@ -421,6 +468,13 @@ class RaftNode:
             pr.acked_seq = m.seq
             self._release_reads()
         if m.success:
+            if pr.state == ProgressState.SNAPSHOT:
+                if m.match_index < pr.pending_snapshot:
+                    return  # an answer to something sent before the snapshot
+                pr.maybe_update(m.match_index)
+                pr.become_replicate()
+                self._maybe_commit()
+                return
             if pr.maybe_update(m.match_index):
                 if pr.state == ProgressState.PROBE:
                     pr.become_replicate()
@@ -435,6 +489,38 @@ class RaftNode:
             if m.conflict_term > 0:
                 hint, _ = self.log.find_conflict_by_term(m.conflict_index, m.conflict_term)
             pr.maybe_decrease_to(m.reject_index, hint)
+
+    def _on_install_snapshot(self, m: InstallSnapshot) -> None:
+        """Raft §7 / Figure 13, for the final (done) message of a transfer: the runtime has the
+        whole snapshot in a file and will install it when it sees Ready.snapshot."""
+        if self.role != Role.FOLLOWER:
+            self._become_follower(self.term, m.src)
+        self.leader_id = m.src
+        self.election_elapsed = 0
+        index, term = m.last_included_index, m.last_included_term
+        if not m.done:
+            return  # the runtime assembles chunks; only a complete snapshot reaches the core
+        if index <= self.commit_index:
+            # We already have (and have committed) everything it covers.
+            self._send(AppendEntriesResponse(self.id, m.src, self.term, True, self.commit_index))
+            return
+        meta = SnapshotMeta(index, term, Configuration.decode(m.configuration))
+        if self.log.term_at(index) == term:
+            # Figure 13 step 6: our log continues the snapshot's history; keep what follows.
+            self.log.compact(index, term)
+            self._durable = max(self._durable, index)
+            self._stable = max(self._stable, index)
+        else:
+            self.log.compact(index, term)  # step 7: discard the whole log
+            self._durable = self._stable = index
+        self.commit_index = index
+        self._applying = self.last_applied = index  # the runtime restores the state machine
+        self.snapshot = meta
+        self._snapshot_to_install = meta
+        self._base_config = meta.configuration
+        self._config_log = [(i, c) for i, c in self._config_log if i > index]
+        self.config = self._config_log[-1][1] if self._config_log else meta.configuration
+        self._send(AppendEntriesResponse(self.id, m.src, self.term, True, index))
 
     def _on_request_vote(self, m: RequestVote) -> None:
         can_vote = (self.voted_for == m.src
@@ -473,6 +559,7 @@ class RaftNode:
         PreVote: _on_pre_vote,
         PreVoteResponse: _on_pre_vote_response,
         TimeoutNow: _on_timeout_now,
+        InstallSnapshot: _on_install_snapshot,
     }
 
     # ===================================================================== replication ==
@@ -515,8 +602,9 @@ class RaftNode:
         prev = pr.next_index - 1
         prev_term = self.log.term_at(prev)
         if prev_term is None:
-            # Below our base: only a snapshot could help; not possible until compaction exists.
-            raise LogCorruptionError(f"{self.id}: no log at {prev} for {peer}")
+            # The follower needs entries we compacted away: send the snapshot (Raft §7).
+            self._send_snapshot(peer, pr)
+            return
         c = self.cfg
         entries = self.log.slice(pr.next_index, pr.next_index + c.max_append_entries)
         nbytes = sum([len(e.data) for e in entries]) + 24 * len(entries)
@@ -532,17 +620,37 @@ class RaftNode:
                                  self.commit_index, self._seq))
         pr.sent(prev + len(entries), nbytes)
 
+    def _send_snapshot(self, peer: str, pr: Progress) -> None:
+        snap = self.snapshot
+        if snap is None:
+            raise LogCorruptionError(f"{self.id}: {peer} needs entries before our log base "
+                                     f"{self.log.snapshot_index} but there is no snapshot")
+        pr.become_snapshot(snap.index)
+        self._send(InstallSnapshot(self.id, peer, self.term, snap.index, snap.term,
+                                   snap.configuration.encode()))
+
     def _broadcast_heartbeat(self) -> None:
         self._need_heartbeat = False
         self._seq += 1
         for peer, pr in self.progress.items():
+            if pr.state == ProgressState.SNAPSHOT:
+                # Thesis §5: a transfer that never completes must not wedge this follower
+                # forever (hashicorp/raft #212): give up after a while and probe again.
+                pr.snapshot_ticks += self.cfg.heartbeat_ticks
+                if pr.snapshot_ticks > 30 * self.cfg.election_ticks:
+                    pr.become_probe()
+                continue
             if pr.state == ProgressState.PROBE:
                 pr.probe_sent = False  # a probe may have been lost: allow a resend
                 self._send_append(peer, pr)
             else:
                 # Empty AppendEntries at next_index-1: a lost message shows up as a rejection.
                 prev = pr.next_index - 1
-                self._send(AppendEntries(self.id, peer, self.term, prev, self.log.term_at(prev),
+                prev_term = self.log.term_at(prev)
+                if prev_term is None:
+                    self._send_snapshot(peer, pr)  # compacted past what it has
+                    continue
+                self._send(AppendEntries(self.id, peer, self.term, prev, prev_term,
                                          (), self.commit_index, self._seq))
         if not self.progress:
             self._release_reads()

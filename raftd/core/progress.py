@@ -15,11 +15,13 @@ from collections import deque
 class ProgressState(enum.IntEnum):
     PROBE = 0
     REPLICATE = 1
+    SNAPSHOT = 2  # an InstallSnapshot is being transferred; send nothing else meanwhile
 
 
 class Progress:
     __slots__ = ("match_index", "next_index", "state", "probe_sent", "inflight",
-                 "inflight_bytes", "recent_active", "acked_seq")
+                 "inflight_bytes", "recent_active", "acked_seq", "pending_snapshot",
+                 "snapshot_ticks")
 
     def __init__(self, next_index: int):
         self.match_index = 0
@@ -30,11 +32,20 @@ class Progress:
         self.inflight_bytes = 0
         self.recent_active = False  # heard from since the last check-quorum round
         self.acked_seq = 0  # highest heartbeat round acknowledged (ReadIndex)
+        self.pending_snapshot = 0  # SNAPSHOT: index of the snapshot being sent
+        self.snapshot_ticks = 0  # SNAPSHOT: ticks since it started (gives up eventually)
 
     def become_probe(self) -> None:
         self.state = ProgressState.PROBE
         self.probe_sent = False
         self.next_index = self.match_index + 1
+        self.inflight.clear()
+        self.inflight_bytes = 0
+
+    def become_snapshot(self, index: int) -> None:
+        self.state = ProgressState.SNAPSHOT
+        self.pending_snapshot = index
+        self.snapshot_ticks = 0
         self.inflight.clear()
         self.inflight_bytes = 0
 
@@ -59,6 +70,8 @@ class Progress:
     def maybe_decrease_to(self, rejected: int, hint: int) -> bool:
         """A rejection of the AppendEntries whose prev_log_index was ``rejected``.  Returns False
         if it is stale (an answer to a message we no longer care about)."""
+        if self.state == ProgressState.SNAPSHOT:
+            return False  # answers to appends sent before the snapshot started
         if self.state == ProgressState.REPLICATE:
             if rejected <= self.match_index:
                 return False  # stale: we already know the logs match beyond it
@@ -72,6 +85,8 @@ class Progress:
         return True
 
     def paused(self, max_msgs: int, max_bytes: int) -> bool:
+        if self.state == ProgressState.SNAPSHOT:
+            return True
         if self.state == ProgressState.PROBE:
             return self.probe_sent
         return len(self.inflight) >= max_msgs or self.inflight_bytes >= max_bytes

@@ -2,6 +2,10 @@
 
 THE CONTRACT (the runtime must do these in this order for each Ready):
 
+0. If ``snapshot`` is set (a follower received InstallSnapshot, Raft §7): make the received
+   snapshot file the node's newest snapshot, restore the state machine from it, and make the
+   log start after it (keep stored entries after snapshot.index if the one at snapshot.index
+   has snapshot.term, else discard the whole log).
 1. Persist ``hard_state`` (if not None) and ``entries``: storage first deletes every stored
    entry with index >= entries[0].index (a conflict truncation, Raft Figure 2 step 3), then
    appends.  fsync if ``must_sync``.  Then call ``node.persisted(entries[-1].index,
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .membership import SnapshotMeta
 from .messages import Message
 from .types import Entry, HardState, SoftState
 
@@ -39,11 +44,12 @@ class Ready:
     committed_entries: list[Entry] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
     soft_state: SoftState | None = None  # set when role, leader or term changed
+    snapshot: SnapshotMeta | None = None  # install this received snapshot first (step 0)
 
     @property
     def must_sync(self) -> bool:
-        return self.hard_state is not None or bool(self.entries)
+        return self.hard_state is not None or bool(self.entries) or self.snapshot is not None
 
     def empty(self) -> bool:
         return not (self.hard_state or self.entries or self.messages or self.committed_entries
-                    or self.read_states or self.soft_state)
+                    or self.read_states or self.soft_state or self.snapshot)

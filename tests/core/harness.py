@@ -1,9 +1,10 @@
 """A tiny hand-driven cluster for core unit tests: instant disk, explicit message delivery."""
 from __future__ import annotations
 
+import dataclasses
 import random
 
-from raftd.core import Configuration, RaftConfig, RaftNode, Role
+from raftd.core import Configuration, InstallSnapshot, RaftConfig, RaftNode, Role
 
 
 class Net:
@@ -17,11 +18,15 @@ class Net:
         self.applied = {i: [] for i in self.ids}
         self.readys = {i: [] for i in self.ids}
         self.down: set[str] = set()
+        self.snapshot_source: list = []  # applied entries a snapshot stands for
 
     def process(self, nid: str, persist: bool = True):
         node = self.nodes[nid]
         rd = node.ready()
         self.readys[nid].append(rd)
+        if rd.snapshot is not None:
+            # install: the applied state is the leader's up to the snapshot index
+            self.applied[nid] = [e for e in self.snapshot_source if e.index <= rd.snapshot.index]
         if persist and rd.entries:
             node.persisted(rd.entries[-1].index, rd.entries[-1].term)
         self.inflight.extend(rd.messages)
@@ -36,6 +41,8 @@ class Net:
         for m in msgs:
             if m.dst in self.down or m.src in self.down or drop(m):
                 continue
+            if isinstance(m, InstallSnapshot) and not m.done:
+                m = dataclasses.replace(m, done=True)  # the runtime would stream the chunks
             self.nodes[m.dst].step(m)
         return msgs
 

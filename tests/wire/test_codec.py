@@ -150,7 +150,7 @@ def test_encode_rejects_non_messages() -> None:
         encode_message({"term": 1})  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("ftype", [0, 8, 31, FrameType.CLIENT_REQUEST, FrameType.HELLO, 99])
+@pytest.mark.parametrize("ftype", [0, 9, 31, FrameType.CLIENT_REQUEST, FrameType.HELLO, 99])
 def test_decode_message_rejects_non_raft_types(ftype: int) -> None:
     with pytest.raises(UnknownFrameType):
         decode_message(ftype, raw := pack(["a", "b", 1]))

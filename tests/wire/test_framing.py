@@ -54,13 +54,14 @@ def test_frame_type_numbers_are_pinned() -> None:
     assert {t.name: t.value for t in FrameType} == {
         "APPEND_ENTRIES": 1, "APPEND_ENTRIES_RESPONSE": 2, "REQUEST_VOTE": 3,
         "REQUEST_VOTE_RESPONSE": 4, "PRE_VOTE": 5, "PRE_VOTE_RESPONSE": 6, "TIMEOUT_NOW": 7,
+        "INSTALL_SNAPSHOT": 8,
         "CLIENT_REQUEST": 32, "CLIENT_RESPONSE": 33, "ERROR": 34, "HELLO": 35,
     }
     for mt in MessageType:
         assert FrameType[mt.name] == mt.value and 1 <= mt.value <= 31
 
 
-@pytest.mark.parametrize("bad", [0, 8, 31, 36, 255, 256, -1])
+@pytest.mark.parametrize("bad", [0, 9, 31, 36, 255, 256, -1])
 def test_encode_frame_rejects_unknown_type(bad: int) -> None:
     with pytest.raises(ValueError):
         encode_frame(bad, b"")
@@ -204,7 +205,7 @@ def test_http_request_is_bad_magic() -> None:
         FrameDecoder().feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 
 
-@pytest.mark.parametrize("ftype", [0, 8, 31, 36, 200, 255])
+@pytest.mark.parametrize("ftype", [0, 9, 31, 36, 200, 255])
 def test_unknown_frame_type(ftype: int) -> None:
     with pytest.raises(UnknownFrameType) as info:
         FrameDecoder().feed(header(ftype, 0))
