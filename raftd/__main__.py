@@ -54,13 +54,14 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _run(cfg, flt: _NodeFilter) -> int:
     from raftd.runtime.server import RaftServer  # noqa: PLC0415 - after logging is set up
+    from raftd.runtime.server import StartupError  # noqa: PLC0415
     from raftd.storage.wal import CorruptLogError  # noqa: PLC0415
 
     server = RaftServer(cfg)
     flt.server = server
     try:
         await server.start()
-    except CorruptLogError as e:
+    except (CorruptLogError, StartupError) as e:
         logging.getLogger("raftd").critical("refusing to start: %s", e)
         return 1
     except OSError as e:

@@ -37,6 +37,10 @@ class NodeConfig:
     peer_queue_limit: int = 4096  # messages queued per peer before dropping (Raft retries)
     max_batch_proposals: int = 4096  # client writes taken per group commit
     session_ttl_ms: int = 3_600_000
+    snapshot_entries: int = 20_000  # take a snapshot after this many entries since the last
+    snapshot_bytes: int = 64 << 20  # ... or this many bytes of entries
+    snapshot_keep: int = 2  # snapshots kept on disk
+    snapshot_trailing: int = 5_000  # entries kept in the log below the snapshot for slow followers
     request_timeout_ms: int = 5000
     pre_vote: bool = True
     check_quorum: bool = True
@@ -65,7 +69,8 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "tick_ms": int, "election_timeout_ms": int, "heartbeat_interval_ms": int, "fsync": bool,
     "max_append_entries": int, "max_append_bytes": int, "max_inflight_msgs": int,
     "max_frame_size": int, "peer_queue_limit": int, "max_batch_proposals": int,
-    "session_ttl_ms": int, "request_timeout_ms": int, "pre_vote": bool, "check_quorum": bool,
+    "session_ttl_ms": int, "request_timeout_ms": int, "snapshot_entries": int,
+    "snapshot_bytes": int, "snapshot_keep": int, "snapshot_trailing": int, "pre_vote": bool, "check_quorum": bool,
     "log_level": str, "metrics_listen": (str, type(None)),
 }
 _REQUIRED = ("id", "listen", "data_dir")
@@ -139,7 +144,8 @@ def parse_config(raw: Any, source: str = "<config>") -> NodeConfig:
             raise err("metrics_listen", str(e)) from None
     for key in ("tick_ms", "election_timeout_ms", "heartbeat_interval_ms", "max_append_entries",
                 "max_append_bytes", "max_inflight_msgs", "max_frame_size", "peer_queue_limit",
-                "max_batch_proposals", "session_ttl_ms", "request_timeout_ms"):
+                "max_batch_proposals", "session_ttl_ms", "request_timeout_ms",
+                "snapshot_entries", "snapshot_bytes", "snapshot_keep"):
         if key in values and values[key] <= 0:
             raise err(key, "must be positive")
     if not values.get("join", False):

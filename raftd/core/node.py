@@ -721,6 +721,15 @@ class RaftNode:
     def _config_index(self) -> int:
         return self._config_log[-1][0] if self._config_log else self.log.snapshot_index
 
+    def configuration_at(self, index: int) -> Configuration:
+        """The configuration in force at ``index`` (for a snapshot taken there, Raft §7)."""
+        cfg = self._base_config
+        for i, c in self._config_log:
+            if i > index:
+                break
+            cfg = c
+        return cfg
+
     def _previous_config(self) -> Configuration:
         return self._config_log[-2][1] if len(self._config_log) >= 2 else self._base_config
 

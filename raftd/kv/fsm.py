@@ -288,6 +288,50 @@ class KVStateMachine:
             use_bin_type=True,
         )
 
+    # --- streaming snapshots (large states): freeze in the event loop, write elsewhere ------
+
+    def freeze(self) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """A consistent copy of the replicated state, cheap enough to take on the event loop
+        (a shallow dict copy: values are immutable bytes), to be serialised by another thread
+        while this state machine keeps applying.  Returns (header, data)."""
+        header = {"version": SNAPSHOT_VERSION, "applied_index": self.applied_index,
+                  "now_ms": self.now_ms,
+                  "sessions": [[cid, s.last_seq, s.last_active_ms, s.last_result]
+                               for cid, s in self._sessions.items()]}
+        return header, dict(self._data)
+
+    def restore_stream(self, header: dict[str, Any], batches) -> None:
+        """Replace the whole state from a frozen header and an iterable of [[key, value], ...]
+        batches (see raftd.storage.snapshots).  ValueError on bad data, state untouched."""
+        try:
+            if header.get("version") != SNAPSHOT_VERSION:
+                raise ValueError(f"not a version-{SNAPSHOT_VERSION} kv snapshot")
+            applied_index, now_ms = header["applied_index"], header["now_ms"]
+            if not (isinstance(applied_index, int) and isinstance(now_ms, int)):
+                raise ValueError("applied_index and now_ms must be ints")
+            kv: dict[str, bytes] = {}
+            for batch in batches:
+                for k, v in batch:
+                    if type(k) is not str or type(v) is not bytes:
+                        raise ValueError(f"bad data item {k!r}")
+                    kv[k] = v
+            sessions: dict[str, Session] = {}
+            for cid, seq, active, result in header["sessions"]:
+                if not (isinstance(cid, str) and isinstance(seq, int) and isinstance(active, int)
+                        and isinstance(result, dict)):
+                    raise ValueError(f"bad session item {cid!r}")
+                sessions[cid] = Session(seq, result, active)
+        except ValueError:
+            raise
+        except Exception as e:  # noqa: BLE001 - unpacking mismatches and the like
+            raise ValueError(f"bad kv snapshot: {type(e).__name__}: {e}") from None
+        self.applied_index = applied_index
+        self.now_ms = now_ms
+        self._data = kv
+        self._keys = sorted(kv)
+        self._sessions = sessions
+        self._rebuild_heap()
+
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot.  On bad data raise ValueError and leave
         the current state untouched.  ``stats`` are node-local and are kept."""

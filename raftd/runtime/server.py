@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from random import Random
 
 from raftd.config import NodeConfig
-from raftd.core import (Configuration, ConfChangeInProgressError, InvalidConfChangeError,
-                        LogCorruptionError, NotLeaderError, ProposalDroppedError, RaftConfig,
+from raftd.core import (Configuration, ConfChangeInProgressError, InstallSnapshot,
+                        InvalidConfChangeError, LogCorruptionError, NotLeaderError, ProposalDroppedError, RaftConfig,
                         RaftNode, Ready, Role)
 from raftd.kv.commands import Command, Op, encode_command
 from raftd.kv.fsm import KVStateMachine
@@ -32,6 +32,7 @@ from raftd.wire.codec import (decode_body, decode_hello, decode_message, encode_
 from raftd.wire.framing import FrameDecoder, FrameType, RemoteProtocolError, UnsupportedVersion
 
 from .reconfig import ChangeError, ChangeRequest, Reconfigurator, _describe
+from .snapshotting import Snapshotter
 from .transport import PeerLink
 
 log = logging.getLogger("raftd")
@@ -101,6 +102,14 @@ class RaftServer:
         os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)
         self.storage = DurableLog.open(os.path.join(cfg.data_dir, "wal"), fsync=cfg.fsync)
         st = self.storage
+        self.snapshots = Snapshotter(self)
+        snap = self.snapshots.recover()
+        if st.snapshot_index and (snap is None or snap.meta.index < st.snapshot_index):
+            have = f"the newest valid snapshot is at {snap.meta.index}" if snap else \
+                "there is no valid snapshot"
+            raise StartupError(f"the log in {cfg.data_dir}/wal starts after index "
+                               f"{st.snapshot_index} but {have}: entries in between are lost; "
+                               f"restore this node from a backup or another node")
         base = (Configuration(frozenset()) if cfg.join else
                 Configuration.make(cfg.peers, addresses=cfg.peers))
         self.node = RaftNode(
@@ -112,7 +121,7 @@ class RaftServer:
                        check_quorum=cfg.check_quorum),
             self._rng, hard_state=st.hard_state, entries=st.all_entries(),
             snapshot_index=st.snapshot_index, snapshot_term=st.snapshot_term,
-            base_configuration=base)
+            base_configuration=base, snapshot=snap.meta if snap else None)
         self._event("start", f"started with term {st.hard_state.term}, "
                              f"log {st.first_index}..{st.last_index}")
         log.info("recovered term=%d voted_for=%s log=[%d..%d] configuration: %s",
@@ -164,6 +173,8 @@ class RaftServer:
         for w in list(self._conns):
             w.close()
         self._disk.shutdown(wait=True)
+        if getattr(self, "snapshots", None) is not None:
+            self.snapshots.close()
         if self.storage is not None:
             self.storage.close()
         try:
@@ -197,7 +208,9 @@ class RaftServer:
         node = self.node
         if rd.soft_state is not None:
             self._on_soft_state(rd)
-        if rd.must_sync:
+        if rd.snapshot is not None:
+            await self.snapshots.install(rd.snapshot)  # contract step 0
+        if rd.must_sync and (rd.hard_state is not None or rd.entries):
             t0 = time.perf_counter()
             # The contract (ready.py): durable before anything that depends on it is sent.
             await asyncio.get_running_loop().run_in_executor(
@@ -210,12 +223,16 @@ class RaftServer:
             self._send(msg)
         if rd.committed_entries:
             self._apply(rd)
+            self.snapshots.maybe_take()
         for rs in rd.read_states:
             self._on_read_state(rs.request_id, rs.index)
         if self._reads_waiting_apply:
             self._serve_waiting_reads()
 
     def _send(self, msg) -> None:
+        if isinstance(msg, InstallSnapshot):
+            self.snapshots.send(msg, self._address_of(msg.dst))
+            return
         link = self.peers.get(msg.dst)
         if link is None:
             address = (self.node.config.address_of(msg.dst) or self.cfg.peers.get(msg.dst)
@@ -227,6 +244,10 @@ class RaftServer:
             link.start()
             self.peers[msg.dst] = link
         link.send(msg)
+
+    def _address_of(self, nid: str) -> str | None:
+        return (self.node.config.address_of(nid) or self.cfg.peers.get(nid)
+                or self.hello_addresses.get(nid))
 
     def _on_soft_state(self, rd: Ready) -> None:
         ss = rd.soft_state
@@ -260,7 +281,9 @@ class RaftServer:
     def _apply(self, rd: Ready) -> None:
         fsm = self.fsm
         pending = self._pending_writes
+        snaps = self.snapshots
         for e in rd.committed_entries:
+            snaps.bytes_since += len(e.data)
             result = fsm.apply_entry(e)
             pw = pending.pop(e.index, None) if pending else None
             if pw is None:
@@ -336,6 +359,12 @@ class RaftServer:
                 self._handle_transfer(conn, rid, req)
             elif op == "change_config":
                 self._handle_change(conn, rid, req)
+            elif op == "snapshot":
+                self._handle_snapshot(conn, rid)
+            elif op == "snapshot_list":
+                conn.reply(rid, {"snapshots": [i.describe() for i in self.snapshots.store.list()]})
+            elif op == "snapshot_read":
+                self._handle_snapshot_read(conn, rid, req)
             else:
                 conn.reply(rid, error={"code": "unknown_op", "message": f"unknown op {op!r}"})
         except _BadRequest as e:
@@ -431,7 +460,32 @@ class RaftServer:
             else:
                 conn.reply(rid, result)
 
-        task = asyncio.get_running_loop().create_task(run())
+        self._spawn(run())
+
+    def _handle_snapshot(self, conn: _ClientConn, rid) -> None:
+        async def run() -> None:
+            try:
+                result = await asyncio.shield(self.snapshots.take())
+            except Exception as e:  # noqa: BLE001 - reported to the operator
+                conn.reply(rid, error={"code": "internal", "message": f"snapshot failed: {e}"})
+            else:
+                conn.reply(rid, {**result, "node": self.node_id})
+        self._spawn(run())
+
+    def _handle_snapshot_read(self, conn: _ClientConn, rid, req: dict) -> None:
+        """Read part of a snapshot file (backups: raftctl snapshot save)."""
+        index, offset = req.get("index"), req.get("offset", 0)
+        length = min(int(req.get("length", 1 << 20)), 4 << 20)
+        info = next((i for i in self.snapshots.store.list() if i.meta.index == index), None)
+        if info is None or not isinstance(offset, int) or offset < 0:
+            raise _BadRequest(f"no snapshot at index {index!r} on {self.node_id}")
+        with open(info.path, "rb") as f:
+            f.seek(offset)
+            data = f.read(length)
+        conn.reply(rid, {"data": data, "size": info.size, "eof": offset + len(data) >= info.size})
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -463,6 +517,9 @@ class RaftServer:
             "tick_ms": self.cfg.tick_ms,
             "election_timeout_ms": self.cfg.election_timeout_ms,
             "keys": len(self.fsm),
+            "snapshots": {"count": self.snapshots.count, "last": self.snapshots.last,
+                          "transfers": dict(self.snapshots.transfers),
+                          "in_progress": self.snapshots.in_progress is not None},
             "fsm": dict(self.fsm.stats),
             "uptime_s": round(time.time() - self.started_at, 3),
             "counters": dict(self.counters),
@@ -481,6 +538,7 @@ class RaftServer:
         decoder = FrameDecoder(self.cfg.max_frame_size)
         conn = _ClientConn(writer)
         peer_id = None
+        snap_state: dict = {}
         try:
             while True:
                 data = await reader.read(1 << 18)
@@ -507,6 +565,13 @@ class RaftServer:
                         if peer_id is None:
                             raise RemoteProtocolError("raft message before HELLO")
                         msg = decode_message(ftype, body)
+                        if isinstance(msg, InstallSnapshot):
+                            try:
+                                msg = self.snapshots.receive_chunk(snap_state, msg)
+                            except (ValueError, OSError) as e:
+                                raise RemoteProtocolError(f"bad snapshot transfer: {e}") from None
+                            if msg is None:
+                                continue
                         if msg.dst != self.node_id or msg.src != peer_id:
                             log.warning("dropping %s for %s from %s on %s's link",
                                         type(msg).__name__, msg.dst, msg.src, peer_id)
@@ -520,6 +585,8 @@ class RaftServer:
                         except LogCorruptionError as e:
                             self.fatal(str(e), e)
                             return
+                        if isinstance(msg, InstallSnapshot):
+                            self.snapshots.discard_unused(msg)
                         self._wake.set()
                     else:
                         raise RemoteProtocolError(f"unexpected frame type {ftype}")
@@ -535,6 +602,7 @@ class RaftServer:
         except (ConnectionError, OSError):
             pass
         finally:
+            self.snapshots.abort_incoming(snap_state)
             conn.closed = True
             self._conns.discard(writer)
             writer.close()
@@ -542,6 +610,10 @@ class RaftServer:
 
 class _BadRequest(Exception):
     pass
+
+
+class StartupError(Exception):
+    """The node cannot start safely (a message for the operator)."""
 
 
 def _field(req: dict, name: str, typ: type):
