@@ -6,7 +6,7 @@ import asyncio
 from raftd.client import AsyncClient
 
 NODE_FIELDS = ("id", "address", "role", "term", "commit_index", "applied_index",
-               "last_log_index", "reachable", "pid")
+               "last_log_index", "snapshot_index", "first_log_index", "reachable", "pid")
 
 
 async def _one(address: str, timeout: float) -> dict | None:
@@ -55,9 +55,9 @@ async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
             row["reachable"] = True
             row["_raw"] = r
         else:
-            row = {"id": id_of.get(addr, addr), "address": addr, "role": None, "term": None,
-                   "commit_index": None, "applied_index": None, "last_log_index": None,
-                   "reachable": False, "pid": None, "_raw": None}
+            row = {k: None for k in NODE_FIELDS}
+            row.update({"id": id_of.get(addr, addr), "address": addr, "reachable": False,
+                        "_raw": None})
         nodes.append(row)
     nodes.sort(key=lambda n: str(n["id"]))
     leaders = [n for n in nodes if n["reachable"] and n["role"] == "leader"]

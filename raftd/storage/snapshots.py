@@ -82,12 +82,14 @@ class _CrcWriter:
 
 
 def write_snapshot_file(path: Path, meta: SnapshotMeta, header: dict, data,
-                        fsync: bool = True, created: float | None = None) -> int:
+                        fsync: bool = True, created: float | None = None,
+                        keys: int | None = None) -> int:
     """Write a snapshot atomically to ``path``; ``data`` is a dict or an iterable of
     [key, value] batches.  Returns its size in bytes."""
     tmp = path.with_name(path.name + ".tmp")
     packer = msgpack.Packer(use_bin_type=True)
-    keys = len(data) if isinstance(data, dict) else header.get("keys", 0)
+    if keys is None:
+        keys = len(data) if isinstance(data, dict) else 0
     m = packer.pack({"index": meta.index, "term": meta.term,
                      "configuration": meta.configuration.encode(),
                      "created": created if created is not None else time.time(), "keys": keys})

@@ -1,6 +1,7 @@
+"""Shared fixtures: real raftd clusters on 127.0.0.x, stopped at the end of each test."""
 import pytest
 
-from .harness import LocalCluster
+from tests.e2e.harness import LocalCluster
 
 
 @pytest.fixture

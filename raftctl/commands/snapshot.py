@@ -1,0 +1,326 @@
+"""raftctl snapshot create|list|save|inspect|restore|recover: snapshots, backups, recovery.
+
+Example session:
+    raftctl snapshot create --all
+    raftctl snapshot save backup.snap            # consistent backup from the leader
+    raftctl snapshot inspect backup.snap
+    raftctl snapshot restore backup.snap --dir ./restored --nodes 3
+    raftctl snapshot recover old/n1 old/n2 --dir ./recovered    # a majority is lost for good
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from raftd.client import AsyncClient
+from raftd.core import Configuration, EntryKind, SnapshotMeta
+from raftd.kv.fsm import KVStateMachine
+from raftd.storage.snapshots import (CorruptSnapshotError, SnapshotStore, read_meta, read_state,
+                                     snapshot_name, verify, write_snapshot_file)
+from raftd.storage.wal import DurableLog
+
+from ..cluster import gather_status
+from ..context import EndpointsOpt, OutputOpt, TimeoutOpt, run, settings, usage_error
+from ..errors import UNAVAILABLE, CliError
+from .local import _layout, _write_configs, bring_up
+
+app = typer.Typer(help="Snapshots, backups, restore and disaster recovery.",
+                  no_args_is_help=True)
+
+
+async def _ask(address: str, op: str, args: dict, timeout: float) -> dict:
+    async with AsyncClient([address], timeout=timeout) as c:
+        return await c.request(op, args, attempt_timeout=timeout)
+
+
+def _targets(s, node: str | None, all_: bool) -> list[dict]:
+    st = asyncio.run(gather_status(s.endpoints, min(s.timeout, 1.5)))
+    up = [n for n in st["nodes"] if n["reachable"]]
+    if node:
+        picked = [n for n in up if n["id"] == node]
+        if not picked:
+            raise CliError(f"node {node} is not reachable", UNAVAILABLE, "unavailable")
+        return picked
+    if all_:
+        if not up:
+            raise CliError("no node is reachable", UNAVAILABLE, "unavailable")
+        return up
+    leader = [n for n in up if n["id"] == st["leader"]]
+    if not leader:
+        raise CliError("no leader (use --node or --all)", UNAVAILABLE, "unavailable")
+    return leader
+
+
+@app.command("create")
+def create(ctx: typer.Context,
+           node: Annotated[Optional[str], typer.Option("--node", help="node id")] = None,
+           all_: Annotated[bool, typer.Option("--all", help="every reachable node")] = False,
+           endpoints: EndpointsOpt = None, output: OutputOpt = None,
+           timeout: TimeoutOpt = None) -> None:
+    """Take a snapshot now (on the leader, one --node, or --all) and compact the log.
+
+    Example: raftctl snapshot create --all"""
+    s = settings(ctx, endpoints, output, timeout or 60.0)
+
+    def body() -> int:
+        targets = _targets(s, node, all_)
+        results = [asyncio.run(_ask(n["address"], "snapshot", {}, s.timeout)) | {"node": n["id"]}
+                   for n in targets]
+        if s.out.json:
+            s.out.emit_json({"snapshots": results})
+        else:
+            s.out.table(["node", "index", "term", "size", "keys", "time ms", "stall ms"],
+                        [[r["node"], r["index"], r["term"], r.get("size"), r.get("keys"),
+                          r.get("duration_ms"), r.get("stall_ms")] for r in results])
+        return 0
+
+    run(s, body)
+
+
+@app.command("list")
+def list_(ctx: typer.Context, endpoints: EndpointsOpt = None, output: OutputOpt = None,
+          timeout: TimeoutOpt = None) -> None:
+    """Snapshots held by every reachable node.
+
+    Example: raftctl snapshot list -o json"""
+    s = settings(ctx, endpoints, output, timeout)
+
+    def body() -> int:
+        rows, out = [], {}
+        for n in _targets(s, None, True):
+            snaps = asyncio.run(_ask(n["address"], "snapshot_list", {}, s.timeout))["snapshots"]
+            out[n["id"]] = snaps
+            rows += [[n["id"], x["index"], x["term"], x["size"], x["keys"]] for x in snaps]
+        if s.out.json:
+            s.out.emit_json({"nodes": out})
+        else:
+            s.out.table(["node", "index", "term", "size", "keys"], rows)
+        return 0
+
+    run(s, body)
+
+
+@app.command("save")
+def save(ctx: typer.Context, file: Annotated[Path, typer.Argument(metavar="FILE")],
+         endpoints: EndpointsOpt = None, output: OutputOpt = None,
+         timeout: TimeoutOpt = None) -> None:
+    """Save a consistent backup: the leader takes a snapshot now and streams it to FILE.
+
+    Example: raftctl snapshot save backup.snap"""
+    s = settings(ctx, endpoints, output, timeout or 120.0)
+
+    def body() -> int:
+        (leader,) = _targets(s, None, False)
+        snap = asyncio.run(_ask(leader["address"], "snapshot", {}, s.timeout))
+        tmp = file.with_name(file.name + ".part")
+
+        async def fetch() -> None:
+            async with AsyncClient([leader["address"]], timeout=s.timeout) as c:
+                offset = 0
+                with open(tmp, "wb") as f:
+                    while True:
+                        r = await c.request("snapshot_read", {"index": snap["index"],
+                                                              "offset": offset,
+                                                              "length": 1 << 20},
+                                            attempt_timeout=s.timeout)
+                        f.write(r["data"])
+                        offset += len(r["data"])
+                        if r["eof"]:
+                            break
+                    f.flush()
+                    os.fsync(f.fileno())
+
+        asyncio.run(fetch())
+        try:
+            verify(tmp)
+        except CorruptSnapshotError as e:
+            tmp.unlink(missing_ok=True)
+            raise CliError(f"the backup did not verify: {e}") from None
+        os.replace(tmp, file)
+        info = read_meta(file).describe()
+        info.update({"file": str(file), "node": leader["id"]})
+        info.pop("path", None)
+        if s.out.json:
+            s.out.emit_json(info)
+        else:
+            s.out.line(f"saved snapshot index={info['index']} term={info['term']} "
+                       f"keys={info['keys']} size={info['size']} from {leader['id']} to {file}")
+        return 0
+
+    run(s, body)
+
+
+@app.command("inspect")
+def inspect(ctx: typer.Context, file: Annotated[Path, typer.Argument(metavar="FILE")],
+            output: OutputOpt = None) -> None:
+    """Verify a snapshot file and print its metadata (index, term, configuration, keys, size).
+
+    Example: raftctl snapshot inspect backup.snap -o json"""
+    s = settings(ctx, None, output)
+
+    def body() -> int:
+        if not file.exists():
+            raise usage_error(f"no such file: {file}")
+        verify(file)
+        info = read_meta(file).describe()
+        info["file"] = str(file)
+        info.pop("path", None)
+        if s.out.json:
+            s.out.emit_json(info)
+        else:
+            c = info["configuration"]
+            s.out.table(["index", "term", "keys", "size", "voters", "learners"],
+                        [[info["index"], info["term"], info["keys"], info["size"],
+                          ",".join(c["voters"]), ",".join(c["learners"])]])
+        return 0
+
+    run(s, body)
+
+
+def seed_cluster(directory: Path, nodes: int, base_port: int, index: int, term: int,
+                 header: dict, batches, keys: int | None = None) -> list[dict]:
+    """Write a new local cluster whose every node starts from the given state at (index,
+    term), with a fresh configuration of its own."""
+    if (directory / "cluster.yaml").exists():
+        raise usage_error(f"{directory} already holds a cluster; use an empty directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    layout = _layout(directory, nodes, base_port, "127.0.0.1", False)
+    _write_configs(directory, layout, {"fsync": True, "tick_ms": 25,
+                                       "election_timeout_ms": 500,
+                                       "heartbeat_interval_ms": 100})
+    conf = Configuration.make([n["id"] for n in layout],
+                              addresses={n["id"]: n["address"] for n in layout})
+    meta = SnapshotMeta(index, term, conf)
+    first = Path(layout[0]["data_dir"]) / "snapshots"
+    first.mkdir(parents=True, exist_ok=True)
+    src = first / snapshot_name(index, term)
+    write_snapshot_file(src, meta, header, batches, keys=keys)
+    for n in layout:
+        d = Path(n["data_dir"])
+        store = SnapshotStore(d / "snapshots")
+        dst = store.dir / src.name
+        if dst != src:
+            with open(src, "rb") as a, open(dst, "wb") as b:
+                while chunk := a.read(1 << 20):
+                    b.write(chunk)
+        wal = DurableLog.open(d / "wal")
+        wal.reset(index, term)
+        from raftd.core import HardState  # noqa: PLC0415
+        wal.save(HardState(term, None), [])
+        wal.close()
+    return layout
+
+
+@app.command("restore")
+def restore(ctx: typer.Context, file: Annotated[Path, typer.Argument(metavar="FILE")],
+            directory: Annotated[Path, typer.Option("--dir", "-d", help="new cluster dir")],
+            nodes: Annotated[int, typer.Option("--nodes", "-n")] = 3,
+            base_port: Annotated[int, typer.Option("--base-port")] = 7001,
+            output: OutputOpt = None, timeout: TimeoutOpt = None) -> None:
+    """Seed a new local cluster from a backup and start it.
+
+    Example: raftctl snapshot restore backup.snap --dir ./restored --nodes 3 --base-port 7101"""
+    s = settings(ctx, None, output, timeout or 30.0)
+
+    def body() -> int:
+        verify(file)
+        info, header, batches = read_state(file)
+        seed_cluster(directory, nodes, base_port, info.meta.index, info.meta.term, header,
+                     batches, keys=info.keys)
+        layout, st = bring_up(directory, nodes, timeout=s.timeout, info=s.out.info)
+        result = {"endpoints": [n["address"] for n in layout], "leader": st["leader"],
+                  "index": info.meta.index, "keys": info.keys,
+                  "nodes": [{k: n[k] for k in ("id", "address", "pid", "data_dir")}
+                            for n in layout]}
+        if s.out.json:
+            s.out.emit_json(result)
+        else:
+            s.out.line(f"restored {info.keys} keys (index {info.meta.index}) into {nodes} nodes "
+                       f"in {directory}; endpoints: {','.join(result['endpoints'])}")
+        return 0
+
+    run(s, body)
+
+
+def _survey(data_dir: Path) -> dict:
+    """What one (stopped) node's data directory holds."""
+    if not (data_dir / "wal").exists() and not (data_dir / "snapshots").exists():
+        raise usage_error(f"{data_dir} is not a raftd data directory (no wal/ or snapshots/)")
+    snap = SnapshotStore(data_dir / "snapshots").latest_valid() \
+        if (data_dir / "snapshots").exists() else None
+    wal = DurableLog.open(data_dir / "wal")
+    try:
+        last_index = wal.last_index
+        last_term = (wal.entries(last_index, last_index + 1)[0].term
+                     if last_index >= wal.first_index else wal.snapshot_term)
+        return {"dir": str(data_dir), "snapshot_index": snap.meta.index if snap else 0,
+                "first_log_index": wal.first_index, "last_index": last_index,
+                "last_term": last_term, "term": wal.hard_state.term, "_snap": snap}
+    finally:
+        wal.close()
+
+
+@app.command("recover")
+def recover(ctx: typer.Context,
+            data_dirs: Annotated[list[Path], typer.Argument(metavar="DATA_DIR...")],
+            directory: Annotated[Optional[Path], typer.Option(
+                "--dir", "-d", help="new cluster dir (omit to only report)")] = None,
+            nodes: Annotated[int, typer.Option("--nodes", "-n")] = 3,
+            base_port: Annotated[int, typer.Option("--base-port")] = 7001,
+            output: OutputOpt = None, timeout: TimeoutOpt = None) -> None:
+    """Disaster recovery after losing a majority for good: read the surviving nodes' data
+    directories (their raftd must be stopped), report which has the newest log, and with --dir
+    rebuild a new local cluster from it.
+
+    Every entry in that node's log is kept, committed or not (as etcd's --force-new-cluster):
+    a write that was never acknowledged may survive, but nothing acknowledged is lost if the
+    node held it. Example: raftctl snapshot recover old/n2 old/n3 --dir ./recovered"""
+    s = settings(ctx, None, output, timeout or 30.0)
+
+    def body() -> int:
+        survey = [_survey(Path(d)) for d in data_dirs]
+        best = max(survey, key=lambda x: (x["last_term"], x["last_index"]))
+        report = {"nodes": [{k: v for k, v in x.items() if not k.startswith("_")}
+                            for x in survey], "newest": best["dir"]}
+        if directory is None:
+            if s.out.json:
+                s.out.emit_json(report)
+            else:
+                s.out.table(["data dir", "snapshot", "first log", "last index", "last term"],
+                            [[x["dir"], x["snapshot_index"], x["first_log_index"],
+                              x["last_index"], x["last_term"]] for x in survey])
+                s.out.line(f"newest: {best['dir']}; rebuild with --dir NEWDIR")
+            return 0
+        fsm = KVStateMachine()
+        if best["_snap"] is not None:
+            _, header, batches = read_state(best["_snap"].path)
+            fsm.restore_stream(header, batches)
+        wal = DurableLog.open(Path(best["dir"]) / "wal")
+        try:
+            for e in wal.entries(max(fsm.applied_index + 1, wal.first_index),
+                                 wal.last_index + 1):
+                if e.kind == EntryKind.NORMAL:
+                    fsm.apply(e.index, e.data)
+                else:
+                    fsm.apply_noop(e.index)
+        finally:
+            wal.close()
+        header, data = fsm.freeze()
+        index = max(fsm.applied_index, 1)
+        seed_cluster(directory, nodes, base_port, index, max(best["last_term"], 1), header,
+                     data)
+        layout, st = bring_up(directory, nodes, timeout=s.timeout, info=s.out.info)
+        report.update({"rebuilt": str(directory), "index": index, "keys": len(fsm),
+                       "endpoints": [n["address"] for n in layout], "leader": st["leader"]})
+        if s.out.json:
+            s.out.emit_json(report)
+        else:
+            s.out.line(f"rebuilt {len(fsm)} keys up to index {index} from {best['dir']} into "
+                       f"{nodes} nodes in {directory}; endpoints: {','.join(report['endpoints'])}")
+        return 0
+
+    run(s, body)
