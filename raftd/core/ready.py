@@ -12,7 +12,11 @@ THE CONTRACT (the runtime must do these in this order for each Ready):
    entries[-1].term)`` so a leader may count its own copy (thesis §10.2.1).
 2. Only then send ``messages``: a vote or an AppendEntries acknowledgement must never leave
    before the state it promises is on disk (Figure 2, "Persistent state ... updated on stable
-   storage before responding to RPCs").
+   storage before responding to RPCs").  One exception, ``may_send_early(msg)``: a
+   leader's AppendEntries and InstallSnapshot may leave before its own write, so the leader's
+   fsync runs in parallel with the followers' (thesis §10.2.1).  That is safe because they
+   promise nothing about the leader's disk: its term is already durable (it voted for itself)
+   and it counts its own copy of an entry only after ``persisted()``.
 3. Apply ``committed_entries`` to the state machine in index order, exactly once, and call
    ``node.applied(index)``.  The core hands out an index once; it never repeats or skips one.
 4. Answer ``read_states``: a read registered with request id R may be served once the state
@@ -26,8 +30,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .membership import SnapshotMeta
-from .messages import Message
+from .messages import AppendEntries, InstallSnapshot, Message
 from .types import Entry, HardState, SoftState
+
+
+def may_send_early(msg: Message) -> bool:
+    """True for messages that step 2's exception allows before the Ready is persisted."""
+    return isinstance(msg, (AppendEntries, InstallSnapshot))
 
 
 @dataclass(frozen=True, slots=True)

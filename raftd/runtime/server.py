@@ -24,6 +24,7 @@ from raftd.config import NodeConfig
 from raftd.core import (Configuration, ConfChangeInProgressError, InstallSnapshot,
                         InvalidConfChangeError, LogCorruptionError, NotLeaderError, ProposalDroppedError, RaftConfig,
                         RaftNode, Ready, Role)
+from raftd.core.ready import may_send_early
 from raftd.kv.commands import Command, Op, encode_command
 from raftd.kv.fsm import KVStateMachine
 from raftd.storage.wal import DurableLog
@@ -210,7 +211,16 @@ class RaftServer:
             self._on_soft_state(rd)
         if rd.snapshot is not None:
             await self.snapshots.install(rd.snapshot)  # contract step 0
+        late = rd.messages
         if rd.must_sync and (rd.hard_state is not None or rd.entries):
+            # The leader's replication goes out now and its own fsync runs in parallel
+            # (thesis §10.2.1; ready.py step 2); everything else waits for the disk.
+            late = []
+            for msg in rd.messages:
+                if may_send_early(msg):
+                    self._send(msg)
+                else:
+                    late.append(msg)
             t0 = time.perf_counter()
             # The contract (ready.py): durable before anything that depends on it is sent.
             await asyncio.get_running_loop().run_in_executor(
@@ -219,7 +229,7 @@ class RaftServer:
             self.counters["fsync_seconds"] += time.perf_counter() - t0
             if rd.entries:
                 node.persisted(rd.entries[-1].index, rd.entries[-1].term)
-        for msg in rd.messages:
+        for msg in late:
             self._send(msg)
         if rd.committed_entries:
             self._apply(rd)
