@@ -33,7 +33,6 @@ the log.
 """
 from __future__ import annotations
 
-import bisect
 import hashlib
 import heapq
 from collections.abc import Mapping
@@ -42,6 +41,7 @@ from types import MappingProxyType
 from typing import Any
 
 import msgpack
+from sortedcontainers import SortedList
 
 from raftd.core.types import Entry, EntryKind
 
@@ -67,6 +67,10 @@ def _canonical_result(result: Mapping[str, Any]) -> list[list[Any]]:
     return [[k, result[k]] for k in sorted(result)]
 
 
+_MISSING = object()
+_TOMBSTONE = object()
+
+
 class KVStateMachine:
     """See the module docstring.  Writes come only through ``apply``/``apply_noop``; reads
     (``get``, ``list``, ``len``) are served by the runtime after ReadIndex."""
@@ -82,7 +86,11 @@ class KVStateMachine:
         self.applied_index = 0
         self.now_ms = 0
         self._data: dict[str, bytes] = {}
-        self._keys: list[str] = []  # sorted(self._data), maintained incrementally
+        # While a snapshot is being written from ``_data`` by another thread, writes go to
+        # this overlay (None otherwise; _TOMBSTONE marks a delete) and thaw() merges them back.
+        # Taking a snapshot therefore costs O(1) on the event loop, whatever the state size.
+        self._overlay: dict[str, object] | None = None
+        self._keys = SortedList()  # the live keys in order: O(log n) insert, prefix scans
         self._sessions: dict[str, Session] = {}
         # (last_active_ms, client_id); an item is live iff it matches the session's current
         # last_active_ms.  Stale items are skipped when popped and purged when too many.
@@ -167,24 +175,37 @@ class KVStateMachine:
             return {"index": index, "deleted": deleted}
         if cmd.op is Op.CAS:
             assert cmd.value is not None
-            swapped = self._data.get(key) == cmd.expected  # expected None: must be absent
+            swapped = self._lookup(key) == cmd.expected  # expected None: must be absent
             if swapped:
                 self._set(key, cmd.value)
             self.stats["cas"] += 1
             return {"index": index, "swapped": swapped}
         raise AssertionError(f"unhandled op {cmd.op!r}")  # Command validates op
 
+    def _lookup(self, key: str) -> bytes | None:
+        ov = self._overlay
+        if ov is not None:
+            v = ov.get(key, _MISSING)
+            if v is not _MISSING:
+                return None if v is _TOMBSTONE else v  # type: ignore[return-value]
+        return self._data.get(key)
+
     def _set(self, key: str, value: bytes) -> None:
-        if key not in self._data:
-            bisect.insort(self._keys, key)
-        self._data[key] = value
+        if self._lookup(key) is None:
+            self._keys.add(key)
+        if self._overlay is not None:
+            self._overlay[key] = value
+        else:
+            self._data[key] = value
 
     def _delete(self, key: str) -> bool:
-        if key not in self._data:
+        if self._lookup(key) is None:
             return False
-        del self._data[key]
-        i = bisect.bisect_left(self._keys, key)
-        del self._keys[i]
+        if self._overlay is not None:
+            self._overlay[key] = _TOMBSTONE
+        else:
+            del self._data[key]
+        self._keys.remove(key)
         return True
 
     # ------------------------------------------------------------------ sessions
@@ -234,28 +255,23 @@ class KVStateMachine:
     # ------------------------------------------------------------------ reads
 
     def get(self, key: str) -> bytes | None:
-        return self._data.get(key)
+        return self._lookup(key)
 
     def list(self, prefix: str = "", limit: int | None = None) -> dict[str, bytes]:
         """Keys starting with ``prefix`` and their values, in key order (at most ``limit``).
         O(log n + k): a bisect into the sorted key list, then the k matches."""
         out: dict[str, bytes] = {}
-        keys = self._keys
-        i = bisect.bisect_left(keys, prefix)
-        n = len(keys)
-        while i < n and (limit is None or len(out) < limit):
-            k = keys[i]
-            if not k.startswith(prefix):
+        for k in self._keys.irange(minimum=prefix):
+            if not k.startswith(prefix) or (limit is not None and len(out) >= limit):
                 break
-            out[k] = self._data[k]
-            i += 1
+            out[k] = self._lookup(k)
         return out
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._keys)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._data
+        return isinstance(key, str) and self._lookup(key) is not None
 
     def digest(self) -> str:
         """SHA-256 (hex) of the full replicated state: applied_index, now_ms, data and
@@ -265,7 +281,7 @@ class KVStateMachine:
         h.update(packer.pack(["kv-digest", SNAPSHOT_VERSION, self.applied_index, self.now_ms,
                               len(self._keys), len(self._sessions)]))
         for k in self._keys:
-            h.update(packer.pack([k, self._data[k]]))
+            h.update(packer.pack([k, self._lookup(k)]))
         for cid in sorted(self._sessions):
             s = self._sessions[cid]
             h.update(packer.pack([cid, s.last_seq, s.last_active_ms,
@@ -281,7 +297,7 @@ class KVStateMachine:
                 "version": SNAPSHOT_VERSION,
                 "applied_index": self.applied_index,
                 "now_ms": self.now_ms,
-                "data": [[k, self._data[k]] for k in self._keys],
+                "data": [[k, self._lookup(k)] for k in self._keys],
                 "sessions": [[cid, s.last_seq, s.last_active_ms, s.last_result]
                              for cid, s in sorted(self._sessions.items())],
             },
@@ -294,11 +310,25 @@ class KVStateMachine:
         """A consistent copy of the replicated state, cheap enough to take on the event loop
         (a shallow dict copy: values are immutable bytes), to be serialised by another thread
         while this state machine keeps applying.  Returns (header, data)."""
+        if self._overlay is not None:
+            raise RuntimeError("a snapshot is already being taken (call thaw() first)")
         header = {"version": SNAPSHOT_VERSION, "applied_index": self.applied_index,
                   "now_ms": self.now_ms,
                   "sessions": [[cid, s.last_seq, s.last_active_ms, s.last_result]
                                for cid, s in self._sessions.items()]}
-        return header, dict(self._data)
+        self._overlay = {}
+        return header, self._data
+
+    def thaw(self) -> None:
+        """The snapshot of freeze() is written: fold the writes made meanwhile back in."""
+        ov, self._overlay = self._overlay, None
+        if ov:
+            data = self._data
+            for k, v in ov.items():
+                if v is _TOMBSTONE:
+                    data.pop(k, None)
+                else:
+                    data[k] = v  # type: ignore[assignment]
 
     def restore_stream(self, header: dict[str, Any], batches) -> None:
         """Replace the whole state from a frozen header and an iterable of [[key, value], ...]
@@ -328,7 +358,8 @@ class KVStateMachine:
         self.applied_index = applied_index
         self.now_ms = now_ms
         self._data = kv
-        self._keys = sorted(kv)
+        self._overlay = None  # a snapshot being written keeps its own reference to the old dict
+        self._keys = SortedList(kv)
         self._sessions = sessions
         self._rebuild_heap()
 
@@ -359,6 +390,7 @@ class KVStateMachine:
         self.applied_index = applied_index
         self.now_ms = now_ms
         self._data = kv
-        self._keys = sorted(kv)
+        self._overlay = None  # a snapshot being written keeps its own reference to the old dict
+        self._keys = SortedList(kv)
         self._sessions = sessions
         self._rebuild_heap()

@@ -1,7 +1,7 @@
 """Snapshots in the runtime (Raft §7, thesis ch. 5): take, compact, send, receive, install.
 
-- Taking one: the state machine is frozen on the event loop (a shallow copy: the only stall
-  clients see), then written by a dedicated thread while the node keeps serving.  Once durable,
+- Taking one: the state machine is frozen on the event loop (O(1): its writes go to an overlay
+  until the file is written), then written by a dedicated thread while the node keeps serving.  Once durable,
   the core is told (snapshot_taken) and the log is compacted up to ``snapshot_trailing``
   entries below it, in the core and, through the disk thread, in the WAL.
 - Sending one: the core emits an InstallSnapshot header; we stream the file to the follower on
@@ -90,10 +90,13 @@ class Snapshotter:
         if node.snapshot is not None and index <= node.snapshot.index:
             return {**(self.last or {}), "index": node.snapshot.index, "unchanged": True}
         meta = SnapshotMeta(index, node.log.term_at(index), node.configuration_at(index))
-        header, data = srv.fsm.freeze()  # the only part on the event loop
+        header, data = srv.fsm.freeze()  # O(1): writes go to an overlay meanwhile
         stall = time.perf_counter() - t0
         loop = asyncio.get_running_loop()
-        info = await loop.run_in_executor(self._pool, self.store.write, meta, header, data)
+        try:
+            info = await loop.run_in_executor(self._pool, self.store.write, meta, header, data)
+        finally:
+            srv.fsm.thaw()
         node.snapshot_taken(meta)
         self.bytes_since = 0
         compact_to = min(meta.index, node.last_applied) - srv.cfg.snapshot_trailing

@@ -33,7 +33,7 @@ log = logging.getLogger("raftd.storage")
 
 MAGIC = b"RDSNAP01"
 TRAILER = b"RDSNAPOK"
-BATCH = 10_000
+BATCH = 2_000  # small batches: the writer thread holds the GIL ~1 ms per batch
 CHUNK = 1 << 20
 _NAME = re.compile(r"^snapshot-(\d{20})-(\d{20})\.snap$")
 

@@ -612,3 +612,33 @@ def test_snapshot_restore_round_trip(cmds, cut, ttl, max_sessions):
     r3 = feed(replayed, rest, start_index=cut + 1)
     assert r1 == r2 == r3
     assert original.digest() == restored.digest() == replayed.digest()
+
+
+def test_freeze_keeps_the_snapshot_stable_while_writes_continue():
+    """freeze() hands out the live dict without copying; writes made until thaw() go to an
+    overlay, so the snapshot sees exactly the frozen state and readers see every write."""
+    from raftd.kv.commands import Command, Op, encode_command
+
+    def put(fsm, i, k, v):
+        return fsm.apply(i, encode_command(Command(Op.PUT, k, v)))
+
+    def delete(fsm, i, k):
+        return fsm.apply(i, encode_command(Command(Op.DELETE, k)))
+
+    a, b = KVStateMachine(), KVStateMachine()
+    for fsm in (a, b):
+        put(fsm, 1, "x", b"1")
+        put(fsm, 2, "y", b"2")
+    header, frozen = a.freeze()
+    for fsm in (a, b):
+        put(fsm, 3, "x", b"changed")
+        delete(fsm, 4, "y")
+        put(fsm, 5, "z", b"new")
+    assert frozen == {"x": b"1", "y": b"2"} and header["applied_index"] == 2
+    assert a.get("x") == b"changed" and a.get("y") is None and "y" not in a
+    assert a.list("") == {"x": b"changed", "z": b"new"} and len(a) == 2
+    assert a.digest() == b.digest()
+    a.thaw()
+    assert a.digest() == b.digest() and a.snapshot() == b.snapshot()
+    header, frozen = a.freeze()  # a second snapshot after thaw works
+    a.thaw()
