@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import typer
 
-from .commands import bench, kv, local, status
+from .commands import bench, kv, local, member, snapshot, status
+from .commands import health, leader
 from .context import EndpointsOpt, OutputOpt, TimeoutOpt
 
 app = typer.Typer(
-    name="raftctl", help=__doc__, no_args_is_help=True, add_completion=False,
+    name="raftctl", help=__doc__, no_args_is_help=True, add_completion=True,
     pretty_exceptions_enable=False, rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]})
 
@@ -24,7 +25,11 @@ def root(ctx: typer.Context, endpoints: EndpointsOpt = None, output: OutputOpt =
 
 app.add_typer(local.app, name="local")
 app.add_typer(kv.app, name="kv")
+app.add_typer(member.app, name="member")
+app.add_typer(snapshot.app, name="snapshot")
 status.register(app)
+health.register(app)
+app.add_typer(leader.app, name="leader")
 bench.register(app)
 
 

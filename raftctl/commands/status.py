@@ -1,25 +1,56 @@
-"""raftctl status: one row per node (id, address, role, term, indexes, reachable)."""
+"""raftctl status: one row per node (id, address, role, term, indexes, reachable);
+``--watch``: the live dashboard (raftctl/dashboard.py draws it)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
+import time
+from typing import Annotated, Optional
 
 import typer
 
+from .. import dashboard
 from ..cluster import gather_status, public
-from ..context import EndpointsOpt, OutputOpt, TimeoutOpt, run, settings
+from ..context import EndpointsOpt, OutputOpt, TimeoutOpt, run, settings, usage_error
 from ..errors import UNAVAILABLE
+from ..output import _default
 
 
 def register(app: typer.Typer) -> None:
     @app.command("status")
-    def status(ctx: typer.Context, endpoints: EndpointsOpt = None, output: OutputOpt = None,
+    def status(ctx: typer.Context,
+               watch: Annotated[bool, typer.Option(
+                   "--watch", "-w", help="live dashboard, redrawn every --interval (Ctrl-C "
+                                         "exits); piped: one table per interval")] = False,
+               interval: Annotated[float, typer.Option(
+                   "--interval", "-i", help="seconds between refreshes with --watch")] = 1.0,
+               count: Annotated[Optional[int], typer.Option(
+                   "--count", "-n", help="with --watch: stop after N refreshes")] = None,
+               endpoints: EndpointsOpt = None, output: OutputOpt = None,
                timeout: TimeoutOpt = None) -> None:
         """Show every node of the cluster: role, term, commit/applied/last log index, reachable.
 
-        Exits 3 when no node is reachable or there is no leader."""
+        Exits 3 when no node is reachable or there is no leader.  With --watch: a full-screen
+        dashboard (leader, quorum, per-node lag, commits/s, recent events) until Ctrl-C
+        (exit 0); when stdout is not a terminal, one plain table per interval (-o json: one
+        JSON status object per line).
+
+        \b
+        Example: raftctl status --watch --interval 0.5
+        Example: raftctl status -o json | jq .leader"""
         s = settings(ctx, endpoints, output, timeout)
 
         def body() -> int:
+            if watch:
+                if interval <= 0:
+                    raise usage_error("--interval must be > 0")
+                if count is not None and count < 1:
+                    raise usage_error("--count must be at least 1")
+                return watch_status(s, interval, count)
+            if count is not None:
+                raise usage_error("--count needs --watch")
             st = asyncio.run(gather_status(s.endpoints, min(s.timeout, 1.5)))
             if s.out.json:
                 s.out.emit_json(public(st))
@@ -46,3 +77,87 @@ def print_status(out, st: dict) -> None:
             for n in st["nodes"]]
     out.table(["id", "address", "role", "term", "commit_index", "applied_index",
                "last_log_index", "reachable"], rows, title=title)
+
+
+# ---------------------------------------------------------------------------- watch --
+async def poll(endpoints: list[str], interval: float) -> dict:
+    """One snapshot for the dashboard: every node polled in parallel with a short timeout,
+    so a dead or stopped node shows as down without slowing the refresh."""
+    t0 = time.monotonic()
+    st = await gather_status(endpoints, min(interval, 0.8))
+    st["time"] = time.time()
+    st["poll_ms"] = (time.monotonic() - t0) * 1000
+    return st
+
+
+async def _watch_loop(endpoints: list[str], interval: float, count: int | None, show) -> None:
+    loop = asyncio.get_running_loop()
+    n = 0
+    while True:
+        started = loop.time()
+        show(await poll(endpoints, interval))
+        n += 1
+        if count is not None and n >= count:
+            return
+        await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
+
+
+def watch_status(s, interval: float, count: int | None) -> int:
+    """`raftctl status --watch`: exits 0 after --count refreshes or on Ctrl-C."""
+    dash = dashboard.Dashboard()
+    try:
+        if s.out.json:
+            def show(st: dict) -> None:
+                doc = public({k: v for k, v in st.items() if k != "poll_ms"})
+                sys.stdout.write(json.dumps(doc, default=_default) + "\n")
+                sys.stdout.flush()
+            asyncio.run(_watch_loop(s.endpoints, interval, count, show))
+        elif s.out.console.is_terminal:
+            _watch_live(s, dash, interval, count)
+        else:
+            console = s.out.console
+            first = [True]
+
+            def show(st: dict) -> None:
+                new = dash.add(st)
+                console.print(dashboard.render_plain(st, list(dash.history)))
+                for e in ([] if first[0] else new):
+                    console.print("  " + dashboard.format_event(e), highlight=False,
+                                  markup=False)
+                first[0] = False
+                sys.stdout.flush()
+            asyncio.run(_watch_loop(s.endpoints, interval, count, show))
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # `raftctl status --watch | head`: the reader went away
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
+    return 0
+
+
+def _watch_live(s, dash: dashboard.Dashboard, interval: float, count: int | None) -> None:
+    from rich.live import Live  # noqa: PLC0415
+
+    console = s.out.console
+
+    def frame():
+        height = console.size.height
+        nodes = len(dash.history[-1]["nodes"]) if dash.history else 3
+        max_events = max(3, height - nodes - 17)
+        spark = max(10, min(120, console.size.width - 30))
+        return dash.render(max_events=max_events, spark_width=spark)
+
+    # screen=True: the alternate screen, restored (with the cursor) when the block exits,
+    # whether by --count, Ctrl-C or an error.
+    with Live(dashboard.render([]), console=console, screen=True, auto_refresh=False,
+              redirect_stdout=False, redirect_stderr=False) as live:
+        def show(st: dict) -> None:
+            dash.add(st)
+            live.update(frame(), refresh=True)
+        asyncio.run(_watch_loop(s.endpoints, interval, count, show))
+    if count is not None:  # a finite watch leaves its last frame on the normal screen
+        console.print(frame())

@@ -20,10 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from random import Random
 
-from raftd.config import NodeConfig
+from raftd.config import NodeConfig, split_address
 from raftd.core import (Configuration, ConfChangeInProgressError, InstallSnapshot,
                         InvalidConfChangeError, LogCorruptionError, NotLeaderError, ProposalDroppedError, RaftConfig,
                         RaftNode, Ready, Role)
+from raftd.core.messages import AppendEntries, AppendEntriesResponse
 from raftd.core.ready import may_send_early
 from raftd.kv.commands import Command, Op, encode_command
 from raftd.kv.fsm import KVStateMachine
@@ -32,6 +33,7 @@ from raftd.wire.codec import (decode_body, decode_hello, decode_message, encode_
                               encode_error)
 from raftd.wire.framing import FrameDecoder, FrameType, RemoteProtocolError, UnsupportedVersion
 
+from .metrics import RaftMetrics
 from .reconfig import ChangeError, ChangeRequest, Reconfigurator, _describe
 from .snapshotting import Snapshotter
 from .transport import PeerLink
@@ -88,6 +90,9 @@ class RaftServer:
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raftd-disk")
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
+        self.metrics: RaftMetrics | None = None
+        # peer -> {match_index an AppendEntries will produce: send time}, for the RTT histogram
+        self._append_sent: dict[str, dict[int, float]] = {}
         self._server: asyncio.base_events.Server | None = None
         self._pending_writes: dict[int, _PendingWrite] = {}
         self._read_ids = 0
@@ -140,6 +145,11 @@ class RaftServer:
                  self.node.config.describe())
         self._server = await asyncio.start_server(self._on_connection, cfg.host, cfg.port,
                                                   reuse_address=True)
+        if cfg.metrics_listen:
+            self.metrics = RaftMetrics(self.status)
+            self.metrics.update(self.status())
+            mhost, mport = split_address(cfg.metrics_listen)
+            log.info("metrics on http://%s:%d/metrics", mhost, self.metrics.start(mhost, mport))
         self._write_pid()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._drive(), name="drive"),
@@ -183,6 +193,8 @@ class RaftServer:
             await link.close()
         for w in list(self._conns):
             w.close()
+        if self.metrics is not None:
+            self.metrics.stop()
         self._disk.shutdown(wait=True)
         if getattr(self, "snapshots", None) is not None:
             self.snapshots.close()
@@ -206,6 +218,8 @@ class RaftServer:
                 next_at = loop.time() + interval  # we were paused (SIGSTOP): do not replay
             self.node.tick()
             self._wake.set()
+            if self.metrics is not None:
+                self.metrics.maybe_refresh()
 
     async def _drive(self) -> None:
         node = self.node
@@ -238,8 +252,11 @@ class RaftServer:
             # The contract (ready.py): durable before anything that depends on it is sent.
             await asyncio.get_running_loop().run_in_executor(
                 self._disk, self.storage.save, rd.hard_state, rd.entries)
+            dt = time.perf_counter() - t0
             self.counters["fsyncs"] += 1
-            self.counters["fsync_seconds"] += time.perf_counter() - t0
+            self.counters["fsync_seconds"] += dt
+            if self.metrics is not None:
+                self.metrics.observe_fsync(dt)
             if rd.entries:
                 node.persisted(rd.entries[-1].index, rd.entries[-1].term)
         for msg in late:
@@ -266,6 +283,10 @@ class RaftServer:
                             self.cfg.peer_queue_limit, own_address=self.cfg.listen)
             link.start()
             self.peers[msg.dst] = link
+        if self.metrics is not None and isinstance(msg, AppendEntries):
+            sent = self._append_sent.setdefault(msg.dst, {})
+            if len(sent) < 4096:
+                sent.setdefault(msg.prev_log_index + len(msg.entries), time.perf_counter())
         link.send(msg)
 
     def _address_of(self, nid: str) -> str | None:
@@ -512,6 +533,15 @@ class RaftServer:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def _observe_append_rtt(self, msg: AppendEntriesResponse) -> None:
+        sent = self._append_sent.get(msg.src)
+        if sent:
+            t = sent.pop(msg.match_index, None)
+            if t is not None:
+                self.metrics.observe_append_rtt(msg.src, time.perf_counter() - t)
+            for k in [k for k in sent if k < msg.match_index]:
+                del sent[k]
+
     def wake(self) -> None:
         self._wake.set()
 
@@ -603,6 +633,9 @@ class RaftServer:
                         self.peer_last_heard[msg.src] = now
                         if ftype == 1 and msg.src == self.node.leader_id:  # AppendEntries
                             self.last_leader_contact = now
+                        if (self.metrics is not None and isinstance(msg, AppendEntriesResponse)
+                                and msg.success):
+                            self._observe_append_rtt(msg)
                         try:
                             self.node.step(msg)
                         except LogCorruptionError as e:
