@@ -73,10 +73,12 @@ def print_status(out, st: dict) -> None:
              f"{','.join(conf['voters'])}" + (" (joint)" if conf["joint"] else "")
              + (f"   learners: {','.join(conf['learners'])}" if conf["learners"] else ""))
     rows = [[n["id"], n["address"], n["role"] or "-", n["term"], n["commit_index"],
-             n["applied_index"], n["last_log_index"], "yes" if n["reachable"] else "NO"]
+             n["applied_index"], n["last_log_index"], n.get("snapshot_index"),
+             n.get("first_log_index"), "yes" if n["reachable"] else "NO"]
             for n in st["nodes"]]
     out.table(["id", "address", "role", "term", "commit_index", "applied_index",
-               "last_log_index", "reachable"], rows, title=title)
+               "last_log_index", "snapshot_index", "first_log_index", "reachable"], rows,
+              title=title)
 
 
 # ---------------------------------------------------------------------------- watch --
