@@ -14,9 +14,7 @@ pytestmark = pytest.mark.e2e
 
 
 def _fill(cluster, n=300):
-    with cluster.client() as c:
-        for i in range(n):
-            c.put(f"k{i:04d}", b"v%d" % i)
+    cluster.fill({f"k{i:04d}": b"v%d" % i for i in range(n)})
 
 
 def test_create_list_save_inspect_restore(cluster_factory, tmp_path):

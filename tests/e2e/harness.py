@@ -119,6 +119,24 @@ class LocalCluster:
             n.start()
         return self
 
+    def fill(self, keys: dict[str, bytes], concurrency: int = 64) -> dict[str, int]:
+        """Write many keys quickly (many requests in flight); returns key -> log index."""
+        import asyncio
+
+        from raftd.client import AsyncClient
+
+        async def run() -> dict[str, int]:
+            out: dict[str, int] = {}
+            items = list(keys.items())
+            async with AsyncClient(self.endpoints, timeout=20) as c:
+                for i in range(0, len(items), concurrency):
+                    chunk = items[i:i + concurrency]
+                    idx = await asyncio.gather(*(c.put(k, v) for k, v in chunk))
+                    out.update(zip((k for k, _ in chunk), idx))
+            return out
+
+        return asyncio.run(run())
+
     def client(self, timeout: float = 10.0) -> Client:
         return Client(self.endpoints, timeout=timeout)
 

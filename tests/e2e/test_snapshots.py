@@ -15,9 +15,8 @@ SMALL = {"snapshot_entries": 200, "snapshot_trailing": 50}
 def test_log_stays_bounded_and_restart_uses_snapshot_plus_log(cluster_factory):
     cluster = cluster_factory(3, **SMALL).start()
     leader = cluster.wait_leader()
+    cluster.fill({f"k{i:04d}": b"v%d" % i for i in range(1000)})
     with cluster.client() as c:
-        for i in range(1000):
-            c.put(f"k{i:04d}", b"v%d" % i)
         last = c.put("last", b"x")
     cluster.wait_applied(last, list(cluster.nodes))
     for nid in cluster.nodes:
@@ -40,9 +39,8 @@ def test_lagging_follower_catches_up_by_install_snapshot(cluster_factory):
     leader = cluster.wait_leader()
     victim = next(n for n in cluster.nodes if n != leader)
     cluster.nodes[victim].kill9()
+    cluster.fill({f"k{i:04d}": b"%d" % i for i in range(800)})
     with cluster.client() as c:
-        for i in range(800):
-            c.put(f"k{i:04d}", b"%d" % i)
         last = c.put("last", b"x")
     st = cluster.status(leader)
     assert st["first_log_index"] > 1  # the victim's next entry is gone from the leader's log
@@ -63,9 +61,7 @@ def test_lagging_follower_catches_up_by_install_snapshot(cluster_factory):
 def test_corrupt_newest_snapshot_falls_back_to_older(cluster_factory):
     cluster = cluster_factory(1, snapshot_entries=100, snapshot_trailing=500).start()
     cluster.wait_leader()
-    with cluster.client() as c:
-        for i in range(350):
-            c.put(f"k{i}", b"v")
+    cluster.fill({f"k{i}": b"v" for i in range(350)}, concurrency=8)
     cluster.stop()
     node = cluster.nodes["n1"]
     snaps = sorted((node.data_dir / "snapshots").glob("*.snap"))
