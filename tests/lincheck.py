@@ -3,38 +3,45 @@
 The store is a map of independent registers, so a history is linearizable iff
 the sub-history of every key is (P-compositionality, Horn & Kroening).  Each
 key is checked with Wing & Gong's backtracking search plus Lowe's memoisation
-(a cache of ``(set of linearized ops as a bitset int, register value)``), the
-same algorithm as Porcupine / Knossos:
+(a cache of (set of linearized ops, register value) states), the same
+algorithm as Porcupine / Knossos:
 
 * the call and return events of the key's ops are sorted by time (calls
   before returns at equal times, so ops that merely touch are concurrent) and
   kept in a doubly linked list;
-* the search repeatedly linearizes a pending call (any call that precedes the
-  first not-yet-linearized return) whose model step is consistent, removing
-  the op's events from the list; when it reaches a return it cannot pass, it
-  backtracks; a state already in the cache is never explored twice.
+* the search (iterative, explicit stack) repeatedly linearizes a pending call
+  (a call that precedes the first not-yet-linearized return) whose model
+  step is consistent, removing the op's events from the list; when nothing
+  pending can be linearized it backtracks; a state already in the cache is
+  never explored twice.
 
 Operations with an unknown outcome (``ret is None``: timeout, crash, ...) may
-have taken effect at any time after their call, or never.  Their return is at
-+infinity and their result unconstrained.  They live outside the linked list
-(they never block the search) and the search succeeds as soon as every op with
-a known return has been linearized, which implements "never".  Unknown gets
+have taken effect at any time after their call, or never: their return is at
++infinity and their result unconstrained.  They are kept outside the linked
+list (they never block the search) and the search succeeds as soon as every
+op with a known return is linearized, which implements "never".  Unknown gets
 constrain nothing and are dropped.
 
-Two pruning rules keep unknown ops from blowing up the search; both only
-discard linearizations for which an equivalent one without the unknown op is
-also explored:
+Exact reductions on top of the textbook search (each only skips states or
+orders for which an equivalent one is explored; tests/test_lincheck.py
+cross-checks the checker against brute-force enumeration):
 
-* an unknown op whose step leaves the register unchanged is not linearized
-  (dropping it gives the same state with more options left);
-* a *blind* write (a put, or a delete / cas whose result is unconstrained and
-  whose effect does not depend on the state: unknown delete, known delete
-  with result None) is not linearized directly after an unknown op, because
-  the unknown op could just as well never have happened.  Whether the last
-  linearized op is unknown is part of the memo key.
-
-Known ops are tried before unknown ones at each step, so passing histories
-rarely touch unknown ops unless a read needs them.
+* the linearized set is a bitset int compressed to (frontier f, window bits
+  above f, packed per-class counts of used unknown ops), so memo keys stay
+  small on long histories;
+* a pending read-only op that is valid now (a get of the current value, a
+  cas/delete known to have failed) commutes to the front of any completion,
+  so it is linearized without trying alternatives;
+* written values that no get reads and no cas expects are indistinguishable
+  to the model and are abstracted to a single value;
+* unknown ops with the same effect are interchangeable, so only the earliest
+  unused one of each class is tried; an unknown op that would change nothing
+  is not linearized; and after an unknown op, an op that would be equally
+  valid with the same result without it (e.g. a put) is not linearized next,
+  since the unknown op could as well never have happened (the memo key
+  includes the value before that unknown op);
+* completed ops are tried before unknown ones, so unknown ops are only
+  linearized when something needs their effect.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["Op", "History", "CheckResult", "check_linearizable", "format_op"]
 
@@ -183,6 +190,9 @@ class _Other:
 
 
 _OTHER = _Other()
+_NOCTX = object()  # search context: the last linearized op was a completed one
+# memo size cap per key (~190 bytes a state): beyond it, give up as inconclusive
+_MAX_STATES = 2_000_000
 
 
 class _Timeout(Exception):
@@ -218,9 +228,9 @@ def check_linearizable(ops: list[Op], timeout_s: float = 30.0) -> CheckResult:
         except _Timeout:
             return CheckResult(
                 ok=False, key=key, checked_keys=checked, timed_out=True,
-                explanation=(f"key {key!r}: search budget of {timeout_s}s exhausted after "
-                             f"{checked} key(s) checked ({len(kops)} ops on this key); "
-                             f"result inconclusive"))
+                explanation=(f"key {key!r}: search budget exhausted (time limit {timeout_s}s "
+                             f"or {_MAX_STATES} memoised states) after {checked} key(s) "
+                             f"checked ({len(kops)} ops on this key); result inconclusive"))
         if failure is not None:
             return CheckResult(ok=False, key=key, explanation=failure, checked_keys=checked)
         checked += 1
@@ -255,8 +265,6 @@ def _check_key(ops: list[Op], deadline: float) -> str | None:
     referenced.discard(None)
     arg = [(o.value if o.value is None or o.value in referenced else _OTHER)
            if code[i] in (_PUT, _CAS) else None for i, o in enumerate(ops)]
-    # blind: outcome independent of the state, effect overwrites the state
-    blind = [code[i] == _PUT or (code[i] == _DELETE and not constrained[i]) for i in range(n)]
     # read-only: leaves the value unchanged wherever it can validly be placed
     # (a get, a cas known to have failed, a delete known to have found nothing)
     readonly = [known[i] and (code[i] == _GET or (constrained[i] and (
@@ -357,11 +365,16 @@ def _check_key(ops: list[Op], deadline: float) -> str | None:
     n_known = remaining = sum(known)
     f = win = U = 0
     state = None
-    top_unknown = False  # last linearized op has an unknown outcome
+    # ctx: if the last linearized op has an unknown outcome, the value before
+    # it; else _NOCTX.  An op that would be valid from ctx with the same
+    # resulting value (a put, a delete that finds a value either way, ...)
+    # is not linearized next: the unknown op could as well never have
+    # happened, and that alternative is explored from the parent node.
+    ctx = _NOCTX
     cache: set = set()
     # A frame records a node of the search tree at the moment one of its
     # candidates was linearized:
-    #   (op, cands, ci, uidx, R, state, top_unknown, f, win, U).
+    #   (op, cands, ci, uidx, R, state, ctx, f, win, U).
     # cands is None for a forced step (no alternatives to try on backtrack).
     stack: list[tuple] = []
     best_done = -1
@@ -394,7 +407,7 @@ def _check_key(ops: list[Op], deadline: float) -> str | None:
                     if readonly[i]:
                         forced = i
                         break
-                    if not (top_unknown and blind[i]):
+                    if ctx is _NOCTX or step(i, ctx) != new:
                         cands.append((i, new))
                 e = nxt[e]
             if forced >= 0:
@@ -406,15 +419,15 @@ def _check_key(ops: list[Op], deadline: float) -> str | None:
                     t = (~nw & (nw + 1)).bit_length() - 1
                     nw >>= t
                     nf += t
-                mk = (nf, nw, U << 1, state)
+                mk = (nf | nw << 32, state) if not U else (nf | nw << 32, U, state, _NOCTX)
                 if mk in cache:
                     stuck = True
                 else:
                     cache.add(mk)
-                    stack.append((i, None, 0, 0, 0, state, top_unknown, f, win, U))
+                    stack.append((i, None, 0, 0, 0, state, ctx, f, win, U))
                     f = nf
                     win = nw
-                    top_unknown = False
+                    ctx = _NOCTX
                     remaining -= 1
                     c = call_node[i]
                     r = ret_node[i]
@@ -439,10 +452,10 @@ def _check_key(ops: list[Op], deadline: float) -> str | None:
                 while node_call[e]:
                     e = nxt[e]
                 best_done = done
-                best_info = (node_op[e], state, [f[0] for f in stack])
+                best_info = (node_op[e], state, [fr[0] for fr in stack])
             if not stack:
                 return _explain(ops, best_info)
-            i, cands, ci, uidx, R, state, top_unknown, f, win, U = stack.pop()
+            i, cands, ci, uidx, R, state, ctx, f, win, U = stack.pop()
             if known[i]:
                 remaining += 1
                 c = call_node[i]
@@ -477,9 +490,9 @@ def _check_key(ops: list[Op], deadline: float) -> str | None:
                 i = cls_ops[uidx][cls_next[uidx]]
                 if op_rank[i] < rlim:
                     new = step(i, state)
-                    # an unknown op that changes nothing is pointless; one
-                    # followed by a blind write could as well never have happened
-                    if new is not _BAD and new != state and not (top_unknown and blind[i]):
+                    # an unknown op that changes nothing is pointless
+                    if new is not _BAD and new != state and (
+                            ctx is _NOCTX or step(i, ctx) != new):
                         break
                 uidx = cnxt[uidx]
             else:
@@ -494,12 +507,12 @@ def _check_key(ops: list[Op], deadline: float) -> str | None:
                 nw >>= t
                 nf += t
             nu = U
-            mk = (nf, nw, nu << 1, new)
+            mk = (nf | nw << 32, new) if not nu else (nf | nw << 32, nu, new, _NOCTX)
         else:
             nf = f
             nw = win
             nu = U + uinc[i]
-            mk = (nf, nw, (nu << 1) | 1, new)
+            mk = (nf | nw << 32, nu, new, state)
         if mk in cache:
             if ci < len(cands):
                 ci += 1
@@ -507,13 +520,14 @@ def _check_key(ops: list[Op], deadline: float) -> str | None:
                 uidx = cnxt[uidx]
             continue
         cache.add(mk)
-        stack.append((i, cands, ci, uidx, R, state, top_unknown, f, win, U))
+        if len(cache) > _MAX_STATES:
+            raise _Timeout
+        stack.append((i, cands, ci, uidx, R, state, ctx, f, win, U))
         f = nf
         win = nw
         U = nu
-        state = new
         if known[i]:
-            top_unknown = False
+            ctx = _NOCTX
             remaining -= 1
             c = call_node[i]
             r = ret_node[i]
@@ -522,12 +536,13 @@ def _check_key(ops: list[Op], deadline: float) -> str | None:
             nxt[prv[r]] = nxt[r]
             prv[nxt[r]] = prv[r]
         else:
-            top_unknown = True
+            ctx = state
             c = op_cls[i]
             cls_next[c] += 1
             if cls_next[c] == cls_len[c]:  # unlink the exhausted class
                 cnxt[cprv[c]] = cnxt[c]
                 cprv[cnxt[c]] = cprv[c]
+        state = new
         expand = True
     return None
 
