@@ -364,33 +364,15 @@ class KVStateMachine:
         self._rebuild_heap()
 
     def restore(self, data: bytes) -> None:
-        """Replace the whole state with a snapshot.  On bad data raise ValueError and leave
-        the current state untouched.  ``stats`` are node-local and are kept."""
+        """Replace the whole state with a snapshot() blob.  On bad data raise ValueError and
+        leave the current state untouched.  ``stats`` are node-local and are kept."""
         try:
             obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
-            if not isinstance(obj, dict) or obj.get("version") != SNAPSHOT_VERSION:
+            if not isinstance(obj, dict):
                 raise ValueError(f"not a version-{SNAPSHOT_VERSION} kv snapshot")
-            applied_index = obj["applied_index"]
-            now_ms = obj["now_ms"]
-            if not (isinstance(applied_index, int) and isinstance(now_ms, int)):
-                raise ValueError("applied_index and now_ms must be ints")
-            kv: dict[str, bytes] = {}
-            for k, v in obj["data"]:
-                if not isinstance(k, str) or not isinstance(v, bytes):
-                    raise ValueError(f"bad data item {k!r}")
-                kv[k] = v
-            sessions: dict[str, Session] = {}
-            for cid, seq, active, result in obj["sessions"]:
-                if not (isinstance(cid, str) and isinstance(seq, int) and isinstance(active, int)
-                        and isinstance(result, dict)):
-                    raise ValueError(f"bad session item {cid!r}")
-                sessions[cid] = Session(seq, result, active)
-        except Exception as e:  # msgpack errors, KeyError, unpacking mismatches, ours
+            batches = [obj["data"]]
+        except ValueError:
+            raise
+        except Exception as e:  # msgpack errors, KeyError
             raise ValueError(f"bad kv snapshot: {type(e).__name__}: {e}") from None
-        self.applied_index = applied_index
-        self.now_ms = now_ms
-        self._data = kv
-        self._overlay = None  # a snapshot being written keeps its own reference to the old dict
-        self._keys = SortedList(kv)
-        self._sessions = sessions
-        self._rebuild_heap()
+        self.restore_stream(obj, batches)
