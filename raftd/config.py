@@ -35,13 +35,13 @@ class NodeConfig:
     max_inflight_msgs: int = 64
     max_frame_size: int = 16 << 20
     peer_queue_limit: int = 4096  # messages queued per peer before dropping (Raft retries)
-    max_batch_proposals: int = 4096  # client writes taken per group commit
     session_ttl_ms: int = 3_600_000
     snapshot_entries: int = 20_000  # take a snapshot after this many entries since the last
     snapshot_bytes: int = 64 << 20  # ... or this many bytes of entries
     snapshot_keep: int = 2  # snapshots kept on disk
     snapshot_trailing: int = 5_000  # entries kept in the log below the snapshot for slow followers
-    request_timeout_ms: int = 5000
+    catchup_rounds: int = 10  # membership: rounds to catch a new server up (thesis §4.2.1)
+    catchup_round_timeout_ms: int = 10_000  # a round that takes longer aborts the change
     pre_vote: bool = True
     check_quorum: bool = True
     log_level: str = "info"
@@ -68,9 +68,11 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "id": str, "listen": str, "data_dir": str, "peers": dict, "join": bool, "cluster": str,
     "tick_ms": int, "election_timeout_ms": int, "heartbeat_interval_ms": int, "fsync": bool,
     "max_append_entries": int, "max_append_bytes": int, "max_inflight_msgs": int,
-    "max_frame_size": int, "peer_queue_limit": int, "max_batch_proposals": int,
-    "session_ttl_ms": int, "request_timeout_ms": int, "snapshot_entries": int,
-    "snapshot_bytes": int, "snapshot_keep": int, "snapshot_trailing": int, "pre_vote": bool, "check_quorum": bool,
+    "max_frame_size": int, "peer_queue_limit": int,
+    "session_ttl_ms": int, "snapshot_entries": int,
+    "snapshot_bytes": int, "snapshot_keep": int, "snapshot_trailing": int,
+    "catchup_rounds": int, "catchup_round_timeout_ms": int,
+    "pre_vote": bool, "check_quorum": bool,
     "log_level": str, "metrics_listen": (str, type(None)),
 }
 _REQUIRED = ("id", "listen", "data_dir")
@@ -144,8 +146,9 @@ def parse_config(raw: Any, source: str = "<config>") -> NodeConfig:
             raise err("metrics_listen", str(e)) from None
     for key in ("tick_ms", "election_timeout_ms", "heartbeat_interval_ms", "max_append_entries",
                 "max_append_bytes", "max_inflight_msgs", "max_frame_size", "peer_queue_limit",
-                "max_batch_proposals", "session_ttl_ms", "request_timeout_ms",
-                "snapshot_entries", "snapshot_bytes", "snapshot_keep"):
+                "session_ttl_ms",
+                "snapshot_entries", "snapshot_bytes", "snapshot_keep", "catchup_rounds",
+                "catchup_round_timeout_ms"):
         if key in values and values[key] <= 0:
             raise err(key, "must be positive")
     if not values.get("join", False):

@@ -41,9 +41,9 @@ class ChangeRequest:
 
 
 class Reconfigurator:
-    def __init__(self, server, max_rounds: int = 10):
+    def __init__(self, server):
         self.server = server
-        self.max_rounds = max_rounds
+        self.max_rounds = server.cfg.catchup_rounds
         self.busy = False
 
     @property
@@ -203,7 +203,7 @@ class Reconfigurator:
         timeout.  Aborts (removing the new learners) if a round makes no progress in time."""
         node = self.node
         timeout = self._election_timeout()
-        round_limit = max(10.0, 20 * timeout)
+        round_limit = self.server.cfg.catchup_round_timeout_ms / 1000
         for rnd in range(1, self.max_rounds + 1):
             target = node.log.last_index
             t0 = time.monotonic()

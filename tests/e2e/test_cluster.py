@@ -164,3 +164,21 @@ def test_corrupt_log_refuses_to_start_naming_file_and_offset(cluster_factory):
     assert node.proc.wait(10) == 1
     log = node.log_text()
     assert "refusing to start" in log and str(seg) in log and "offset" in log
+
+
+def test_sigterm_on_the_leader_transfers_leadership_first(cluster_factory):
+    """thesis §3.10: a planned stop of the leader hands over instead of timing out."""
+    cluster = cluster_factory(3, election_timeout_ms=1000, heartbeat_interval_ms=100,
+                              tick_ms=20).start()
+    leader = cluster.wait_leader()
+    with cluster.client() as c:
+        c.put("before", b"1")
+    t0 = time.monotonic()
+    assert cluster.nodes[leader].stop() == 0
+    new = cluster.wait_leader(exclude={leader}, timeout=10)
+    took = time.monotonic() - t0
+    assert "leadership transferred to" in cluster.nodes[leader].log_text()
+    assert took < 1.5, took  # faster than an election timeout (1-2 s) plus an election
+    with cluster.client() as c:
+        assert c.get("before") == b"1"
+    assert new != leader

@@ -176,3 +176,23 @@ def test_one_change_at_a_time(cluster_factory):
     assert len(done) >= 1
     for r in refused:
         assert r.code == "change_in_progress" and "in progress" in str(r)
+
+
+def test_a_learner_that_cannot_catch_up_aborts_the_change(cluster_factory):
+    """thesis §4.2.1: a new server that never catches up aborts the change and leaves the old
+    configuration in force (it is reachable, but paused)."""
+    cluster = cluster_factory(3, catchup_round_timeout_ms=1500).start()
+    leader = cluster.wait_leader()
+    node = cluster.add_join_node()
+    wait_started(node)
+    node.pause()  # accepts connections (the kernel does) but never answers
+    try:
+        with pytest.raises(RequestError) as e:
+            change(cluster, timeout=30, add={node.id: node.address})
+        assert e.value.code == "catch_up_failed" and "old configuration" in str(e.value)
+    finally:
+        node.resume()
+    st = cluster.status(cluster.wait_leader())
+    assert sorted(st["configuration"]["voters"]) == ["n1", "n2", "n3"]
+    assert st["configuration"]["learners"] == [] and not st["configuration"]["joint"]
+    assert leader
