@@ -87,3 +87,46 @@ def test_snapshot_on_demand_reports_stall(cluster_factory):
     assert r["index"] >= 100 and r["size"] > 0 and "stall_ms" in r
     time.sleep(0.1)
     assert cluster.status(leader)["snapshot_index"] == r["index"]
+
+
+def _wait_incoming(node, timeout=30):
+    snapdir = node.data_dir / "snapshots"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if snapdir.exists() and any(p.name.startswith("incoming-") for p in snapdir.iterdir()):
+            return True
+        time.sleep(0.005)
+    return False
+
+
+@pytest.mark.parametrize("side", ["receiver", "sender"])
+def test_interrupted_snapshot_transfer_restarts_cleanly(cluster_factory, side):
+    """hashicorp/raft #212: a transfer cut by a crash on either side leaves no temp file and
+    the follower still catches up."""
+    cluster = cluster_factory(3, snapshot_entries=300, snapshot_trailing=10).start()
+    leader = cluster.wait_leader()
+    victim = next(n for n in cluster.nodes if n != leader)
+    cluster.nodes[victim].kill9()
+    big = b"x" * 8192
+    cluster.fill({f"k{i:05d}": big for i in range(2500)})
+    with cluster.client() as c:
+        c.admin("snapshot", {})
+    cluster.nodes[victim].start()
+    assert _wait_incoming(cluster.nodes[victim]), "the transfer never started"
+    if side == "receiver":
+        cluster.nodes[victim].kill9()
+        cluster.nodes[victim].start()
+    else:
+        cluster.nodes[leader].kill9()
+        cluster.wait_leader(exclude={leader})
+        cluster.nodes[leader].start()
+    with cluster.client(timeout=30) as c:
+        last = c.put("after", b"1")
+    cluster.wait_applied(last, [victim], timeout=60)
+    assert cluster.status(victim)["keys"] == 2501  # the 2,500 big ones and "after"
+    cluster.wait_applied(last, list(cluster.nodes), timeout=60)
+    digests = {cluster.status(n, digest=True)["digest"] for n in cluster.nodes}
+    assert len(digests) == 1
+    leftovers = [p.name for p in (cluster.nodes[victim].data_dir / "snapshots").iterdir()
+                 if p.name.endswith(".tmp")]
+    assert not leftovers, leftovers
