@@ -38,6 +38,8 @@ Commands (arguments in brackets are optional; ids are "1", "2", ...):
         deliver the in-flight messages addressed to N (default: all), or only those from the
         ``from`` nodes; the ones addressed to a node in ``drop`` are lost instead
   drop-msgs [to=(..)] [from=(..)]   lose in-flight messages
+        both also take ``carrying=T/I``: only the AppendEntries that carry entry T/I (so that a
+        heartbeat and an append queued in the same Ready can be told apart)
   stabilize             process every Ready and deliver every message until nothing happens
   partition (1 2) (3 4 5)  / heal
         nodes in different groups cannot talk; unlisted nodes form one more group
@@ -390,7 +392,12 @@ class InteractionEnv:
         to = ([a.vals[0] for a in td.positional()] if to_key is None
               else td.get(to_key, []))
         src = td.get("from", [])
-        return [m for m in self.inflight if (not to or m.dst in to) and (not src or m.src in src)]
+        msgs = [m for m in self.inflight if (not to or m.dst in to) and (not src or m.src in src)]
+        if td.has("carrying"):
+            want = td.get("carrying")
+            msgs = [m for m in msgs if isinstance(m, AppendEntries)
+                    and any(f"{e.term}/{e.index}" == want for e in m.entries)]
+        return msgs
 
     def cmd_deliver_msgs(self, td: TestData) -> None:
         msgs = self._select(td, None)
