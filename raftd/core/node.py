@@ -335,7 +335,7 @@ class RaftNode:
         self.election_elapsed = 0
         self.transfer_target = None
         self.progress = {}
-        self._sync_progress()
+        self._sync_progress(fresh=True)
         # Raft §5.4.2 / §8: commit an entry of our own term to learn what is committed.
         self._append(EntryKind.NOOP, b"")
 
@@ -750,7 +750,7 @@ class RaftNode:
                 self._config_log.pop()
             self.config = self._config_log[-1][1] if self._config_log else self._base_config
 
-    def _sync_progress(self) -> None:
+    def _sync_progress(self, fresh: bool = False) -> None:
         members = self.config.members
         if self._config_index() > self.commit_index:
             # Until the newest configuration commits, keep replicating to the servers it
@@ -760,11 +760,12 @@ class RaftNode:
         for peer in list(self.progress):
             if peer not in members:
                 del self.progress[peer]
+        # A new leader starts at last_index + 1 (Figure 2).  A member added by a configuration
+        # entry is probed from that entry, so it hears from us now, not at the next heartbeat.
+        start = self.log.last_index + 1 if fresh else max(self.log.last_index, 1)
         for peer in sorted(members):
             if peer not in self.progress:
-                # Probe from the last entry (the configuration that added it, if any), so a new
-                # member hears from us now rather than at the next heartbeat.
-                self.progress[peer] = Progress(max(self.log.last_index, 1))
+                self.progress[peer] = Progress(start)
 
     # ========================================================================= helpers ==
     def _send(self, msg: Message) -> None:
