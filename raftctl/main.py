@@ -9,6 +9,7 @@ import typer
 
 from .commands import bench, kv, local, member, snapshot, status
 from .commands import health, leader
+from .commands import bootstrap
 from .context import EndpointsOpt, OutputOpt, TimeoutOpt
 
 app = typer.Typer(
@@ -31,6 +32,8 @@ status.register(app)
 health.register(app)
 app.add_typer(leader.app, name="leader")
 bench.register(app)
+bootstrap.register(app)
+app.add_typer(bootstrap.ssh_app, name="ssh")
 
 
 def main() -> None:

@@ -1,0 +1,342 @@
+"""The inventory: one YAML file describing a cluster deployed over SSH.
+
+    cluster: {name: demo, install_dir: /opt/raftd/demo, python: python3, tick_ms: 25, ...}
+    ssh:     {user: root, port: 22, identity_file: ~/.ssh/id_ed25519, known_hosts: ./known_hosts}
+    hosts:
+      - {name: n1, address: 10.0.0.1, raft_port: 7001}
+      - {name: n2, address: 10.0.0.2, raft_port: 7001, ssh_port: 2222, data_dir: /srv/raftd}
+
+Every error names the file, the host and the key, e.g.
+``inventory.yaml: hosts[1] (n2): key 'raft_port': expected int, got str '7102'``.
+Unknown keys are errors.  Relative local paths (identity_file, known_hosts) are relative to the
+inventory file; ``~`` expands.  Remote paths (install_dir, data_dir) must be absolute.
+
+On one machine, several hosts of the inventory may share one address (e.g. 127.0.0.1): each
+host therefore gets its own directory, ``<install_dir>/<host name>``, holding its virtualenv,
+config, log and pid files; its data directory defaults to ``<install_dir>/data/<host name>``.
+"""
+from __future__ import annotations
+
+import getpass
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from raftd.config import _TYPES as _NODE_TYPES
+from raftd.config import ConfigError, dump_config, parse_config, split_address
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+# raftd config keys the inventory may set for every node (under `cluster:`); the per-node ones
+# (id, listen, data_dir, peers, join) come from the hosts, `cluster` from cluster.name.
+TUNING_KEYS = tuple(k for k in _NODE_TYPES
+                    if k not in ("id", "listen", "data_dir", "peers", "join", "cluster",
+                                 "metrics_listen"))
+CLUSTER_KEYS = ("name", "install_dir", "python", "service") + TUNING_KEYS
+SSH_KEYS = ("user", "port", "identity_file", "known_hosts", "connect_timeout")
+HOST_KEYS = ("name", "address", "ssh_port", "raft_port", "raft_address", "data_dir", "user")
+SERVICES = ("auto", "systemd", "process")
+
+
+class InventoryError(ConfigError):
+    """The inventory file is missing, unreadable or invalid (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class SSHSettings:
+    user: str
+    port: int = 22
+    identity_file: str | None = None  # absolute local path, or None: ssh-agent / ~/.ssh keys
+    known_hosts: str = "~/.ssh/known_hosts"  # absolute local path
+    connect_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str  # where SSH connects
+    raft_port: int
+    ssh_port: int
+    user: str
+    raft_address: str  # the address raftd listens on (default: address)
+    install_dir: str  # the cluster's install_dir
+    data_dir: str
+    cluster: str
+    index: int = 0  # position in the inventory (for messages)
+
+    @property
+    def root(self) -> str:
+        """This node's own directory on the host: venvs, config, log, pid files."""
+        return f"{self.install_dir}/{self.name}"
+
+    @property
+    def endpoint(self) -> str:
+        """host:port of raftd (peers and clients)."""
+        a = self.raft_address
+        return f"[{a}]:{self.raft_port}" if ":" in a else f"{a}:{self.raft_port}"
+
+    @property
+    def ssh_target(self) -> str:
+        return f"{self.user}@{self.address}:{self.ssh_port}"
+
+    @property
+    def unit(self) -> str:
+        return f"raftd-{self.cluster}-{self.name}.service"
+
+    @property
+    def label(self) -> str:
+        """How messages name the host: ``n2 (10.0.0.2:22)``."""
+        return f"{self.name} ({self.address}:{self.ssh_port})"
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: str
+    name: str
+    install_dir: str
+    python: str
+    service: str
+    tuning: dict[str, Any]
+    ssh: SSHSettings
+    hosts: list[Host] = field(default_factory=list)
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise InventoryError(f"{self.path}: no host named {name!r} (hosts: "
+                             f"{', '.join(h.name for h in self.hosts)})")
+
+    def select(self, names: list[str] | None) -> list[Host]:
+        """The hosts named (all when ``names`` is empty), in inventory order."""
+        if not names:
+            return list(self.hosts)
+        wanted = [self.host(n) for n in names]
+        return [h for h in self.hosts if h in wanted]
+
+    def node_config(self, host: Host, peers: dict[str, str] | None = None,
+                    join: bool = False) -> dict:
+        """The raftd config of ``host`` (as a dict): id = host name, listen, data_dir, peers
+        (all hosts unless given) or ``join: true``, cluster name and the tuning keys."""
+        cfg: dict[str, Any] = {"id": host.name, "listen": host.endpoint,
+                               "data_dir": host.data_dir}
+        if join:
+            cfg["join"] = True
+        else:
+            cfg["peers"] = dict(peers) if peers is not None else \
+                {h.name: h.endpoint for h in self.hosts}
+        cfg["cluster"] = self.name
+        cfg.update(self.tuning)
+        return cfg
+
+    def node_config_text(self, host: Host, peers: dict[str, str] | None = None,
+                         join: bool = False) -> str:
+        cfg = self.node_config(host, peers, join)
+        parse_config(cfg, f"{self.path}: {host.name}")  # never ship a config raftd refuses
+        return (f"# raftd node {host.name} of cluster {self.name}; written by raftctl "
+                f"bootstrap from {Path(self.path).name}\n" + dump_config(cfg))
+
+
+# ------------------------------------------------------------------------- loading --
+def _type_name(want) -> str:
+    if isinstance(want, tuple):
+        return " or ".join(t.__name__ for t in want)
+    return want.__name__
+
+
+def _check_type(value: Any, want) -> bool:
+    if isinstance(value, bool) and bool not in (want if isinstance(want, tuple) else (want,)):
+        return False
+    return isinstance(value, want)
+
+
+def _local_path(value: str, base: Path) -> str:
+    p = Path(os.path.expanduser(value))
+    if not p.is_absolute():
+        p = base / p
+    return str(p.resolve())
+
+
+def _remote_path(value: str) -> str:
+    v = value.rstrip("/") or "/"
+    return v
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise InventoryError(f"{p}: cannot read: {e.strerror or e}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise InventoryError(f"{p}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
+    return parse_inventory(raw, str(p), p.resolve().parent)
+
+
+def parse_inventory(raw: Any, source: str = "inventory.yaml",
+                    base: Path | None = None) -> Inventory:
+    """Validate an inventory (already parsed YAML).  ``base``: the directory relative local
+    paths are relative to."""
+    base = base or Path.cwd()
+
+    def err(where: str, key: str, why: str) -> InventoryError:
+        return InventoryError(f"{source}: {where + ': ' if where else ''}key '{key}': {why}")
+
+    def check_keys(section: dict, known: tuple[str, ...], where: str, prefix: str = "") -> None:
+        for key in section:
+            if key not in known:
+                raise err(where, f"{prefix}{key}",
+                          f"unknown key (known keys: {', '.join(sorted(known))})")
+
+    def typed(section: dict, key: str, want, where: str, prefix: str = "",
+              required: bool = False, default: Any = None) -> Any:
+        if key not in section:
+            if required:
+                raise err(where, prefix + key, "missing (required)")
+            return default
+        v = section[key]
+        if want is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not _check_type(v, want):
+            raise err(where, prefix + key,
+                      f"expected {_type_name(want)}, got {type(v).__name__} {v!r}")
+        return v
+
+    if not isinstance(raw, dict):
+        raise InventoryError(f"{source}: expected a mapping with the keys cluster, ssh and hosts"
+                             f" at the top level")
+    check_keys(raw, ("cluster", "ssh", "hosts"), "")
+    for key in ("cluster", "hosts"):
+        if key not in raw:
+            raise err("", key, "missing (required)")
+
+    # -- cluster --
+    cl = raw["cluster"]
+    if not isinstance(cl, dict):
+        raise err("", "cluster", f"expected a mapping, got {type(cl).__name__}")
+    check_keys(cl, CLUSTER_KEYS, "", "cluster.")
+    name = typed(cl, "name", str, "", "cluster.", required=True)
+    if not _NAME_RE.match(name):
+        raise err("", "cluster.name", f"{name!r} is not a valid name (letters, digits, '_', "
+                                      f"'-', '.'; it is used in paths and unit names)")
+    install_dir = _remote_path(typed(cl, "install_dir", str, "", "cluster.",
+                                     default=f"/opt/raftd/{name}"))
+    if not install_dir.startswith("/"):
+        raise err("", "cluster.install_dir", f"must be an absolute path on the hosts, "
+                                             f"got {install_dir!r}")
+    if install_dir == "/":
+        raise err("", "cluster.install_dir", "must not be /")
+    python = typed(cl, "python", str, "", "cluster.", default="python3")
+    if not python.strip():
+        raise err("", "cluster.python", "must not be empty")
+    service = typed(cl, "service", str, "", "cluster.", default="auto")
+    if service not in SERVICES:
+        raise err("", "cluster.service", f"expected one of {', '.join(SERVICES)}, "
+                                         f"got {service!r}")
+    tuning = {k: cl[k] for k in TUNING_KEYS if k in cl}
+    # raftd validates the tuning values (types, ranges, heartbeat vs election timeout):
+    try:
+        parse_config({"id": "x", "listen": "127.0.0.1:1", "data_dir": "/x", "join": True,
+                      **tuning}, f"{source}: cluster")
+    except ConfigError as e:
+        raise InventoryError(str(e)) from None
+
+    # -- ssh --
+    ss = raw.get("ssh") or {}
+    if not isinstance(ss, dict):
+        raise err("", "ssh", f"expected a mapping, got {type(ss).__name__}")
+    check_keys(ss, SSH_KEYS, "", "ssh.")
+    try:
+        default_user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry
+        default_user = "root"
+    user = typed(ss, "user", str, "", "ssh.", default=default_user)
+    port = typed(ss, "port", int, "", "ssh.", default=22)
+    if not 0 < port < 65536:
+        raise err("", "ssh.port", f"port out of range: {port}")
+    identity = typed(ss, "identity_file", str, "", "ssh.")
+    known_hosts = typed(ss, "known_hosts", str, "", "ssh.", default="~/.ssh/known_hosts")
+    timeout = typed(ss, "connect_timeout", float, "", "ssh.", default=10.0)
+    if timeout <= 0:
+        raise err("", "ssh.connect_timeout", "must be positive")
+    ssh = SSHSettings(user=user, port=port,
+                      identity_file=_local_path(identity, base) if identity else None,
+                      known_hosts=_local_path(known_hosts, base), connect_timeout=timeout)
+
+    # -- hosts --
+    hs = raw["hosts"]
+    if not isinstance(hs, list) or not hs:
+        raise err("", "hosts", "expected a non-empty list of hosts")
+    hosts: list[Host] = []
+    names: dict[str, int] = {}
+    raft_eps: dict[tuple[str, int], int] = {}
+    for i, h in enumerate(hs):
+        where = f"hosts[{i}]"
+        if not isinstance(h, dict):
+            raise InventoryError(f"{source}: {where}: expected a mapping with the keys name, "
+                                 f"address, raft_port, got {type(h).__name__}")
+        hname = h.get("name")
+        if isinstance(hname, str) and hname:
+            where = f"hosts[{i}] ({hname})"
+        check_keys(h, HOST_KEYS, where)
+        hname = typed(h, "name", str, where, required=True)
+        if not _NAME_RE.match(hname):
+            raise err(where, "name", f"{hname!r} is not a valid node name (letters, digits, "
+                                     f"'_', '-', '.')")
+        if hname == "data":
+            raise err(where, "name", "'data' is reserved (<install_dir>/data holds the data "
+                                     "directories)")
+        if hname in names:
+            raise err(where, "name", f"duplicate host name {hname!r} (also hosts[{names[hname]}])")
+        names[hname] = i
+        address = typed(h, "address", str, where, required=True)
+        raft_port = typed(h, "raft_port", int, where, required=True)
+        ssh_port = typed(h, "ssh_port", int, where, default=port)
+        raft_address = typed(h, "raft_address", str, where, default=address)
+        for key, value in (("raft_port", raft_port), ("ssh_port", ssh_port)):
+            if not 0 < value < 65536:
+                raise err(where, key, f"port out of range: {value}")
+        for key, value in (("address", address), ("raft_address", raft_address)):
+            try:
+                split_address(f"{value}:1")
+            except ValueError:
+                raise err(where, key, f"bad address {value!r} (expected an IP address or "
+                                      f"host name)") from None
+        ep = (raft_address, raft_port)
+        if ep in raft_eps:
+            j = raft_eps[ep]
+            raise err(where, "raft_port", f"{raft_address}:{raft_port} is also used by "
+                                          f"hosts[{j}] ({hs[j]['name']})")
+        raft_eps[ep] = i
+        if raft_address == address and raft_port == ssh_port:
+            raise err(where, "raft_port", f"{raft_port} is also this host's SSH port")
+        data_dir = _remote_path(typed(h, "data_dir", str, where,
+                                      default=f"{install_dir}/data/{hname}"))
+        if not data_dir.startswith("/"):
+            raise err(where, "data_dir", f"must be an absolute path on the host, got {data_dir!r}")
+        if data_dir == "/":
+            raise err(where, "data_dir", "must not be /")
+        huser = typed(h, "user", str, where, default=user)
+        hosts.append(Host(name=hname, address=address, raft_port=raft_port, ssh_port=ssh_port,
+                          user=huser, raft_address=raft_address, install_dir=install_dir,
+                          data_dir=data_dir, cluster=name, index=i))
+    # Two hosts on one machine (same address) must not share a data directory.
+    seen_dirs: dict[tuple[str, str], Host] = {}
+    for h in hosts:
+        k = (h.address, h.data_dir)
+        if k in seen_dirs:
+            o = seen_dirs[k]
+            raise err(f"hosts[{h.index}] ({h.name})", "data_dir",
+                      f"{h.data_dir} is also the data_dir of hosts[{o.index}] ({o.name}) on "
+                      f"{h.address}")
+        seen_dirs[k] = h
+    return Inventory(path=source, name=name, install_dir=install_dir, python=python,
+                     service=service, tuning=tuning, ssh=ssh, hosts=hosts)
