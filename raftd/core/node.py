@@ -450,6 +450,7 @@ class RaftNode:
                 if e.index <= self.commit_index:
                     raise LogCorruptionError(
                         f"{self.id}: leader {self.leader_id} conflicts with committed entry {e.index}")
+                self._drop_acks_beyond(e.index - 1)
                 log.truncate_after(e.index - 1)
                 self._truncate_bookkeeping(e.index - 1)
             new = entries[i:]
@@ -511,6 +512,7 @@ class RaftNode:
             self._durable = max(self._durable, index)
             self._stable = max(self._stable, index)
         else:
+            self._drop_acks_beyond(index)
             self.log.compact(index, term)  # step 7: discard the whole log
             self._durable = self._stable = index
         self.commit_index = index
@@ -770,6 +772,15 @@ class RaftNode:
     # ========================================================================= helpers ==
     def _send(self, msg: Message) -> None:
         self._msgs.append(msg)
+
+    def _drop_acks_beyond(self, last_kept: int) -> None:
+        """Entries after ``last_kept`` are about to be discarded.  Acknowledgements of them that
+        have not been handed out in a Ready yet (they wait for the disk, ready.py step 2) must
+        not leave: an older leader would count a copy that no longer exists, after this node
+        may already have voted for a newer one.  (Found by the simulator, seed 1640.)"""
+        self._msgs = [m for m in self._msgs
+                      if not (isinstance(m, AppendEntriesResponse) and m.success
+                              and m.match_index > last_kept)]
 
 
 def _merge_addresses(a: Configuration, b: Configuration) -> dict[str, str]:

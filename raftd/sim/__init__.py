@@ -5,8 +5,10 @@ from .cluster import SimCluster, SimParams
 __all__ = ["SafetyChecker", "SafetyViolation", "SimCluster", "SimParams", "run_seed"]
 
 
-def run_seed(seed: int, nodes: int = 5, trace: bool = False) -> SimCluster:
-    """Run one seed to completion; raises SafetyViolation (or any bug) on failure."""
-    c = SimCluster(seed, SimParams(nodes=nodes), trace=trace)
+def run_seed(seed: int, nodes: int = 5, trace: bool = False, membership: bool = True) -> SimCluster:
+    """Run one seed to completion; raises SafetyViolation (or any bug) on failure.  ``nodes`` is
+    the size of the bootstrap configuration; with ``membership`` the pool has two servers more
+    and the configuration changes while the faults go on."""
+    c = SimCluster(seed, SimParams(nodes=nodes, membership=membership), trace=trace)
     c.run()
     return c

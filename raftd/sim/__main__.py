@@ -1,8 +1,11 @@
-"""python -m raftd.sim --seeds N [--nodes K] [--start S] [--jobs J] [--trace]
+"""python -m raftd.sim --seeds N [--nodes K] [--start S] [--jobs J] [--trace] [--no-membership]
 
 Runs seeds S..S+N-1 of the deterministic simulation and checks Raft's safety properties after
 every event and liveness after the network heals.  Exits 0 when every seed passes; otherwise
 prints the first failing seed and the command that replays it exactly.
+
+K is the size of the bootstrap configuration.  Unless --no-membership is given the pool has two
+more servers and the configuration changes at random during the faulty phase (Raft §6).
 """
 from __future__ import annotations
 
@@ -12,13 +15,27 @@ import sys
 import time
 import traceback
 
-from . import run_seed
+from . import SimCluster, SimParams, run_seed
 
 
-def _one(args: tuple[int, int]) -> tuple[int, str | None, dict]:
-    seed, nodes = args
+MEMBERSHIP_KEYS = ("conf_attempts", "conf_proposed", "conf_in_progress", "conf_not_leader",
+                   "joint_committed", "cnew_committed", "learner_conf_committed",
+                   "removed_leader_stepdowns", "removed_vote_requests")
+
+
+def membership_summary(st: dict) -> str:
+    return (f"membership: {st['conf_attempts']} changes asked, {st['conf_proposed']} proposed "
+            f"({st['conf_in_progress']} refused: change in progress, {st['conf_not_leader']}: "
+            f"not the leader), {st['joint_committed']} joint committed, {st['cnew_committed']} "
+            f"C_new committed, {st['learner_conf_committed']} learner-only committed, "
+            f"{st['removed_leader_stepdowns']} removed leaders stepped down, "
+            f"{st['removed_vote_requests']} vote requests from servers outside the configuration")
+
+
+def _one(args: tuple[int, int, bool]) -> tuple[int, str | None, dict]:
+    seed, nodes, membership = args
     try:
-        c = run_seed(seed, nodes)
+        c = run_seed(seed, nodes, membership=membership)
     except Exception as e:  # noqa: BLE001 - any failure of a seed is reported with its seed
         return seed, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}", {}
     st = dict(c.stats)
@@ -35,22 +52,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="worker processes")
     ap.add_argument("--trace", action="store_true",
                     help="print a readable trace of each run (use with --seeds 1)")
+    ap.add_argument("--no-membership", dest="membership", action="store_false",
+                    help="no membership changes (the pool is the bootstrap configuration)")
     a = ap.parse_args(argv)
+    flag = "" if a.membership else " --no-membership"
     t0 = time.monotonic()
     if a.trace:
         for seed in range(a.start, a.start + a.seeds):
+            c = SimCluster(seed, SimParams(nodes=a.nodes, membership=a.membership), trace=True)
             try:
-                c = run_seed(seed, a.nodes, trace=True)
+                c.run()
             except Exception as e:  # noqa: BLE001
+                print("\n".join(c.trace))
                 print(f"seed {seed} FAILED: {e}")
                 return 1
             print("\n".join(c.trace))
             print(f"seed {seed}: ok; {len(c.checker.committed)} entries committed, "
                   f"{len(c.checker.acked)} acknowledged, {c.stats['elections']} elections, "
                   f"{c.stats['crashes']} crashes, {c.stats['dropped']} messages dropped")
+            if a.membership:
+                index, final = c.final_configuration()
+                print(f"final configuration (index {index}): {final.describe()}; "
+                      + membership_summary(c.stats))
         return 0
-    work = [(s, a.nodes) for s in range(a.start, a.start + a.seeds)]
+    work = [(s, a.nodes, a.membership) for s in range(a.start, a.start + a.seeds)]
     totals = {"committed": 0, "acked": 0, "elections": 0, "crashes": 0, "events": 0}
+    totals.update({k: 0 for k in MEMBERSHIP_KEYS})
     failed: list[tuple[int, str]] = []
     if a.jobs > 1:
         with multiprocessing.Pool(a.jobs) as pool:
@@ -68,12 +95,21 @@ def main(argv: list[str] | None = None) -> int:
         seed, err = failed[0]
         print(f"FAIL: {len(failed)} of {a.seeds} seeds failed ({a.nodes} nodes, {dt:.1f}s). "
               f"First failing seed: {seed}\n{err}")
-        print(f"replay: python -m raftd.sim --seeds 1 --start {seed} --nodes {a.nodes} --trace")
+        print(f"replay: python -m raftd.sim --seeds 1 --start {seed} --nodes {a.nodes} --trace"
+              + flag)
+        if len(failed) > 1:
+            print("all failing seeds:")
+            for seed, err in failed:
+                print(f"  {seed}: {err.splitlines()[0]}")
+            for seed, err in failed[1:10]:
+                print(f"\nseed {seed}: {err.split('Traceback')[0].rstrip()}")
         return 1
     print(f"ok: {a.seeds} seeds ({a.start}..{a.start + a.seeds - 1}), {a.nodes} nodes, "
           f"{dt:.1f}s; {totals['events']} events, {totals['elections']} elections, "
           f"{totals['crashes']} crashes, {totals['committed']} entries committed, "
           f"{totals['acked']} acknowledged; all safety and liveness checks held")
+    if a.membership:
+        print(membership_summary(totals))
     return 0
 
 

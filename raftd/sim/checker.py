@@ -1,24 +1,46 @@
 """Raft's safety properties (paper Figure 3), checked incrementally after every simulated event.
 
-- Election Safety: at most one leader per term.
+- Election Safety: at most one leader per term, across every server of the pool (members,
+  removed servers and servers that never joined alike).
 - Log Matching: if two logs hold an entry with the same index and term, they are identical up to
   it.  Checked by induction: every (index, term) maps to exactly one (entry, previous term).
 - Leader Completeness: a committed entry is in the log of every later leader.
 - State Machine Safety: no two nodes apply different entries at one index.
 - Commit monotonicity: a node's commit index never decreases (within one incarnation).
-- Durability: no acknowledged proposal is ever lost (checked at the end on every node).
+- Durability: no acknowledged proposal is ever lost (checked at the end on every member of the
+  final configuration).
+
+Membership (Raft §6) adds checks on the core's own state after every event:
+
+- a configuration that is not empty has voters; a joint one has a non-empty C_old
+  (``outgoing``) and a non-empty C_new (``voters``); nobody is both voter and learner;
+- a leader's progress map covers exactly the other members of its configuration, plus, while
+  its newest configuration is uncommitted, possibly servers of the one before it (which the
+  leader keeps informing until they learn they were removed);
+- a new leader is a voter of the latest committed configuration or of one its log holds after
+  it (a server that was removed cannot lead a term: it would depose the real members' leader).
+
+Committed configuration entries are recorded in commit order (the committed indexes always form
+a prefix 1..M) so the simulator knows the configuration that is in force and can report
+"joint entry committed" and "C_new committed".
 """
 from __future__ import annotations
 
-from raftd.core import Entry, Role
+from collections.abc import Callable
+
+from raftd.core import Configuration, Entry, EntryKind, Role
 
 
 class SafetyViolation(AssertionError):
     pass
 
 
+ConfigCallback = Callable[[str, int, int, Configuration, Configuration], None]
+
+
 class SafetyChecker:
-    def __init__(self, ids: list[str]):
+    def __init__(self, ids: list[str], initial: Configuration | None = None,
+                 on_config_committed: ConfigCallback | None = None):
         self.leaders: dict[int, str] = {}  # term -> leader
         self.entries: dict[tuple[int, int], tuple[int, bytes, int]] = {}  # (index, term) -> ...
         self.committed: dict[int, int] = {}  # index -> term
@@ -27,6 +49,19 @@ class SafetyChecker:
         self._log_checked: dict[str, tuple[int, int]] = {}  # node -> (checked upto, truncations)
         self._commit_seen: dict[str, int] = {i: 0 for i in ids}
         self._leader_seen: dict[str, int] = {i: -1 for i in ids}
+        # Committed configurations, in index order: (index, term, configuration).
+        self.initial = initial if initial is not None else Configuration.make(ids)
+        self.configs: list[tuple[int, int, Configuration]] = []
+        self._on_config_committed = on_config_committed
+        self._config_checked: dict[str, Configuration] = {}  # node -> configuration checked
+
+    # ------------------------------------------------------------------ configurations --
+    def latest_config(self) -> tuple[int, Configuration]:
+        """The configuration in force: the latest committed one (index 0: the bootstrap one)."""
+        if self.configs:
+            index, _, cfg = self.configs[-1]
+            return index, cfg
+        return 0, self.initial
 
     def node_started(self, nid: str) -> None:
         self._commit_seen[nid] = 0
@@ -38,6 +73,7 @@ class SafetyChecker:
         if raft is None:
             return
         nid = node.id
+        self._check_core_state(nid, raft)
         # Election Safety + Leader Completeness, once per (node, term) it leads.
         if raft.role == Role.LEADER and self._leader_seen[nid] != raft.term:
             self._leader_seen[nid] = raft.term
@@ -49,6 +85,7 @@ class SafetyChecker:
                     raise SafetyViolation(
                         f"leader {nid} (term {raft.term}) lacks committed entry {index} "
                         f"(term {term}); its log has term {raft.log.term_at(index)} there")
+            self._check_leader_is_member(nid, raft)
         # Log Matching, only over what changed since the last look.
         log = raft.log
         upto, truncs = self._log_checked.get(nid, (log.snapshot_index, log.truncations))
@@ -74,7 +111,82 @@ class SafetyChecker:
             if seen != term:
                 raise SafetyViolation(f"{nid} committed index {index} at term {term}, "
                                       f"but term {seen} was committed there before")
+            e = log.entry(index)
+            if e.kind == EntryKind.CONFIG and (not self.configs or self.configs[-1][0] < index):
+                self._config_committed(nid, e)
         self._commit_seen[nid] = raft.commit_index
+
+    def _config_committed(self, nid: str, e: Entry) -> None:
+        cfg = Configuration.decode(e.data)
+        _, prev = self.latest_config()
+        self.configs.append((e.index, e.term, cfg))
+        if self._on_config_committed is not None:
+            self._on_config_committed(nid, e.index, e.term, cfg, prev)
+
+    def _check_core_state(self, nid: str, raft) -> None:
+        cfg = raft.config
+        if self._config_checked.get(nid) is not cfg:  # configurations are immutable values
+            self._check_config(nid, cfg)
+            self._config_checked[nid] = cfg
+        if raft.role == Role.LEADER:
+            self._check_leader_progress(nid, raft)
+
+    @staticmethod
+    def _check_config(nid: str, cfg: Configuration) -> None:
+        if cfg.members and not cfg.voters:
+            raise SafetyViolation(f"{nid}: configuration without voters: {cfg.describe()}")
+        if cfg.joint and not (cfg.outgoing and cfg.voters):
+            raise SafetyViolation(f"{nid}: joint configuration with an empty half: "
+                                  f"{cfg.describe()}")
+        if cfg.voters & cfg.learners:
+            raise SafetyViolation(f"{nid}: a server is both voter and learner: {cfg.describe()}")
+
+    def _check_leader_progress(self, nid: str, raft) -> None:
+        cfg = raft.config
+        want = cfg.members - {nid}
+        have = frozenset(raft.progress)
+        if have == want:
+            return
+        if want - have:
+            raise SafetyViolation(
+                f"leader {nid} (term {raft.term}) tracks progress of {sorted(have)} but its "
+                f"configuration's other members are {sorted(want)} ({cfg.describe()})")
+        # Extra peers are allowed only while the newest configuration is uncommitted, and
+        # only servers of the configuration before it (the leader keeps replicating to the
+        # servers a change removes until it commits, so they learn they were removed).
+        newest, previous = self._newest_configs(raft)
+        if newest <= raft.commit_index or not (have - want) <= previous.members:
+            raise SafetyViolation(
+                f"leader {nid} (term {raft.term}, commit {raft.commit_index}) tracks progress "
+                f"of {sorted(have)}; its configuration (index {newest}: {cfg.describe()}) has "
+                f"the other members {sorted(want)}, the one before it {previous.describe()}")
+
+    def _newest_configs(self, raft) -> tuple[int, Configuration]:
+        """Index of the newest configuration entry in ``raft``'s log (0 if none) and the
+        configuration in force before it (the bootstrap one if there is no earlier entry)."""
+        log = raft.log
+        newest = 0
+        for index in range(log.last_index, log.snapshot_index, -1):
+            e = log.entry(index)
+            if e.kind == EntryKind.CONFIG:
+                if newest:
+                    return newest, Configuration.decode(e.data)
+                newest = index
+        return newest, self.initial
+
+    def _check_leader_is_member(self, nid: str, raft) -> None:
+        """A leader must be a voter of the configuration in force (the latest committed one) or
+        of a configuration its own log holds after it (a change in progress)."""
+        index, cfg = self.latest_config()
+        if cfg.is_voter(nid):
+            return
+        log = raft.log
+        for e in log.slice(index + 1, log.last_index + 1):
+            if e.kind == EntryKind.CONFIG and Configuration.decode(e.data).is_voter(nid):
+                return
+        raise SafetyViolation(
+            f"{nid} became leader of term {raft.term} but is not a voter of the committed "
+            f"configuration (index {index}: {cfg.describe()}) nor of any later one in its log")
 
     def applied(self, nid: str, e: Entry) -> None:
         seen = self.applied_at.setdefault(e.index, (e.term, e.data))
@@ -86,8 +198,10 @@ class SafetyChecker:
         self.acked[e.index] = e
 
     def final(self, cluster) -> None:
-        """Every acknowledged proposal is applied, at its index, on every node."""
-        for nid in cluster.ids:
+        """Every acknowledged proposal is applied, at its index, on every member of the final
+        configuration (servers outside it may have been removed long ago)."""
+        _, cfg = self.latest_config()
+        for nid in sorted(cfg.members):
             applied = cluster.nodes[nid].applied
             for index, e in self.acked.items():
                 if index > len(applied) or applied[index - 1] != e:

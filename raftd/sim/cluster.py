@@ -5,8 +5,16 @@ FoundationDB): it calls tick()/step(), shuttles Ready.messages through a seeded 
 delays, drops, duplicates and reorders them, models a disk whose unsynced writes are lost on a
 crash, and checks Raft's safety properties after every event (see checker.py).
 
+Membership (Raft §6, joint consensus): the cluster has a pool of servers larger than its
+bootstrap configuration.  Servers outside it start with an empty configuration (raftd's
+``join: true``) and learn everything from the leader's log.  During the faulty phase the
+simulator asks the current leader, now and then, to add a learner, promote a learner, remove or
+demote a voter (the leader itself included) or replace several voters at once; the refusals
+(change in progress, not the leader) are normal and counted.  Removed servers keep running.
+Liveness is then required of the members of the final (latest committed) configuration only.
+
 One integer seed determines the whole run: every random choice comes from ``random.Random(seed)``
-and nothing iterates a set of strings (whose order depends on PYTHONHASHSEED).
+and nothing iterates a set of strings (whose order depends on PYTHONHASHSEED) without sorting it.
 """
 from __future__ import annotations
 
@@ -14,8 +22,9 @@ import heapq
 import random
 from dataclasses import dataclass, field
 
-from raftd.core import (AppendEntriesResponse, Configuration, Entry, EntryKind, HardState,
-                        NotLeaderError, ProposalDroppedError, RaftConfig, RaftNode, Ready,
+from raftd.core import (AppendEntriesResponse, ConfChangeInProgressError, Configuration, Entry,
+                        EntryKind, HardState, InvalidConfChangeError, NotLeaderError,
+                        PreVote, ProposalDroppedError, RaftConfig, RaftNode, Ready, RequestVote,
                         RequestVoteResponse, Role)
 
 from .checker import SafetyChecker, SafetyViolation
@@ -38,6 +47,12 @@ class SimParams:
     final_proposals: int = 5
     max_append_entries: int = 8  # small batches so pipelining and backtracking get exercised
     max_inflight_msgs: int = 4
+    # Membership changes (Raft §6).  Off: the pool is the bootstrap configuration and the run
+    # draws exactly the random numbers it drew before membership changes existed.
+    membership: bool = True
+    spare_nodes: int = 2  # servers in the pool beyond the bootstrap configuration
+    reconfig_every_ms: tuple[int, int] = (100, 400)
+    min_voters: int = 3  # shrink below this only rarely (never to zero)
 
 
 class SimDisk:
@@ -66,6 +81,7 @@ class SimNode:
     incarnation: int = 0
     disk_busy: bool = False  # one fsync at a time, like the real runtime
     applied: list[Entry] = field(default_factory=list)  # this incarnation's state machine
+    was_leader: bool = False  # as of the last Ready's soft state (to trace step-downs)
 
     @property
     def up(self) -> bool:
@@ -92,19 +108,29 @@ class SimCluster:
         self._seq = 0
         self.trace_enabled = trace
         self.trace: list[str] = []
-        self.ids = [f"n{i + 1}" for i in range(self.p.nodes)]
-        self.config = Configuration.make(self.ids)
+        spares = self.p.spare_nodes if self.p.membership else 0
+        # The pool: every server that exists.  The first ``nodes`` form the bootstrap
+        # configuration; the others start empty and wait to be added.
+        self.ids = [f"n{i + 1}" for i in range(self.p.nodes + spares)]
+        self.initial_ids = self.ids[:self.p.nodes]
+        self.config = Configuration.make(self.initial_ids)  # bootstrap configuration
+        self._empty_config = Configuration.make(())
         self.nodes = {nid: SimNode(nid) for nid in self.ids}
         self.blocked: set[tuple[str, str]] = set()  # directed links that drop everything
         self.drop = self.p.drop
         self.duplicate = self.p.duplicate
-        self.checker = SafetyChecker(self.ids)
+        self.checker = SafetyChecker(self.ids, self.config, self._config_committed)
         self.proposals: list[Proposal] = []
         self._by_value: dict[bytes, Proposal] = {}
         self._next_value = 0
         self._last_commit_log = -1000
         self.stats = {"delivered": 0, "dropped": 0, "duplicated": 0, "crashes": 0,
-                      "elections": 0, "events": 0}
+                      "elections": 0, "events": 0,
+                      # membership: attempts = proposed + refused (the refusals by reason)
+                      "conf_attempts": 0, "conf_proposed": 0, "conf_in_progress": 0,
+                      "conf_not_leader": 0, "conf_dropped": 0, "conf_invalid": 0,
+                      "joint_committed": 0, "cnew_committed": 0, "learner_conf_committed": 0,
+                      "removed_leader_stepdowns": 0, "removed_vote_requests": 0}
         self.raft_cfg = RaftConfig(election_ticks=self.p.election_ticks,
                                    heartbeat_ticks=self.p.heartbeat_ticks,
                                    max_append_entries=self.p.max_append_entries,
@@ -134,11 +160,13 @@ class SimCluster:
     def _start(self, nid: str) -> None:
         n = self.nodes[nid]
         n.incarnation += 1
+        base = self.config if nid in self.initial_ids else self._empty_config
         n.raft = RaftNode(nid, self.raft_cfg, random.Random(self.rng.getrandbits(64)),
                           hard_state=n.disk.hard_state, entries=list(n.disk.entries),
-                          base_configuration=self.config)
+                          base_configuration=base)
         n.applied = []
         n.disk_busy = False
+        n.was_leader = False
         self.checker.node_started(nid)
         self._at(self.rng.randrange(self.p.tick_ms) + 1, "tick", nid, n.incarnation)
 
@@ -169,6 +197,9 @@ class SimCluster:
             self.stats["dropped"] += 1
             return
         self.stats["delivered"] += 1
+        if self.p.membership and isinstance(msg, (PreVote, RequestVote)):
+            if not self.checker.latest_config()[1].is_voter(msg.src):
+                self.stats["removed_vote_requests"] += 1  # must not disrupt (vote withholding)
         n.raft.step(msg)
         self._after_input(n)
 
@@ -184,8 +215,20 @@ class SimCluster:
         rd = raft.ready()
         if rd.soft_state is not None and rd.soft_state.role == Role.LEADER:
             self.stats["elections"] += 1
+            n.was_leader = True
             self._log(f"{n.id} became LEADER term={rd.soft_state.term} "
-                      f"last_index={raft.log.last_index}")
+                      f"last_index={raft.log.last_index}" + (
+                          f" config: {raft.config.describe()}" if self.p.membership else ""))
+        elif rd.soft_state is not None and n.was_leader:
+            n.was_leader = False
+            if not raft.config.is_voter(n.id):
+                # Raft §6: a leader that is not part of C_new steps down once C_new commits.
+                self.stats["removed_leader_stepdowns"] += 1
+                self._log(f"{n.id} STEPS DOWN (was leader, term {rd.soft_state.term}): not a "
+                          f"voter of its configuration {raft.config.describe()}")
+            elif self.p.membership:
+                self._log(f"{n.id} steps down (now {rd.soft_state.role}, term "
+                          f"{rd.soft_state.term})")
         if rd.must_sync:
             n.disk_busy = True
             lo, hi = self.p.disk_ms
@@ -357,19 +400,175 @@ class SimCluster:
         lo, hi = self.p.fault_every_ms
         self._at(rng.randint(lo, hi), "fault", until)
 
+    # ------------------------------------------------------------- membership changes --
+    def propose_configuration(self, nid: str, target: Configuration, what: str = "") -> int | None:
+        """Ask ``nid`` to move to ``target`` (Raft §6); returns the index of the configuration
+        entry it appended, or None if it refused (the refusal is counted and traced)."""
+        n = self.nodes[nid]
+        raft = n.raft
+        if raft is None:
+            return None
+        self.stats["conf_attempts"] += 1
+        what = f"{what}: " if what else ""
+        try:
+            index = raft.propose_configuration(target)
+        except (ConfChangeInProgressError, NotLeaderError, ProposalDroppedError,
+                InvalidConfChangeError) as e:
+            key = {ConfChangeInProgressError: "conf_in_progress", NotLeaderError: "conf_not_leader",
+                   ProposalDroppedError: "conf_dropped",
+                   InvalidConfChangeError: "conf_invalid"}[type(e)]
+            self.stats[key] += 1
+            self._log(f"{nid} refuses config change {what}{target.describe()} "
+                      f"({type(e).__name__})")
+            return None
+        self.stats["conf_proposed"] += 1
+        step = ("joint C_old,new " + raft.config.describe() if raft.config.joint
+                else "one step (learners only)")
+        self._log(f"{nid} (leader, term {raft.term}) PROPOSES config {what}{target.describe()} "
+                  f"at index {index}: {step}")
+        self._pump(n)
+        return index
+
+    def _ev_midchange_fault(self, nid: str, inc: int, kind: str, side: tuple[str, ...]) -> None:
+        """A fault aimed at the leader while its membership change is in flight: crash it,
+        isolate it, or split the pool between the leader with ``side`` and everyone else (the
+        servers of C_old on one side, those of C_new on the other: the case that breaks an
+        implementation that forgets either majority), then often crash the leader too."""
+        n = self.nodes[nid]
+        if n.raft is None or n.incarnation != inc or self.now >= self.p.fault_ms:
+            return
+        if kind == "crash":
+            self.crash(nid)
+        elif kind == "isolate":
+            self.partition([nid], [i for i in self.ids if i != nid])
+        else:
+            group = [i for i in self.ids if i == nid or i in side]
+            self.partition(group, [i for i in self.ids if i not in group])
+            if self.rng.random() < 0.5:
+                self._at(self.rng.randint(5, 80), "midchange_fault", nid, inc, "crash", ())
+
+    def _config_committed(self, nid: str, index: int, term: int, cfg: Configuration,
+                          prev: Configuration) -> None:
+        """Called by the checker when a configuration entry is first known to be committed."""
+        if cfg.joint:
+            self.stats["joint_committed"] += 1
+            self._log(f"JOINT config committed at index {index} (term {term}, seen on {nid}): "
+                      f"{cfg.describe()}")
+        elif prev.joint:
+            self.stats["cnew_committed"] += 1
+            self._log(f"C_new committed at index {index} (term {term}, seen on {nid}): "
+                      f"{cfg.describe()}")
+        else:
+            self.stats["learner_conf_committed"] += 1
+            self._log(f"config committed at index {index} (term {term}, seen on {nid}; learners "
+                      f"only): {cfg.describe()}")
+
+    def _pick_change(self, nid: str) -> tuple[str, Configuration] | None:
+        """A random membership change relative to ``nid``'s configuration."""
+        rng, cur = self.rng, self.nodes[nid].raft.config
+        voters, learners = sorted(cur.voters), sorted(cur.learners)
+        if not voters:
+            return None  # a server that never joined: it has no idea what to change
+        outsiders = [i for i in self.ids if i not in cur.members]
+        small = len(voters) < self.p.min_voters
+        big = len(voters) > self.p.nodes  # bigger than the bootstrap configuration: shrink more
+        may_shrink = len(voters) > self.p.min_voters or (len(voters) > 1 and rng.random() < 0.1)
+        options: list[str] = []
+        if outsiders:
+            options += ["add_learner"] * 3 + ["add_voter"] * (3 if small else 1)
+        if learners:
+            options += ["promote"] * (4 if small else 1 if big else 3) + ["remove_learner"]
+        if may_shrink:
+            options += ["remove_voter", "remove_self", "demote"] * (3 if big else 1)
+        if outsiders or learners:
+            options += ["replace"] * 3
+        if not options:
+            return None
+        kind = rng.choice(options)
+        v, lr = list(voters), list(learners)
+        if kind == "add_learner":
+            x = rng.choice(outsiders)
+            lr.append(x)
+            what = f"add learner {x}"
+        elif kind == "add_voter":
+            x = rng.choice(outsiders)
+            v.append(x)
+            what = f"add voter {x}"
+        elif kind == "promote":
+            x = rng.choice(learners)
+            lr.remove(x)
+            v.append(x)
+            what = f"promote learner {x}"
+        elif kind == "remove_learner":
+            x = rng.choice(learners)
+            lr.remove(x)
+            what = f"remove learner {x}"
+        elif kind in ("remove_voter", "demote", "remove_self"):
+            x = nid if kind == "remove_self" and nid in v else rng.choice(voters)
+            v.remove(x)
+            if kind == "demote":
+                lr.append(x)
+                what = f"demote voter {x} to learner"
+            else:
+                what = f"remove voter {x}" + (" (the leader itself)" if x == nid else "")
+        else:  # replace several voters at once
+            candidates = sorted(learners + outsiders)
+            k = rng.randint(1, min(len(voters), len(candidates), 3))
+            out = rng.sample(voters, k)
+            if nid in voters and nid not in out and rng.random() < 0.3:
+                out[0] = nid  # often enough, the leader replaces itself
+            new = rng.sample(candidates, k)
+            v = [i for i in voters if i not in out] + new
+            lr = [i for i in learners if i not in new]
+            if rng.random() < 0.25:
+                lr += out  # keep the replaced voters around as learners
+            what = f"replace {','.join(sorted(out))} by {','.join(sorted(new))}"
+        return what, Configuration.make(sorted(v), learners=sorted(lr))
+
+    def _ev_reconfig(self, until: int) -> None:
+        if self.now >= until:
+            return
+        rng = self.rng
+        target = self.leader()
+        if target is None or rng.random() < 0.1:
+            # No leader, or a client that asks the wrong server: NotLeaderError, by design.
+            up = [i for i in self.ids if self.nodes[i].up]
+            target = rng.choice(up) if up else None
+        change = self._pick_change(target) if target is not None else None
+        if change is not None:
+            what, cfg = change
+            old = self.nodes[target].raft.config
+            if self.propose_configuration(target, cfg, what) is not None and rng.random() < 0.25:
+                # Hit the leader while the change is in flight (before or after the joint entry
+                # commits, before or after C_new is appended).
+                kind = rng.choice(["crash", "isolate", "split", "split"])
+                # The leader's side of a split: the voters the change adds, and a random part
+                # of those it keeps; the voters it removes stay on the other side.
+                kept = sorted(cfg.voters & old.voters)
+                side = sorted(cfg.voters - old.voters) + rng.sample(kept, rng.randint(0, len(kept)))
+                self._at(rng.randint(1, 40), "midchange_fault", target,
+                         self.nodes[target].incarnation, kind, tuple(sorted(side)))
+        lo, hi = self.p.reconfig_every_ms
+        if rng.random() < 0.15:
+            lo, hi = 1, 30  # a burst: the next change comes while this one may be in flight
+        self._at(rng.randint(lo, hi), "reconfig", until)
+
     # ---------------------------------------------------------------------------- run --
     def run(self) -> None:
         """Faulty phase, then heal everything and demand liveness within a bounded time."""
         p = self.p
         self._at(0, "workload", p.fault_ms)
         self._at(p.fault_every_ms[0], "fault", p.fault_ms)
+        if p.membership:
+            self._at(p.reconfig_every_ms[0], "reconfig", p.fault_ms)
         self.run_until(p.fault_ms)
 
         self.heal()
         self.drop = self.duplicate = 0.0
         for nid in self.ids:
             self.restart(nid)
-        self._log("HEAL all: network restored, every node up; liveness check starts")
+        self._log("HEAL all: network restored, every node up; liveness check starts" + (
+            "; no more membership changes" if p.membership else ""))
         finals = [self.submit() for _ in range(p.final_proposals)]
         deadline = self.now + p.heal_ms
         step = 100
@@ -381,18 +580,38 @@ class SimCluster:
             raise SafetyViolation(self._liveness_report(finals))
         self.checker.final(self)
 
+    def final_configuration(self) -> tuple[int, Configuration]:
+        """The latest committed configuration (index 0: the bootstrap one)."""
+        return self.checker.latest_config()
+
     def _converged(self, finals: list[bytes]) -> bool:
+        """The final configuration is settled (simple, and the configuration of a leader that is
+        one of its voters) and every one of its members applied everything acknowledged (and the
+        configuration entry itself).  Servers outside it are ignored: they may be long gone."""
         if not all(self._by_value[v].acked for v in finals):
             return False
-        target = max(self.checker.acked)  # every node has applied everything acknowledged
-        return all(len(self.nodes[nid].applied) >= target for nid in self.ids)
+        index, final = self.final_configuration()
+        if final.joint:
+            return False  # C_new has yet to commit
+        if self.p.membership:
+            lead = self.leader()
+            if lead is None or lead not in final.voters or self.nodes[lead].raft.config != final:
+                return False
+        target = max(max(self.checker.acked), index)
+        return all(len(self.nodes[nid].applied) >= target for nid in sorted(final.members))
 
     def _liveness_report(self, finals: list[bytes]) -> str:
         lines = [f"liveness: the cluster did not commit {len(finals)} proposals on every node "
                  f"within {self.p.heal_ms} ms after healing"]
+        index, final = self.final_configuration()
+        if self.p.membership:
+            lines.append(f"  final (latest committed) configuration, index {index}: "
+                         f"{final.describe()}; leader: {self.leader()}")
         for nid in self.ids:
             r = self.nodes[nid].raft
             lines.append(f"  {nid}: role={r.role if r else 'down'} term={r.term if r else '-'} "
                          f"commit={r.commit_index if r else '-'} last={r.log.last_index if r else '-'}"
-                         f" applied={len(self.nodes[nid].applied)}")
+                         f" applied={len(self.nodes[nid].applied)}" + (
+                             f" config: {r.config.describe() if r else '-'}"
+                             if self.p.membership else ""))
         return "\n".join(lines)

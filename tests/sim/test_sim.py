@@ -9,7 +9,9 @@ import pytest
 from raftd.sim import SimCluster, SimParams, run_seed
 from raftd.sim.__main__ import main as sim_main
 
-SEEDS = int(os.environ.get("RAFTD_SIM_SEEDS", "80"))
+# 50 rather than 80 since membership changes (on by default) doubled the cost of a seed;
+# tests/sim/test_membership_sim.py runs further seeds of its own.
+SEEDS = int(os.environ.get("RAFTD_SIM_SEEDS", "50"))
 
 
 @pytest.mark.parametrize("nodes, seeds", [(3, SEEDS), (5, SEEDS), (7, SEEDS // 4)])
@@ -75,6 +77,7 @@ def test_checker_detects_a_broken_core(monkeypatch):
             run_seed(seed, 3)
         except AssertionError:
             caught += 1
+            break  # one is proof enough
     assert caught > 0
 
 
