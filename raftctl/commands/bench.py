@@ -88,7 +88,9 @@ def register(app: typer.Typer) -> None:
                   "--local", help="start a temporary local cluster, run, tear it down")] = False,
               nodes: Annotated[int, typer.Option(help="nodes for --local")] = 3,
               endpoints: EndpointsOpt = None, output: OutputOpt = None) -> None:
-        """Measure committed ops/s and latency with CLIENTS requests in flight."""
+        """Measure committed ops/s and latency with CLIENTS requests in flight.
+
+        Example: raftctl bench --local --clients 64 --duration 20 -o json"""
         s = settings(ctx, endpoints, output)
 
         def body() -> int:

@@ -21,7 +21,9 @@ def _client(s) -> Client:
 @app.command("put")
 def put(ctx: typer.Context, key: str, value: str, endpoints: EndpointsOpt = None,
         output: OutputOpt = None, timeout: TimeoutOpt = None) -> None:
-    """Set KEY to VALUE; prints the log index it was committed at."""
+    """Set KEY to VALUE; prints the log index it was committed at.
+
+    Example: raftctl kv put config/flag on"""
     s = settings(ctx, endpoints, output, timeout)
 
     def body() -> int:
@@ -38,7 +40,9 @@ def get(ctx: typer.Context, key: str,
         stale: Annotated[bool, typer.Option(help="serve from any node without ReadIndex")] = False,
         endpoints: EndpointsOpt = None, output: OutputOpt = None,
         timeout: TimeoutOpt = None) -> None:
-    """Print the raw value of KEY; exits 1 if it does not exist."""
+    """Print the raw value of KEY; exits 1 if it does not exist.
+
+    Example: raftctl kv get config/flag"""
     s = settings(ctx, endpoints, output, timeout)
 
     def body() -> int:
@@ -59,7 +63,9 @@ def get(ctx: typer.Context, key: str,
 @app.command("delete")
 def delete(ctx: typer.Context, key: str, endpoints: EndpointsOpt = None,
            output: OutputOpt = None, timeout: TimeoutOpt = None) -> None:
-    """Delete KEY; exits 1 if it did not exist."""
+    """Delete KEY; exits 1 if it did not exist.
+
+    Example: raftctl kv delete config/flag"""
     s = settings(ctx, endpoints, output, timeout)
 
     def body() -> int:
@@ -85,7 +91,9 @@ def cas(ctx: typer.Context, key: str, new: str,
         endpoints: EndpointsOpt = None, output: OutputOpt = None,
         timeout: TimeoutOpt = None) -> None:
     """Compare-and-swap: set KEY to NEW only if it currently holds --expected (or is --absent).
-    Exits 1 if it did not swap."""
+    Exits 1 if it did not swap.
+
+    Example: raftctl kv cas lock/leader me --absent"""
     s = settings(ctx, endpoints, output, timeout)
 
     def body() -> int:
@@ -107,7 +115,9 @@ def cas(ctx: typer.Context, key: str, new: str,
 def list_(ctx: typer.Context, prefix: Annotated[str, typer.Argument()] = "",
           endpoints: EndpointsOpt = None, output: OutputOpt = None,
           timeout: TimeoutOpt = None) -> None:
-    """List keys starting with PREFIX (all keys if omitted) and their values."""
+    """List keys starting with PREFIX (all keys if omitted) and their values.
+
+    Example: raftctl kv list config/ -o json"""
     s = settings(ctx, endpoints, output, timeout)
 
     def body() -> int:

@@ -182,7 +182,9 @@ def up(ctx: typer.Context,
        output: OutputOpt = None, timeout: TimeoutOpt = None) -> None:
     """Start (or restart) a local cluster in DIR and wait until it has a leader.
 
-    Run again on the same DIR: restarts any stopped node and keeps the data."""
+    Run again on the same DIR: restarts any stopped node and keeps the data.
+
+    Example: raftctl local up --nodes 3 --dir ./raftd-local"""
     s = settings(ctx, None, output, timeout or 20.0)
 
     def body() -> int:
@@ -208,7 +210,9 @@ def up(ctx: typer.Context,
 def down(ctx: typer.Context, directory: DirOpt = Path("./raftd-local"),
          grace: Annotated[float, typer.Option(help="seconds before SIGKILL")] = 5.0,
          output: OutputOpt = None) -> None:
-    """Stop every node of the local cluster in DIR (SIGTERM, then SIGKILL after --grace)."""
+    """Stop every node of the local cluster in DIR (SIGTERM, then SIGKILL after --grace).
+
+    Example: raftctl local down --dir ./raftd-local"""
     s = settings(ctx, None, output)
 
     def body() -> int:
