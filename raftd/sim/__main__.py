@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                       + membership_summary(c.stats))
         return 0
     work = [(s, a.nodes, a.membership) for s in range(a.start, a.start + a.seeds)]
-    totals = {"committed": 0, "acked": 0, "elections": 0, "crashes": 0, "events": 0}
+    totals = {"committed": 0, "acked": 0, "elections": 0, "crashes": 0, "events": 0,
+              "snapshots": 0, "snapshot_transfers": 0, "snapshots_installed": 0}
     totals.update({k: 0 for k in MEMBERSHIP_KEYS})
     failed: list[tuple[int, str]] = []
     if a.jobs > 1:
@@ -107,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ok: {a.seeds} seeds ({a.start}..{a.start + a.seeds - 1}), {a.nodes} nodes, "
           f"{dt:.1f}s; {totals['events']} events, {totals['elections']} elections, "
           f"{totals['crashes']} crashes, {totals['committed']} entries committed, "
-          f"{totals['acked']} acknowledged; all safety and liveness checks held")
+          f"{totals['acked']} acknowledged, {totals['snapshots']} snapshots taken, "
+          f"{totals['snapshots_installed']} installed by InstallSnapshot; all safety and "
+          f"liveness checks held")
     if a.membership:
         print(membership_summary(totals))
     return 0

@@ -81,6 +81,8 @@ class SafetyChecker:
             if other != nid:
                 raise SafetyViolation(f"two leaders in term {raft.term}: {other} and {nid}")
             for index, term in self.committed.items():
+                if index <= raft.log.snapshot_index:
+                    continue  # compacted into a snapshot (its state is checked when applied)
                 if raft.log.term_at(index) != term:
                     raise SafetyViolation(
                         f"leader {nid} (term {raft.term}) lacks committed entry {index} "
@@ -105,8 +107,8 @@ class SafetyChecker:
             raise SafetyViolation(f"{nid} commit index went back from {prev} to {raft.commit_index}")
         for index in range(prev + 1, raft.commit_index + 1):
             term = log.term_at(index)
-            if term is None:
-                continue
+            if term is None or index <= log.snapshot_index:
+                continue  # known only through a snapshot (checked when applied)
             seen = self.committed.setdefault(index, term)
             if seen != term:
                 raise SafetyViolation(f"{nid} committed index {index} at term {term}, "
@@ -163,16 +165,13 @@ class SafetyChecker:
 
     def _newest_configs(self, raft) -> tuple[int, Configuration]:
         """Index of the newest configuration entry in ``raft``'s log (0 if none) and the
-        configuration in force before it (the bootstrap one if there is no earlier entry)."""
+        configuration in force before it (from the core, which also knows the configuration
+        at its log base once older entries were compacted into a snapshot)."""
         log = raft.log
-        newest = 0
         for index in range(log.last_index, log.snapshot_index, -1):
-            e = log.entry(index)
-            if e.kind == EntryKind.CONFIG:
-                if newest:
-                    return newest, Configuration.decode(e.data)
-                newest = index
-        return newest, self.initial
+            if log.entry(index).kind == EntryKind.CONFIG:
+                return index, raft.configuration_at(index - 1)
+        return 0, raft.configuration_at(log.snapshot_index)
 
     def _check_leader_is_member(self, nid: str, raft) -> None:
         """A leader must be a voter of the configuration in force (the latest committed one) or

@@ -23,7 +23,8 @@ import random
 from dataclasses import dataclass, field
 
 from raftd.core import (AppendEntriesResponse, ConfChangeInProgressError, Configuration, Entry,
-                        EntryKind, HardState, InvalidConfChangeError, NotLeaderError,
+                        EntryKind, HardState, InstallSnapshot, InvalidConfChangeError,
+                        NotLeaderError, SnapshotMeta,
                         PreVote, ProposalDroppedError, RaftConfig, RaftNode, Ready, RequestVote,
                         RequestVoteResponse, Role)
 
@@ -53,24 +54,61 @@ class SimParams:
     spare_nodes: int = 2  # servers in the pool beyond the bootstrap configuration
     reconfig_every_ms: tuple[int, int] = (100, 400)
     min_voters: int = 3  # shrink below this only rarely (never to zero)
+    # Snapshots and log compaction (Raft §7): every node snapshots its state machine every
+    # ``snapshot_every`` applied entries and keeps ``snapshot_trailing`` entries below it, so
+    # lagging and restarted nodes catch up by InstallSnapshot.  0 turns it off.
+    snapshot_every: int = 40
+    snapshot_trailing: int = 5
 
 
 class SimDisk:
-    """What survives a crash: only what an fsync completed."""
+    """What survives a crash: only what an fsync completed.  The log starts after
+    (base_index, base_term); ``snapshot`` is the newest durable snapshot and the state machine
+    it holds (the applied entries up to its index; every node's snapshot at one (index, term)
+    holds the same state, by State Machine Safety)."""
 
     def __init__(self) -> None:
         self.hard_state = HardState()
         self.entries: list[Entry] = []
+        self.base_index = 0
+        self.base_term = 0
+        self.snapshot: tuple[SnapshotMeta, tuple[Entry, ...]] | None = None
+
+    @property
+    def last_index(self) -> int:
+        return self.base_index + len(self.entries)
+
+    def term_at(self, index: int) -> int | None:
+        if index == self.base_index:
+            return self.base_term
+        pos = index - self.base_index - 1
+        return self.entries[pos].term if 0 <= pos < len(self.entries) else None
+
+    def install(self, meta: SnapshotMeta, state: tuple[Entry, ...]) -> None:
+        """A received snapshot (Figure 13 steps 6-7): keep the suffix only if it continues it."""
+        if self.term_at(meta.index) == meta.term:
+            self.entries = self.entries[meta.index - self.base_index:]
+        else:
+            self.entries = []
+        self.base_index, self.base_term = meta.index, meta.term
+        self.snapshot = (meta, state)
+
+    def compact(self, index: int, term: int) -> None:
+        if index > self.base_index:
+            self.entries = self.entries[index - self.base_index:]
+            self.base_index, self.base_term = index, term
 
     def write(self, rd: Ready) -> None:
         if rd.hard_state is not None:
             self.hard_state = rd.hard_state
-        if rd.entries:
-            first = rd.entries[0].index
-            del self.entries[first - 1:]
-            if len(self.entries) != first - 1:
-                raise SafetyViolation(f"storage gap: {len(self.entries)} entries, append at {first}")
-            self.entries.extend(rd.entries)
+        entries = [e for e in rd.entries if e.index > self.base_index]
+        if entries:
+            first = entries[0].index
+            del self.entries[first - 1 - self.base_index:]
+            if self.last_index != first - 1:
+                raise SafetyViolation(f"storage gap: log ends at {self.last_index}, "
+                                      f"append at {first}")
+            self.entries.extend(entries)
 
 
 @dataclass
@@ -130,7 +168,9 @@ class SimCluster:
                       "conf_attempts": 0, "conf_proposed": 0, "conf_in_progress": 0,
                       "conf_not_leader": 0, "conf_dropped": 0, "conf_invalid": 0,
                       "joint_committed": 0, "cnew_committed": 0, "learner_conf_committed": 0,
-                      "removed_leader_stepdowns": 0, "removed_vote_requests": 0}
+                      "removed_leader_stepdowns": 0, "removed_vote_requests": 0,
+                      "snapshots": 0, "snapshot_transfers": 0, "snapshots_installed": 0}
+        self.snapshot_states: dict[tuple[int, int], tuple[Entry, ...]] = {}
         self.raft_cfg = RaftConfig(election_ticks=self.p.election_ticks,
                                    heartbeat_ticks=self.p.heartbeat_ticks,
                                    max_append_entries=self.p.max_append_entries,
@@ -161,10 +201,14 @@ class SimCluster:
         n = self.nodes[nid]
         n.incarnation += 1
         base = self.config if nid in self.initial_ids else self._empty_config
+        d = n.disk
         n.raft = RaftNode(nid, self.raft_cfg, random.Random(self.rng.getrandbits(64)),
-                          hard_state=n.disk.hard_state, entries=list(n.disk.entries),
-                          base_configuration=base)
-        n.applied = []
+                          hard_state=d.hard_state, entries=list(d.entries),
+                          snapshot_index=d.base_index, snapshot_term=d.base_term,
+                          base_configuration=base,
+                          snapshot=d.snapshot[0] if d.snapshot else None)
+        # The state machine restarts from the snapshot (Raft §7), then replays the log.
+        n.applied = list(d.snapshot[1]) if d.snapshot else []
         n.disk_busy = False
         n.was_leader = False
         self.checker.node_started(nid)
@@ -176,12 +220,12 @@ class SimCluster:
             n.raft = None  # in-flight fsync and everything volatile are gone
             self.stats["crashes"] += 1
             self._log(f"{nid} CRASH (durable: term={n.disk.hard_state.term} "
-                      f"log={len(n.disk.entries)})")
+                      f"log ends at {n.disk.last_index})")
 
     def restart(self, nid: str) -> None:
         if not self.nodes[nid].up:
             self._start(nid)
-            self._log(f"{nid} RESTART from disk: log={len(self.nodes[nid].disk.entries)}")
+            self._log(f"{nid} RESTART from disk: log ends at {self.nodes[nid].disk.last_index}")
 
     def _ev_tick(self, nid: str, inc: int) -> None:
         n = self.nodes[nid]
@@ -240,6 +284,12 @@ class SimCluster:
         n = self.nodes[nid]
         if n.raft is None or n.incarnation != inc:
             return  # crashed before the fsync finished: the write is lost
+        if rd.snapshot is not None:  # contract step 0: install the received snapshot
+            state = self.snapshot_states[(rd.snapshot.index, rd.snapshot.term)]
+            n.disk.install(rd.snapshot, state)
+            n.applied = list(state)
+            self.stats["snapshots_installed"] += 1
+            self._log(f"{nid} INSTALLED snapshot {rd.snapshot.index}/{rd.snapshot.term}")
         n.disk.write(rd)
         n.disk_busy = False
         if rd.entries:
@@ -261,12 +311,36 @@ class SimCluster:
                 self.checker.acknowledged(e)
         if rd.committed_entries:
             raft.applied(rd.committed_entries[-1].index)
+            self._maybe_snapshot(n)
             if raft.role == Role.LEADER and self.now - self._last_commit_log >= 250:
                 self._last_commit_log = self.now
                 self._log(f"{n.id} (leader, term {raft.term}) commit_index={raft.commit_index}; "
                           f"acknowledged so far: {len(self.checker.acked)}")
         self.checker.observe(n, self.now)
         self._pump(n)
+
+    def _maybe_snapshot(self, n: SimNode) -> None:
+        """Snapshot and compact (Raft §7).  Everything applied is durable here (a Ready is
+        applied only after its fsync), so the disk may drop what the snapshot covers."""
+        every = self.p.snapshot_every
+        raft = n.raft
+        last = raft.snapshot.index if raft.snapshot else 0
+        if not every or raft.last_applied - last < every:
+            return
+        index = raft.last_applied
+        meta = SnapshotMeta(index, raft.log.term_at(index), raft.configuration_at(index))
+        state = tuple(n.applied[:index])
+        if len(state) != index or state[-1].index != index:
+            raise SafetyViolation(f"{n.id}: applied state does not reach {index}")
+        self.snapshot_states.setdefault((index, meta.term), state)
+        n.disk.snapshot = (meta, state)
+        raft.snapshot_taken(meta)
+        compact_to = index - self.p.snapshot_trailing
+        if compact_to > raft.log.snapshot_index:
+            term = raft.log.term_at(compact_to)
+            raft.compact(compact_to)
+            n.disk.compact(compact_to, term)
+        self.stats["snapshots"] += 1
 
     def _check_persisted_before_send(self, n: SimNode, msg) -> None:
         """The Ready contract: a reply never promises more than the disk holds."""
@@ -276,12 +350,22 @@ class SimCluster:
                 raise SafetyViolation(f"{n.id} granted a vote to {msg.dst} in term {msg.term} "
                                       f"before persisting it (disk: {hs})")
         if isinstance(msg, AppendEntriesResponse) and msg.success:
-            if len(n.disk.entries) < msg.match_index:
-                raise SafetyViolation(f"{n.id} acknowledged index {msg.match_index} with only "
-                                      f"{len(n.disk.entries)} entries on disk")
+            if n.disk.last_index < msg.match_index:
+                raise SafetyViolation(f"{n.id} acknowledged index {msg.match_index} with a "
+                                      f"log ending at {n.disk.last_index} on disk")
 
     # --------------------------------------------------------------------- the network --
     def _send(self, msg) -> None:
+        if isinstance(msg, InstallSnapshot):
+            # What the runtime's chunked stream amounts to: the whole snapshot arrives as one
+            # complete message, or the transfer fails and the leader is told so.
+            self.stats["snapshot_transfers"] += 1
+            if (msg.src, msg.dst) in self.blocked or self.rng.random() < self.drop:
+                self.stats["dropped"] += 1
+                self._at(self.rng.randint(5, 50), "snapshot_failed", msg.src, msg.dst)
+                return
+            msg = InstallSnapshot(msg.src, msg.dst, msg.term, msg.last_included_index,
+                                  msg.last_included_term, msg.configuration, 0, b"", True)
         if (msg.src, msg.dst) in self.blocked or self.rng.random() < self.drop:
             self.stats["dropped"] += 1
             return
@@ -290,6 +374,12 @@ class SimCluster:
         if self.rng.random() < self.duplicate:
             self.stats["duplicated"] += 1
             self._at(self.rng.randint(lo, hi), "deliver", msg)
+
+    def _ev_snapshot_failed(self, src: str, dst: str) -> None:
+        r = self.nodes[src].raft
+        if r is not None:
+            r.report_snapshot(dst, False)
+            self._pump(self.nodes[src])
 
     def partition(self, *groups: list[str]) -> None:
         """Symmetric partition: nodes in different groups cannot talk."""
