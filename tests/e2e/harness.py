@@ -17,7 +17,16 @@ import yaml
 
 from raftd.client import Client
 
-_NEXT_OCTET = [40 + (os.getpid() % 50) * 4]
+# Every node of every test cluster gets an address of its own in 127.<a>.<b>.<c> (all of
+# 127.0.0.0/8 is loopback), a per process, so nftables rules of one test never touch another's.
+_PROCESS_OCTET = 10 + os.getpid() % 200
+_next_host = [0]
+
+
+def _new_host() -> str:
+    k = _next_host[0]
+    _next_host[0] += 1
+    return f"127.{_PROCESS_OCTET}.{k // 250}.{k % 250 + 1}"
 
 
 def free_port(host: str) -> int:
@@ -74,17 +83,14 @@ class Node:
 class LocalCluster:
     def __init__(self, root: Path, n: int = 3, **tuning):
         self.root = root
-        octet = _NEXT_OCTET[0]
-        _NEXT_OCTET[0] += n + 1
         self.nodes: dict[str, Node] = {}
         addrs = {}
         for i in range(1, n + 1):
-            host = f"127.0.0.{octet + i}"
+            host = _new_host()
             addrs[f"n{i}"] = f"{host}:{free_port(host)}"
         conf = {"tick_ms": 20, "election_timeout_ms": 300, "heartbeat_interval_ms": 60,
                 **tuning}
         self._tuning = conf
-        self._octet = octet
         self._count = n
         for nid, addr in addrs.items():
             d = root / nid
@@ -98,7 +104,7 @@ class LocalCluster:
         """A new node with `join: true` (empty, waits to be added); started."""
         self._count += 1
         nid = f"n{self._count}"
-        host = f"127.0.0.{self._octet + self._count}"
+        host = _new_host()
         addr = f"{host}:{free_port(host)}"
         d = self.root / nid
         d.mkdir(parents=True, exist_ok=True)
