@@ -196,3 +196,20 @@ def test_a_learner_that_cannot_catch_up_aborts_the_change(cluster_factory):
     assert sorted(st["configuration"]["voters"]) == ["n1", "n2", "n3"]
     assert st["configuration"]["learners"] == [] and not st["configuration"]["joint"]
     assert leader
+
+
+def test_new_member_of_a_compacted_cluster_catches_up_by_snapshot(cluster_factory):
+    """Raft §7: the leader's log no longer starts at 1, so a new server can only be caught up
+    with InstallSnapshot before it becomes a voter."""
+    cluster = cluster_factory(3, snapshot_entries=100, snapshot_trailing=10).start()
+    cluster.wait_leader()
+    cluster.fill({f"k{i:04d}": b"v" for i in range(400)})
+    leader = cluster.wait_leader()
+    assert cluster.status(leader)["first_log_index"] > 1
+    node = cluster.add_join_node()
+    wait_started(node)
+    res = change(cluster, add={node.id: node.address})
+    assert node.id in res["configuration"]["voters"]
+    st = cluster.status(node.id)
+    assert st["snapshots"]["transfers"]["received"] >= 1 and st["snapshot_index"] > 0
+    assert st["keys"] == 400
