@@ -340,7 +340,7 @@ class RaftNode:
         self._append(EntryKind.NOOP, b"")
 
     def _campaign(self, transfer: bool = False) -> None:
-        if not self.config.is_voter(self.id):
+        if not self._may_campaign():
             return  # learners, removed servers and joining nodes never campaign
         if self.cfg.pre_vote and not transfer:
             self._become_pre_candidate()
@@ -731,6 +731,18 @@ class RaftNode:
                 break
             cfg = c
         return cfg
+
+    def _may_campaign(self) -> bool:
+        """Voters campaign.  So does a server that the newest configuration in its log removes
+        while that configuration is not yet committed, if it was a voter before: its log may be
+        the only one that can win (it may hold C_new when the members of C_new do not), and as
+        leader it commits C_new without counting itself and steps down (Raft §6).  Without this,
+        a leader crash right after C_new reached only removed servers left the cluster with no
+        electable candidate (found by the simulator, seed 2005)."""
+        if self.config.is_voter(self.id):
+            return True
+        return (self._config_index() > self.commit_index
+                and self._previous_config().is_voter(self.id))
 
     def _previous_config(self) -> Configuration:
         return self._config_log[-2][1] if len(self._config_log) >= 2 else self._base_config

@@ -175,9 +175,11 @@ class SafetyChecker:
 
     def _check_leader_is_member(self, nid: str, raft) -> None:
         """A leader must be a voter of the configuration in force (the latest committed one) or
-        of a configuration its own log holds after it (a change in progress)."""
+        of a configuration its own log holds after it (a change in progress), or a server that
+        the newest configuration in its log removes before that configuration committed (as far
+        as it knows): it may lead to finish the change without counting itself (Raft §6)."""
         index, cfg = self.latest_config()
-        if cfg.is_voter(nid):
+        if cfg.is_voter(nid) or raft._may_campaign():
             return
         log = raft.log
         for e in log.slice(index + 1, log.last_index + 1):
