@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from raftd.config import _TYPES as _NODE_TYPES
-from raftd.config import ConfigError, dump_config, parse_config, split_address
+from raftd.config import ConfigError, dump_config, parse_config, read_yaml, split_address
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -168,16 +167,7 @@ def _remote_path(value: str) -> str:
 
 def load_inventory(path: str | Path) -> Inventory:
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise InventoryError(f"{p}: cannot read: {e.strerror or e}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise InventoryError(f"{p}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
+    raw = read_yaml(p, InventoryError)
     return parse_inventory(raw, str(p), p.resolve().parent)
 
 

@@ -164,19 +164,24 @@ def parse_config(raw: Any, source: str = "<config>") -> NodeConfig:
     return cfg
 
 
-def load_config(path: str | Path) -> NodeConfig:
+def read_yaml(path: str | Path, error: type[Exception] = ConfigError):
+    """Parse a YAML file; unreadable files and bad YAML raise ``error`` with one readable line
+    naming the file (and the line and column for bad YAML)."""
     p = Path(path)
     try:
         text = p.read_text()
     except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+        raise error(f"{p}: cannot read: {e.strerror or e}") from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
-    return parse_config(raw, str(p))
+        raise error(f"{p}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    return parse_config(read_yaml(path), str(path))
 
 
 def dump_config(cfg: dict) -> str:
