@@ -779,7 +779,11 @@ class RaftNode:
         start = self.log.last_index + 1 if fresh else max(self.log.last_index, 1)
         for peer in sorted(members):
             if peer not in self.progress:
-                self.progress[peer] = Progress(start)
+                pr = self.progress[peer] = Progress(start)
+                # A member just added has had no chance to answer yet: count it as active for
+                # the next check-quorum round, or adding voters that form a majority of C_new
+                # would make a healthy leader step down (etcd marks new progress the same way).
+                pr.recent_active = True
 
     # ========================================================================= helpers ==
     def _send(self, msg: Message) -> None:

@@ -198,6 +198,61 @@ def test_no_membership_keeps_the_pool_to_the_bootstrap_configuration():
 
 
 # ------------------------------------------------------------------------- core bugs found --
+def test_servers_removed_holding_an_uncommitted_c_new_finish_the_change():
+    """The joint entry commits, the leader appends C_new, and C_new reaches only the servers it
+    removes (the links to C_new's voters are cut) before the leader crashes.  C_new's voters
+    hold C_old,new and need a majority of C_old, whose servers refuse them (longer logs); only a
+    removed server holding C_new can win.  The cluster must still converge after healing (it
+    deadlocked before the core let such servers campaign: sim seeds 1675 and 2005)."""
+    setups = 0
+    for seed in range(5):
+        c = _quiet(seed)
+        c.run_until(1000)
+        lead = c.leader()
+        removed, kept = [i for i in c.initial_ids if i != lead]
+        new_voters = [kept, "n4", "n5"]
+        target = Configuration.make(new_voters)
+
+        def cut_when_joint_commits(nid, index, term, cfg, prev, c=c, lead=lead,
+                                   new_voters=new_voters, orig=c._config_committed):
+            orig(nid, index, term, cfg, prev)
+            if cfg.joint:  # the leader has just appended C_new; only `removed` may get it
+                for v in new_voters:
+                    c.blocked.add((lead, v))
+
+        c.checker._on_config_committed = cut_when_joint_commits
+        assert c.propose_configuration(lead, target, "replace the leader and one more") is not None
+        c.run_until(c.now + 300)
+        holders = [i for i in c.ids if c.nodes[i].raft.config == target]
+        if c.final_configuration()[1] != target and holders and not set(holders) & set(new_voters):
+            setups += 1  # the trap is set: C_new only on removed servers, uncommitted
+        c.crash(lead)
+        c.restart(lead)
+        c.heal()
+        c.run_until(c.now + 3000)
+        index, final = c.final_configuration()
+        assert final == target, (seed, final.describe(), c.trace)
+        new = c.leader()
+        assert new in new_voters and c.nodes[new].raft.config == target, (seed, c.trace)
+    assert setups >= 1
+
+
+def test_adding_voters_does_not_make_the_leader_fail_check_quorum():
+    for seed in range(6):
+        c = _quiet(seed)
+        c.run_until(1000)
+        lead = c.leader()
+        r = c.nodes[lead].raft
+        while r.election_elapsed != c.raft_cfg.election_ticks - 1:
+            c.run_until(c.now + 1)  # the next leader tick runs check-quorum
+        keep = [i for i in c.initial_ids if i != lead][0]
+        target = Configuration.make([lead, keep, "n4", "n5"])  # n4, n5 new: 2 of C_new's 4
+        assert c.propose_configuration(lead, target, "add n4, n5; remove one") is not None
+        c.run_until(c.now + 200)
+        assert c.nodes[lead].raft.role == Role.LEADER, (seed, c.trace)
+        assert c.stats["elections"] == 1 and c.final_configuration()[1] == target, (seed, c.trace)
+
+
 def test_no_acknowledgement_of_entries_truncated_before_it_leaves():
     """A follower queues an ack for entries whose fsync is still in flight (correct: the ack
     leaves with the next Ready, after the disk has them).  Before that Ready is taken, a leader
