@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
-from raftd.client import AsyncClient
+from raftd.client import AsyncClient, RequestError
 
 NODE_FIELDS = ("id", "address", "role", "term", "commit_index", "applied_index",
                "last_log_index", "snapshot_index", "first_log_index", "reachable", "pid")
@@ -13,6 +13,10 @@ async def _one(address: str, timeout: float) -> dict | None:
     c = AsyncClient([address], timeout=timeout)
     try:
         return await asyncio.wait_for(c.status(address, timeout), timeout)
+    except RequestError as e:
+        if e.code in ("permission_denied", "tls"):
+            raise  # reachable, but we may not look: say so instead of "unreachable"
+        return None
     except Exception:  # noqa: BLE001 - any failure means "unreachable" here
         return None
     finally:
@@ -27,7 +31,11 @@ async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
     for _ in range(3):  # endpoints, then members they told us about
         if not todo:
             break
-        results = await asyncio.gather(*(_one(a, timeout) for a in todo))
+        results = await asyncio.gather(*(_one(a, timeout) for a in todo),
+                                       return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
         for a, r in zip(todo, results):
             seen[a] = r
         todo = []
@@ -53,11 +61,14 @@ async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
             row = {k: r.get(k) for k in NODE_FIELDS}
             row["address"] = addr
             row["reachable"] = True
+            tls = r.get("tls") or {}
+            row["cert_days_left"] = tls.get("days_left")
+            row["cert_warning"] = tls.get("warning")
             row["_raw"] = r
         else:
             row = {k: None for k in NODE_FIELDS}
             row.update({"id": id_of.get(addr, addr), "address": addr, "reachable": False,
-                        "_raw": None})
+                        "cert_days_left": None, "cert_warning": None, "_raw": None})
         nodes.append(row)
     nodes.sort(key=lambda n: str(n["id"]))
     leaders = [n for n in nodes if n["reachable"] and n["role"] == "leader"]

@@ -24,6 +24,7 @@ def fail(err: BaseException, output_json: bool) -> int:
     """Print ``err`` the raftctl way and return the exit code."""
     from raftd.client import RequestError, Timeout, Unavailable  # noqa: PLC0415
     from raftd.config import ConfigError  # noqa: PLC0415
+    from raftd.tls import TLSConfigError  # noqa: PLC0415
 
     if isinstance(err, CliError):
         code, kind = err.code, err.kind
@@ -31,6 +32,8 @@ def fail(err: BaseException, output_json: bool) -> int:
         code, kind = UNAVAILABLE, err.code
     elif isinstance(err, RequestError):
         code, kind = REJECTED, err.code
+    elif isinstance(err, TLSConfigError):
+        code, kind = USAGE, "tls_config"
     elif isinstance(err, ConfigError):
         code, kind = USAGE, "config"
     elif isinstance(err, KeyboardInterrupt):

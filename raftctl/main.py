@@ -8,8 +8,11 @@ from __future__ import annotations
 import typer
 
 from .commands import bench, kv, local, member, snapshot, status
+import os
+from typing import Annotated, Optional
+
 from .commands import health, leader
-from .commands import bootstrap
+from .commands import bootstrap, certs
 from .context import EndpointsOpt, OutputOpt, TimeoutOpt
 
 app = typer.Typer(
@@ -20,8 +23,21 @@ app = typer.Typer(
 
 @app.callback()
 def root(ctx: typer.Context, endpoints: EndpointsOpt = None, output: OutputOpt = None,
-         timeout: TimeoutOpt = None) -> None:
+         timeout: TimeoutOpt = None,
+         cacert: Annotated[Optional[str], typer.Option(
+             "--cacert", envvar="RAFTCTL_CACERT",
+             help="CA certificate of a TLS cluster (turns TLS on)")] = None,
+         cert: Annotated[Optional[str], typer.Option(
+             "--cert", envvar="RAFTCTL_CERT", help="client certificate (raftctl certs issue)")] = None,
+         key: Annotated[Optional[str], typer.Option(
+             "--key", envvar="RAFTCTL_KEY", help="private key of --cert")] = None) -> None:
     ctx.obj = {"endpoints": endpoints, "output": output, "timeout": timeout}
+    # The client library reads its TLS files from these variables (raftd/client.py), so
+    # every command, and any raftctl it starts, talks TLS once they are given here.
+    for name, value in (("RAFTCTL_CACERT", cacert), ("RAFTCTL_CERT", cert),
+                        ("RAFTCTL_KEY", key)):
+        if value:
+            os.environ[name] = os.path.abspath(value)
 
 
 app.add_typer(local.app, name="local")
@@ -34,6 +50,7 @@ app.add_typer(leader.app, name="leader")
 bench.register(app)
 bootstrap.register(app)
 app.add_typer(bootstrap.ssh_app, name="ssh")
+app.add_typer(certs.app, name="certs")
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 Logs go to stderr with the node id and term.  SIGTERM/SIGINT stop it cleanly.  Exit codes:
 0 stopped cleanly, 1 fatal error (e.g. corrupt log, failed fsync), 2 bad configuration.
+SIGHUP reloads the TLS certificate files (docs/SECURITY.md).
 """
 from __future__ import annotations
 
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter(
         "%(asctime)s %(levelname)s [%(node)s term=%(term)s] %(name)s: %(message)s"))
     logging.basicConfig(level=cfg.log_level.upper(), handlers=[handler])
+    # A TLS peer that closes during our handshake (e.g. a reachability probe) makes asyncio
+    # warn about its own stream internals; it means nothing to an operator.
+    logging.getLogger("asyncio").addFilter(
+        lambda r: "eof_received() has no effect when using ssl" not in r.getMessage())
     if a.uvloop:
         try:
             import uvloop  # noqa: PLC0415 - optional dependency
@@ -70,6 +75,7 @@ async def _run(cfg, flt: _NodeFilter) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: loop.create_task(server.stop()))
+    loop.add_signal_handler(signal.SIGHUP, server.reload_tls)  # certificate rotation
     await server.stopped.wait()
     return server.exit_code
 

@@ -9,6 +9,10 @@
 Finds the leader (following the hints followers give), keeps many requests in flight on one
 connection (matched by request id), and retries across leader changes until ``timeout``.
 
+TLS: pass ``tls=TLSFiles(ca, cert, key)`` (or an ``ssl.SSLContext``); by default the client
+reads RAFTCTL_CACERT, RAFTCTL_CERT and RAFTCTL_KEY from the environment and speaks plaintext
+when they are not set (``tls=False`` forces plaintext).  See docs/SECURITY.md.
+
 Exactly-once writes (thesis §6.3): every write carries (client_id, seq).  A retry reuses the
 same pair, so the state machine answers it from its session table instead of applying it twice.
 The state machine remembers only the latest seq per client_id, so concurrent writes each use
@@ -18,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 import threading
 import uuid
 from collections.abc import Sequence
 
+from .tls import TLSFiles, client_context, files_from_env, handshake_error
 from .wire.codec import decode_body, encode_client_request
 from .wire.framing import FrameDecoder, FrameType, RemoteProtocolError
 
@@ -52,6 +58,14 @@ class RequestError(ClientError):
         super().__init__(message)
 
 
+class TLSError(RequestError):
+    """The TLS handshake failed: no or wrong client certificate, or a server not signed by
+    the CA we trust.  Not retried: another attempt would fail the same way."""
+
+    def __init__(self, message: str):
+        super().__init__("tls", message)
+
+
 def _as_bytes(value: bytes | str | None) -> bytes | None:
     if value is None or isinstance(value, bytes):
         return value
@@ -65,8 +79,11 @@ def _as_bytes(value: bytes | str | None) -> bytes | None:
 class _Connection:
     """One TCP connection to one node; many requests in flight, matched by id."""
 
-    def __init__(self, address: str, max_frame_size: int):
+    def __init__(self, address: str, max_frame_size: int, ssl_context=None):
         self.address = address
+        self._ssl = ssl_context
+        self._answered = False
+        self._reason: Exception | None = None  # why the connection closed
         self._max = max_frame_size
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, asyncio.Future] = {}
@@ -77,8 +94,11 @@ class _Connection:
 
     async def connect(self, timeout: float) -> None:
         host, _, port = self.address.rpartition(":")
-        reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(host.strip("[]"), int(port)), timeout)
+        try:
+            reader, self._writer = await asyncio.wait_for(
+                asyncio.open_connection(host.strip("[]"), int(port), ssl=self._ssl), timeout)
+        except ssl.SSLError as e:
+            raise TLSError(f"TLS with {self.address} failed: {handshake_error(e)}") from None
         self._reader_task = asyncio.get_running_loop().create_task(self._read_loop(reader))
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
@@ -96,16 +116,27 @@ class _Connection:
                         return
                     if ftype != FrameType.CLIENT_RESPONSE:
                         continue
+                    self._answered = True
                     fut = self._pending.pop(msg.get("id"), None)
                     if fut is not None and not fut.done():
                         fut.set_result(msg)
+        except ssl.SSLError as e:  # TLS 1.3: a refused client certificate shows up here
+            reason = TLSError(f"{self.address} refused the TLS connection: "
+                              f"{handshake_error(e)}")
         except (OSError, RemoteProtocolError) as e:
             reason = ConnectionResetError(f"connection to {self.address} failed: {e}")
         finally:
+            if self._ssl is not None and not self._answered:
+                # A server that refuses our certificate closes right after the handshake; the
+                # TLS alert saying why is often lost with the connection.
+                reason = type(reason)(f"{reason} before answering anything (over TLS: is our "
+                                      f"client certificate missing, expired or from another "
+                                      f"CA? the node's log says why)")
             self._fail_all(reason)
 
     def _fail_all(self, exc: Exception) -> None:
         self.closed = True
+        self._reason = self._reason or exc
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(exc)
@@ -115,7 +146,10 @@ class _Connection:
 
     async def call(self, op: str, args: dict, timeout: float) -> dict:
         if self.closed or self._writer is None:
-            raise ConnectionResetError(f"connection to {self.address} is closed")
+            if isinstance(self._reason, ClientError):
+                raise self._reason
+            raise ConnectionResetError(str(self._reason or
+                                           f"connection to {self.address} is closed"))
         rid = next(self._ids)
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
@@ -149,7 +183,8 @@ def _expire(fut: asyncio.Future) -> None:
 
 class AsyncClient:
     def __init__(self, endpoints: Sequence[str] | str, timeout: float = 5.0,
-                 max_frame_size: int = 16 << 20):
+                 max_frame_size: int = 16 << 20,
+                 tls: TLSFiles | ssl.SSLContext | bool | None = None):
         if isinstance(endpoints, str):
             endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
         if not endpoints:
@@ -161,6 +196,10 @@ class AsyncClient:
         self._leader: str | None = None
         self._rr = 0
         self._free_sessions: list[list] = []  # [client_id, last_seq]
+        self._connecting: dict[str, asyncio.Future] = {}
+        if tls is None:
+            tls = files_from_env()
+        self._ssl = client_context(tls) if isinstance(tls, TLSFiles) else (tls or None)
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -222,10 +261,24 @@ class AsyncClient:
 
     async def _connection(self, address: str, timeout: float) -> _Connection:
         conn = self._conns.get(address)
-        if conn is None or conn.closed:
-            conn = _Connection(address, self._max)
-            await conn.connect(timeout)
-            self._conns[address] = conn
+        if conn is not None and not conn.closed:
+            return conn
+        # Many requests starting at once share one connection attempt instead of each
+        # opening a connection of its own (and all but one leaking).
+        pending = self._connecting.get(address)
+        if pending is None:
+            pending = self._connecting[address] = asyncio.ensure_future(
+                self._connect(address, timeout))
+        try:
+            return await asyncio.shield(pending)
+        finally:
+            if pending.done() and self._connecting.get(address) is pending:
+                del self._connecting[address]
+
+    async def _connect(self, address: str, timeout: float) -> _Connection:
+        conn = _Connection(address, self._max, self._ssl)
+        await conn.connect(timeout)
+        self._conns[address] = conn
         return conn
 
     def _next_endpoint(self) -> str:
@@ -312,11 +365,11 @@ class Client:
     """Blocking twin of AsyncClient; runs a private event loop in a background thread."""
 
     def __init__(self, endpoints: Sequence[str] | str, timeout: float = 5.0, **kw):
+        self._async = AsyncClient(endpoints, timeout, **kw)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="raftd-client",
                                         daemon=True)
         self._thread.start()
-        self._async = AsyncClient(endpoints, timeout, **kw)
 
     def _run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()

@@ -12,6 +12,9 @@ from typing import Any
 
 import yaml
 
+from raftd.kv.fsm import DEFAULT_MAX_SESSIONS
+from raftd.tls import TLSFiles
+
 
 class ConfigError(Exception):
     """A configuration file is missing, unreadable or invalid."""
@@ -46,6 +49,13 @@ class NodeConfig:
     check_quorum: bool = True
     log_level: str = "info"
     metrics_listen: str | None = None
+    # --- security (docs/SECURITY.md) ---
+    tls: TLSFiles | None = None  # {ca, cert, key, client_ca}: mutual TLS on every connection
+    max_connections_per_address: int = 256  # open connections from one remote IP address
+    max_requests_per_second: int = 100_000  # per client connection (token bucket, 1 s burst)
+    max_key_size: int = 4096  # bytes
+    max_value_size: int = 1 << 20  # bytes
+    max_sessions: int = 50_000  # client sessions (exactly-once table); new ones are refused
 
     @property
     def host(self) -> str:
@@ -74,7 +84,11 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "catchup_rounds": int, "catchup_round_timeout_ms": int,
     "pre_vote": bool, "check_quorum": bool,
     "log_level": str, "metrics_listen": (str, type(None)),
+    "tls": (dict, type(None)), "max_connections_per_address": int,
+    "max_requests_per_second": int, "max_key_size": int, "max_value_size": int,
+    "max_sessions": int,
 }
+_TLS_KEYS = {"ca", "cert", "key", "client_ca"}
 _REQUIRED = ("id", "listen", "data_dir")
 assert set(_TYPES) == {f.name for f in fields(NodeConfig)}
 
@@ -148,9 +162,14 @@ def parse_config(raw: Any, source: str = "<config>") -> NodeConfig:
                 "max_append_bytes", "max_inflight_msgs", "max_frame_size", "peer_queue_limit",
                 "session_ttl_ms",
                 "snapshot_entries", "snapshot_bytes", "snapshot_keep", "catchup_rounds",
-                "catchup_round_timeout_ms"):
+                "catchup_round_timeout_ms", "max_connections_per_address",
+                "max_requests_per_second", "max_key_size", "max_value_size", "max_sessions"):
         if key in values and values[key] <= 0:
             raise err(key, "must be positive")
+    if values.get("max_sessions", 0) > DEFAULT_MAX_SESSIONS:
+        raise err("max_sessions", f"at most {DEFAULT_MAX_SESSIONS} (the state machine's table)")
+    if values.get("tls") is not None:
+        values["tls"] = _parse_tls(values["tls"], source, err)
     if not values.get("join", False):
         if not peers:
             raise err("peers", "required unless join: true (every initial member, itself included)")
@@ -162,6 +181,25 @@ def parse_config(raw: Any, source: str = "<config>") -> NodeConfig:
     if values.get("log_level", "info") not in ("debug", "info", "warning", "error"):
         raise err("log_level", "expected one of debug, info, warning, error")
     return cfg
+
+
+def _parse_tls(raw: dict, source: str, err) -> TLSFiles:
+    """tls: {ca, cert, key, client_ca}; relative paths are relative to the config file."""
+    for k in raw:
+        if k not in _TLS_KEYS:
+            raise err(f"tls.{k}", f"unknown key (known keys: {', '.join(sorted(_TLS_KEYS))})")
+    base = Path(source).parent if source and not source.startswith("<") else Path(".")
+    paths = {}
+    for k in _TLS_KEYS:
+        v = raw.get(k)
+        if v is None:
+            if k != "client_ca":
+                raise err(f"tls.{k}", "missing (tls needs ca, cert and key)")
+            continue
+        if not isinstance(v, str) or not v:
+            raise err(f"tls.{k}", f"expected a file path, got {v!r}")
+        paths[k] = str(base / v) if not Path(v).is_absolute() else v
+    return TLSFiles(paths["ca"], paths["cert"], paths["key"], paths.get("client_ca"))
 
 
 def read_yaml(path: str | Path, error: type[Exception] = ConfigError):

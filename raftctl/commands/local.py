@@ -4,6 +4,8 @@
     DIR/<id>/raftd.yaml       that node's config
     DIR/<id>/raftd.log        its log (stderr)
     DIR/<id>/raftd.pid        its pid while it runs; DIR/<id>/wal/ its durable log
+    DIR/certs/                with --tls: the cluster CA, a certificate per node and an admin
+                              client certificate that raftctl uses for this cluster
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Annotated
 import typer
 import yaml
 
+from raftd import pki
 from raftd.config import dump_config
 
 from ..cluster import gather_status
@@ -66,15 +69,51 @@ def _layout(directory: Path, nodes: int, base_port: int, host: str,
     return out
 
 
-def _write_configs(directory: Path, nodes: list[dict], tuning: dict) -> None:
+def _write_configs(directory: Path, nodes: list[dict], tuning: dict,
+                   tls: bool = False) -> None:
     peers = {n["id"]: n["address"] for n in nodes}
+    client = None
+    if tls:
+        certs = (directory / "certs").resolve()
+        pki.init_ca(certs, cluster="raftd-local")
+        admin = pki.issue_client(certs, "admin", "admin")
+        client = {"ca": str(admin.ca), "cert": str(admin.cert), "key": str(admin.key)}
     for n in nodes:
         d = Path(n["data_dir"])
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         cfg = {"id": n["id"], "listen": n["address"], "data_dir": n["data_dir"], "peers": peers,
                **tuning}
+        if tls:
+            cfg["tls"] = _node_tls(directory, n)
         (d / "raftd.yaml").write_text(dump_config(cfg))
-    (directory / "cluster.yaml").write_text(yaml.safe_dump({"nodes": nodes}, sort_keys=False))
+    save_cluster(directory, nodes, client)
+
+
+def _node_tls(directory: Path, n: dict) -> dict:
+    """Issue node ``n`` its certificate (CN = id, SAN = its host) from DIR/certs."""
+    paths = pki.issue_node((directory / "certs").resolve(), n["id"],
+                           [n["address"].rsplit(":", 1)[0]], force=True)
+    return {"ca": str(paths.ca), "cert": str(paths.cert), "key": str(paths.key)}
+
+
+def save_cluster(directory: Path, nodes: list[dict], tls: dict | None = None) -> None:
+    f = directory / "cluster.yaml"
+    if tls is None and f.exists():
+        tls = (yaml.safe_load(f.read_text()) or {}).get("tls")
+    f.write_text(yaml.safe_dump({"nodes": nodes, **({"tls": tls} if tls else {})},
+                                sort_keys=False))
+
+
+def cluster_tls(directory: Path) -> dict | None:
+    """The admin client certificate of a local TLS cluster ({ca, cert, key}), or None.
+    Unless the operator gave certificates (--cacert/--cert/--key or RAFTCTL_*), raftctl uses
+    these for this cluster's commands."""
+    f = directory / "cluster.yaml"
+    tls = (yaml.safe_load(f.read_text()) or {}).get("tls") if f.exists() else None
+    if tls and not os.environ.get("RAFTCTL_CACERT"):
+        os.environ.update({"RAFTCTL_CACERT": tls["ca"], "RAFTCTL_CERT": tls["cert"],
+                           "RAFTCTL_KEY": tls["key"]})
+    return tls
 
 
 def load_cluster(directory: Path) -> list[dict]:
@@ -82,6 +121,7 @@ def load_cluster(directory: Path) -> list[dict]:
     if not f.exists():
         raise CliError(f"no local cluster in {directory} (missing {f}); "
                        f"run `raftctl local up --dir {directory}` first", 1, "not_found")
+    cluster_tls(directory)
     return yaml.safe_load(f.read_text())["nodes"]
 
 
@@ -105,7 +145,7 @@ def _last_log_line(d: Path) -> str:
 
 def bring_up(directory: Path, nodes: int = 3, base_port: int = 7001, host: str = "127.0.0.1",
              distinct_ips: bool = False, fsync: bool = True, timeout: float = 20.0,
-             info=lambda text: None) -> tuple[list[dict], dict]:
+             info=lambda text: None, tls: bool = False) -> tuple[list[dict], dict]:
     """Start (or restart) the local cluster in ``directory``; wait for a leader.  Returns the
     layout (with pids) and the cluster status."""
     if nodes < 1:
@@ -113,11 +153,15 @@ def bring_up(directory: Path, nodes: int = 3, base_port: int = 7001, host: str =
     directory.mkdir(parents=True, exist_ok=True)
     if (directory / "cluster.yaml").exists():
         layout = load_cluster(directory)
+        if tls and not cluster_tls(directory):
+            raise usage_error(f"{directory} holds a plaintext cluster; --tls applies when a "
+                              f"cluster is created (use a new --dir)")
     else:
         layout = _layout(directory, nodes, base_port, host, distinct_ips)
         _write_configs(directory, layout, {"fsync": fsync, "tick_ms": 25,
                                            "election_timeout_ms": 500,
-                                           "heartbeat_interval_ms": 100})
+                                           "heartbeat_interval_ms": 100}, tls)
+        cluster_tls(directory)
     started = []
     for n in layout:
         pid = _read_pid(Path(n["data_dir"]))
@@ -179,27 +223,38 @@ def up(ctx: typer.Context,
            "--distinct-ips", help="give node i the address 127.0.0.(10+i) so firewall rules "
                                   "can separate nodes")] = False,
        fsync: Annotated[bool, typer.Option(help="fsync the log (turn off only for trials)")] = True,
+       tls: Annotated[bool, typer.Option(
+           "--tls", help="mutual TLS: make a CA and certificates in DIR/certs and use them")] = False,
        output: OutputOpt = None, timeout: TimeoutOpt = None) -> None:
     """Start (or restart) a local cluster in DIR and wait until it has a leader.
 
     Run again on the same DIR: restarts any stopped node and keeps the data.
 
-    Example: raftctl local up --nodes 3 --dir ./raftd-local"""
+    With --tls, DIR/certs gets a CA, a certificate per node and an admin client certificate;
+    later `raftctl local ...` commands use it, other commands need --cacert/--cert/--key (or
+    the RAFTCTL_CACERT/RAFTCTL_CERT/RAFTCTL_KEY variables it prints).
+
+    Example: raftctl local up --nodes 3 --dir ./raftd-local --tls"""
     s = settings(ctx, None, output, timeout or 20.0)
 
     def body() -> int:
         layout, st = bring_up(directory, nodes, base_port, host, distinct_ips, fsync,
-                              s.timeout, s.out.info)
+                              s.timeout, s.out.info, tls)
         endpoints = [n["address"] for n in layout]
+        client_tls = cluster_tls(directory)
         if s.out.json:
             s.out.emit_json({"endpoints": endpoints, "leader": st["leader"],
                              "nodes": [{"id": n["id"], "address": n["address"], "pid": n["pid"],
-                                        "data_dir": n["data_dir"]} for n in layout]})
+                                        "data_dir": n["data_dir"]} for n in layout],
+                             "tls": client_tls})
         else:
             s.out.table(["id", "address", "pid", "data_dir"],
                         [[n["id"], n["address"], n["pid"], n["data_dir"]] for n in layout],
                         title=f"leader: {st['leader']}")
             s.out.line(f"endpoints: {','.join(endpoints)}")
+            if client_tls:
+                s.out.line(f"TLS: export RAFTCTL_CACERT={client_tls['ca']} "
+                           f"RAFTCTL_CERT={client_tls['cert']} RAFTCTL_KEY={client_tls['key']}")
             s.out.line(f"try: raftctl -e {','.join(endpoints)} status")
         return 0
 
@@ -253,14 +308,16 @@ def add(ctx: typer.Context, directory: DirOpt = Path("./raftd-local"),
         d = Path(node["data_dir"])
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         first = yaml.safe_load((Path(layout[0]["data_dir"]) / "raftd.yaml").read_text())
-        tuning = {k: v for k, v in first.items() if k not in ("id", "listen", "data_dir", "peers")}
+        tuning = {k: v for k, v in first.items()
+                  if k not in ("id", "listen", "data_dir", "peers", "tls")}
+        if first.get("tls"):
+            tuning["tls"] = _node_tls(directory, node)
         (d / "raftd.yaml").write_text(dump_config({"id": nid, "listen": node["address"],
                                                    "data_dir": node["data_dir"], "join": True,
                                                    **tuning}))
         node["pid"] = start_node(node)
         layout.append({k: node[k] for k in ("id", "address", "data_dir")})
-        (directory / "cluster.yaml").write_text(yaml.safe_dump({"nodes": layout},
-                                                               sort_keys=False))
+        save_cluster(directory, layout)
         s.endpoints = [n["address"] for n in layout[:-1]]
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # wait for it to listen
@@ -311,8 +368,7 @@ def remove(ctx: typer.Context, node_id: Annotated[str, typer.Argument(metavar="I
             if _pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         layout = [n for n in layout if n["id"] != node_id]
-        (directory / "cluster.yaml").write_text(yaml.safe_dump({"nodes": layout},
-                                                               sort_keys=False))
+        save_cluster(directory, layout)
         if s.out.json:
             s.out.emit_json({"removed": node_id, "configuration": result["configuration"]})
         else:

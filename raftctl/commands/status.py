@@ -76,9 +76,16 @@ def print_status(out, st: dict) -> None:
              n["applied_index"], n["last_log_index"], n.get("snapshot_index"),
              n.get("first_log_index"), "yes" if n["reachable"] else "NO"]
             for n in st["nodes"]]
-    out.table(["id", "address", "role", "term", "commit_index", "applied_index",
-               "last_log_index", "snapshot_index", "first_log_index", "reachable"], rows,
-              title=title)
+    cols = ["id", "address", "role", "term", "commit_index", "applied_index",
+            "last_log_index", "snapshot_index", "first_log_index", "reachable"]
+    if any(n.get("cert_days_left") is not None for n in st["nodes"]):  # a TLS cluster
+        cols.append("cert_days_left")
+        for row, n in zip(rows, st["nodes"]):
+            row.append(n.get("cert_days_left"))
+    out.table(cols, rows, title=title)
+    for n in st["nodes"]:
+        if n.get("cert_warning"):
+            out.info(f"WARNING: {n['id']}: {n['cert_warning']}")
 
 
 # ---------------------------------------------------------------------------- watch --

@@ -28,6 +28,13 @@ Metric names (labels in braces):
     raftd_fsyncs_total                         counter  log fsyncs (one per group commit)
     raftd_bad_frames_total                     counter  connections closed for protocol errors
     raftd_client_requests_total                counter  client requests received
+    raftd_tls_handshake_failures_total         counter  connections refused in the handshake
+    raftd_peers_refused_total                  counter  peer connections refused (identity)
+    raftd_permission_denied_total              counter  client requests refused for their role
+    raftd_limit_rejections_total{limit}        counter  refused by a limit: frame_size,
+                                                        connections_per_address, request_rate,
+                                                        key_size, value_size, sessions
+    raftd_tls_cert_expiry_days                 gauge    TLS only: days the certificate has left
     raftd_snapshots_total                      counter  snapshots this node has taken
     raftd_snapshot_bytes                       gauge    size of the latest one (0 before any)
     raftd_snapshot_transfers_total{result}     counter  InstallSnapshot transfers: sent,
@@ -235,6 +242,23 @@ class _StatusCollector(Collector):
                       c.get("bad_frames"))
         yield counter("raftd_client_requests", "Client requests received",
                       c.get("client_requests"))
+        yield counter("raftd_tls_handshake_failures", "Connections refused in the TLS "
+                      "handshake (plaintext, no or foreign certificate)",
+                      c.get("tls_handshake_failures"))
+        yield counter("raftd_peers_refused", "Peer connections refused (certificate name "
+                      "not a member, or not a node certificate)", c.get("peers_refused"))
+        yield counter("raftd_permission_denied", "Client requests refused for their role",
+                      c.get("permission_denied"))
+        limits = CounterMetricFamily("raftd_limit_rejections",
+                                     "Requests and connections refused by a limit",
+                                     labels=["limit"])
+        for name, n in sorted((st.get("limit_rejections") or {}).items()):
+            limits.add_metric([str(name)], _num(n))
+        yield limits
+        tls = st.get("tls") or {}
+        if tls.get("enabled"):
+            yield gauge("raftd_tls_cert_expiry_days", "Days until this node's certificate "
+                        "expires", tls.get("days_left"))
 
         snaps = st.get("snapshots") or {}
         if not isinstance(snaps, dict):

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from raftd.config import split_address
+from raftd.runtime.transport import PeerIdentityError, open_peer_connection
 from raftd.core import (ConfChangeInProgressError, Configuration, InvalidConfChangeError,
                         NotLeaderError, ProposalDroppedError, Role)
 
@@ -142,11 +143,14 @@ class Reconfigurator:
 
     async def _check_reachable(self, add: dict[str, str]) -> None:
         async def probe(nid: str, addr: str) -> str | None:
-            host, port = split_address(addr)
             try:
-                _, w = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
+                split_address(addr)
+                # Over TLS this also checks the certificate there is node ``nid``'s.
+                _, w = await open_peer_connection(self.server.tls, addr, None, nid, 2.0)
                 w.close()
                 return None
+            except PeerIdentityError as e:
+                return f"{nid} at {addr}: {e}"
             except (OSError, asyncio.TimeoutError) as e:
                 return f"{nid} at {addr} is unreachable ({getattr(e, 'strerror', None) or e})"
         errors = [e for e in await asyncio.gather(*(probe(n, a) for n, a in add.items())) if e]

@@ -29,14 +29,16 @@ from raftd.core.ready import may_send_early
 from raftd.kv.commands import Command, Op, encode_command
 from raftd.kv.fsm import KVStateMachine
 from raftd.storage.wal import DurableLog
+from raftd.tls import NodeTLS, TLSConfigError, handshake_error, may
 from raftd.wire.codec import (decode_body, decode_hello, decode_message, encode_client_response,
                               encode_error)
-from raftd.wire.framing import FrameDecoder, FrameType, RemoteProtocolError, UnsupportedVersion
+from raftd.wire.framing import (FrameDecoder, FrameTooLarge, FrameType, RemoteProtocolError,
+                                 UnsupportedVersion)
 
 from .metrics import RaftMetrics
 from .reconfig import ChangeError, ChangeRequest, Reconfigurator, _describe
 from .snapshotting import Snapshotter
-from .transport import PeerLink
+from .transport import PeerIdentityError, PeerLink
 
 log = logging.getLogger("raftd")
 
@@ -56,10 +58,25 @@ class _ClientConn:
     Responses produced in one pass of the event loop leave in one write (one syscall for a
     whole batch of commits instead of one per request)."""
 
-    def __init__(self, writer: asyncio.StreamWriter):
+    def __init__(self, writer: asyncio.StreamWriter, identity=None, rate: int = 0):
         self.writer = writer
         self.closed = False
         self._out: list[bytes] = []
+        self.identity = identity  # raftd.tls.Identity over TLS, None in plaintext
+        # Token bucket: ``rate`` requests per second, bursts of up to one second's worth.
+        self._rate = rate
+        self._tokens = float(rate)
+        self._refilled = time.monotonic()
+
+    def take_token(self) -> bool:
+        if self._tokens < 1:
+            now = time.monotonic()
+            self._tokens = min(self._rate, self._tokens + (now - self._refilled) * self._rate)
+            self._refilled = now
+            if self._tokens < 1:
+                return False
+        self._tokens -= 1
+        return True
 
     def reply(self, rid, result=None, error: dict | None = None) -> None:
         if self.closed:
@@ -99,6 +116,8 @@ class RaftServer:
         self._pending_reads: dict[int, tuple[_ClientConn, int, dict]] = {}
         self._reads_waiting_apply: list[tuple[int, _ClientConn, int, dict]] = []
         self._conns: set[asyncio.StreamWriter] = set()
+        self._conns_per_host: dict[str, int] = {}
+        self.tls: NodeTLS | None = None
         self.stopped = asyncio.Event()
         self._stopping = False
         self.exit_code = 0
@@ -111,12 +130,29 @@ class RaftServer:
         self._last_term = -1
         self.events: list[dict] = []  # recent events ring (status)
         self.counters = {"proposals": 0, "fsyncs": 0, "fsync_seconds": 0.0,
-                         "leader_changes": 0, "bad_frames": 0, "client_requests": 0}
+                         "leader_changes": 0, "bad_frames": 0, "client_requests": 0,
+                         "tls_handshake_failures": 0, "peers_refused": 0,
+                         "permission_denied": 0}
+        # Requests refused by a limit (docs/SECURITY.md), by limit name.
+        self.limit_rejections = {"frame_size": 0, "connections_per_address": 0,
+                                 "request_rate": 0, "key_size": 0, "value_size": 0,
+                                 "sessions": 0}
 
     # ------------------------------------------------------------------ lifecycle --
     async def start(self) -> None:
         cfg = self.cfg
         os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)
+        mode = os.stat(cfg.data_dir).st_mode & 0o777
+        if mode & 0o022:
+            raise StartupError(f"data_dir {cfg.data_dir} is writable by group or others "
+                               f"(mode {mode:o}): anyone could rewrite the log; run "
+                               f"`chmod 700 {cfg.data_dir}`")
+        if cfg.tls is not None:
+            try:
+                self.tls = NodeTLS(cfg.tls)
+            except TLSConfigError as e:
+                raise StartupError(str(e)) from None
+            self._log_tls("TLS on")
         self.storage = DurableLog.open(os.path.join(cfg.data_dir, "wal"), fsync=cfg.fsync)
         st = self.storage
         self.snapshots = Snapshotter(self)
@@ -158,6 +194,31 @@ class RaftServer:
         for t in self._tasks:
             t.add_done_callback(self._on_task_done)
         log.info("listening on %s", cfg.listen)
+
+    def _log_tls(self, what: str) -> None:
+        info = self.tls.info()
+        log.info("%s: certificate %s (role %s), valid until %s (%s days)", what, info["name"],
+                 info["role"], info["not_after"], info["days_left"])
+        if info["warning"]:
+            log.warning("%s", info["warning"])
+        if info["name"] != self.node_id:
+            log.warning("the TLS certificate is for %r but this node is %r: peers will refuse "
+                        "it", info["name"], self.node_id)
+
+    def reload_tls(self) -> None:
+        """SIGHUP: load the certificate files again.  New connections (and peer links as they
+        reconnect) use them; a failed reload keeps the running certificates."""
+        if self.tls is None:
+            log.info("SIGHUP: TLS is not configured; nothing to reload")
+            return
+        try:
+            self.tls.load()
+        except TLSConfigError as e:
+            log.error("SIGHUP: certificate reload failed, keeping the current ones: %s", e)
+            self._event("tls", f"certificate reload failed: {e}")
+            return
+        self._log_tls("SIGHUP: certificates reloaded")
+        self._event("tls", f"certificates reloaded; valid until {self.tls.info()['not_after']}")
 
     async def _transfer_before_stop(self) -> None:
         target = self._best_transfer_target()
@@ -310,7 +371,8 @@ class RaftServer:
             if address is None:
                 return
             link = PeerLink(self.node_id, msg.dst, address, self.cfg.host, self.cfg.cluster,
-                            self.cfg.peer_queue_limit, own_address=self.cfg.listen)
+                            self.cfg.peer_queue_limit, own_address=self.cfg.listen,
+                            tls=self.tls)
             link.start()
             self.peers[msg.dst] = link
         if self.metrics is not None and isinstance(msg, AppendEntries):
@@ -419,6 +481,21 @@ class RaftServer:
         self.counters["client_requests"] += 1
         rid = req.get("id")
         op = req.get("op")
+        if conn._rate and not conn.take_token():
+            self.limit_rejections["request_rate"] += 1
+            conn.reply(rid, error={"code": "rate_limited", "message":
+                                   f"more than {conn._rate} requests/s on one connection "
+                                   f"(max_requests_per_second); slow down and retry"})
+            return
+        if not may(conn.identity, op):
+            self.counters["permission_denied"] += 1
+            peer = conn.writer.get_extra_info("peername")
+            log.warning("refused %r from %s at %s: needs the admin role", op,
+                        conn.identity.describe(), peer[0] if peer else "?")
+            conn.reply(rid, error={"code": "permission_denied", "message":
+                                   f"{conn.identity.describe()} may not {op}: "
+                                   f"it needs an admin certificate"})
+            return
         try:
             if op in _WRITE_OPS:
                 self._handle_write(conn, rid, op, req)
@@ -456,6 +533,24 @@ class RaftServer:
         seq = req.get("seq", 0)
         if client_id is not None and not isinstance(client_id, str) or not isinstance(seq, int):
             raise _BadRequest("client_id must be a string and seq an integer")
+        cfg = self.cfg
+        value = req.get("value")
+        for name, data, limit in (("key", key.encode(), cfg.max_key_size),
+                                  ("value", value, cfg.max_value_size),
+                                  ("value", req.get("expected"), cfg.max_value_size)):
+            if isinstance(data, bytes) and len(data) > limit:
+                self.limit_rejections[f"{name}_size"] += 1
+                conn.reply(rid, error={"code": "too_large", "message":
+                                       f"{name} of {len(data)} bytes is over the limit of "
+                                       f"{limit} (max_{name}_size)"})
+                return
+        if client_id and client_id not in self.fsm.sessions \
+                and len(self.fsm.sessions) >= cfg.max_sessions:
+            self.limit_rejections["sessions"] += 1
+            conn.reply(rid, error={"code": "too_many_sessions", "message":
+                                   f"{len(self.fsm.sessions)} client sessions are open "
+                                   f"(max_sessions); retry later or without a client_id"})
+            return
         try:
             cmd = Command(_WRITE_OPS[op], key,
                           value=_field(req, "value", bytes) if op != "delete" else None,
@@ -602,6 +697,8 @@ class RaftServer:
             "fsm": dict(self.fsm.stats),
             "uptime_s": round(time.time() - self.started_at, 3),
             "counters": dict(self.counters),
+            "limit_rejections": dict(self.limit_rejections),
+            "tls": self.tls.info() if self.tls is not None else {"enabled": False},
             "storage": dict(self.storage.stats),
             "peers": {pid: {"connected": l.connected, "dropped": l.dropped, "sent": l.sent}
                       for pid, l in sorted(self.peers.items())},
@@ -614,11 +711,34 @@ class RaftServer:
                              writer: asyncio.StreamWriter) -> None:
         self._conns.add(writer)
         peer = writer.get_extra_info("peername")
+        host = peer[0] if peer else "?"
         decoder = FrameDecoder(self.cfg.max_frame_size)
-        conn = _ClientConn(writer)
         peer_id = None
+        conn = None
         snap_state: dict = {}
+        self._conns_per_host[host] = self._conns_per_host.get(host, 0) + 1
         try:
+            if self._conns_per_host[host] > self.cfg.max_connections_per_address:
+                self.limit_rejections["connections_per_address"] += 1
+                log.warning("refusing a connection from %s: %d open from that address "
+                            "(max_connections_per_address)", host, self._conns_per_host[host] - 1)
+                if self.tls is None:  # over TLS the client could not read this before a handshake
+                    writer.write(encode_error("too_many_connections",
+                                              f"more than {self.cfg.max_connections_per_address}"
+                                              f" connections from {host}"))
+                return
+            identity = None
+            if self.tls is not None:
+                # First thing on the connection, before any read: see raftd/tls.py.
+                try:
+                    await writer.start_tls(self.tls.server_context, ssl_handshake_timeout=10)
+                except (OSError, asyncio.TimeoutError, ConnectionError) as e:
+                    self.counters["tls_handshake_failures"] += 1
+                    log.warning("refused connection from %s: TLS handshake failed: %s",
+                                host, handshake_error(e))
+                    return
+                identity = self.tls.identity(writer.get_extra_info("ssl_object"))
+            conn = _ClientConn(writer, identity, self.cfg.max_requests_per_second)
             while True:
                 data = await reader.read(1 << 18)
                 if not data:
@@ -633,6 +753,8 @@ class RaftServer:
                         self._handle_request(conn, req)
                     elif ftype == FrameType.HELLO:
                         peer_id, cluster = decode_hello(body)
+                        if self.tls is not None:
+                            self._check_peer(identity, peer_id, host)
                         announced = decode_body(body).get("address")
                         if isinstance(announced, str):
                             self.hello_addresses[peer_id] = announced
@@ -674,6 +796,14 @@ class RaftServer:
                         raise RemoteProtocolError(f"unexpected frame type {ftype}")
                 if writer.transport.get_write_buffer_size() > 64 << 20:
                     raise RemoteProtocolError("client is not reading its responses")
+        except PeerIdentityError as e:
+            self.counters["peers_refused"] += 1
+            log.warning("refused peer connection from %s: %s", host, e)
+        except FrameTooLarge as e:
+            self.counters["bad_frames"] += 1
+            self.limit_rejections["frame_size"] += 1
+            log.warning("closing connection from %s: %s", peer, e)
+            writer.write(encode_error("frame_too_large", str(e)))
         except UnsupportedVersion as e:
             self.counters["bad_frames"] += 1
             log.warning("closing connection from %s: %s", peer, e)
@@ -684,10 +814,29 @@ class RaftServer:
         except (ConnectionError, OSError):
             pass
         finally:
+            self._conns_per_host[host] -= 1
+            if not self._conns_per_host[host]:
+                del self._conns_per_host[host]
             self.snapshots.abort_incoming(snap_state)
-            conn.closed = True
+            if conn is not None:
+                conn.closed = True
             self._conns.discard(writer)
             writer.close()
+
+    def _check_peer(self, identity, peer_id: str, host: str) -> None:
+        """Mutual TLS for peers: a node certificate of our CA, for the id the peer claims, and
+        that id a member of the configuration (the newest in our log, §6).  A node that has no
+        configuration yet (join: true) accepts any node of the CA: the leader adding it."""
+        if identity.role != "node" or not identity.cluster_ca:
+            raise PeerIdentityError(f"certificate {identity.describe()} is not a node "
+                                    f"certificate of this cluster's CA")
+        if identity.name != peer_id:
+            raise PeerIdentityError(f"certificate is for {identity.name!r} but the peer says "
+                                    f"it is {peer_id!r}")
+        members = self.node.config.members
+        if members and peer_id not in members:
+            raise PeerIdentityError(f"{peer_id} presents a valid certificate but is not a "
+                                    f"member of the configuration ({', '.join(sorted(members))})")
 
 
 class _BadRequest(Exception):

@@ -22,6 +22,7 @@ from raftd.core import InstallSnapshot, SnapshotMeta
 from raftd.storage.snapshots import (CorruptSnapshotError, IncomingSnapshot, SnapshotStore,
                                      iter_chunks, read_state)
 from raftd.wire.codec import encode_hello, encode_message
+from .transport import open_peer_connection
 
 log = logging.getLogger("raftd.snapshot")
 
@@ -142,9 +143,7 @@ class Snapshotter:
         srv = self.server
         path = self.store.path_for(SnapshotMeta(msg.last_included_index, msg.last_included_term,
                                                 None))
-        host, _, port = address.rpartition(":")
-        _, writer = await asyncio.wait_for(asyncio.open_connection(
-            host.strip("[]"), int(port), local_addr=(srv.cfg.host, 0)), 5.0)
+        _, writer = await open_peer_connection(srv.tls, address, srv.cfg.host, msg.dst, 5.0)
         try:
             writer.write(encode_hello(srv.node_id, srv.cfg.cluster, srv.cfg.listen))
             srv._event("snapshot", f"sending snapshot {msg.last_included_index} to {msg.dst}")

@@ -14,15 +14,37 @@ import asyncio
 import logging
 
 from raftd.core import Message
+from raftd.tls import ROLE_NODE, NodeTLS
 from raftd.wire.codec import encode_hello, encode_message
 
 log = logging.getLogger("raftd.transport")
 
 
+class PeerIdentityError(ConnectionError):
+    """The node at an address presented a certificate for another node (or no node at all)."""
+
+
+async def open_peer_connection(tls: NodeTLS | None, address: str, bind_host: str | None,
+                               expect_id: str | None, timeout: float):
+    """Connect to a peer's listen address, over mutual TLS when the node has TLS: we present
+    our node certificate and check that the other end is node ``expect_id`` of our CA."""
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(
+        host.strip("[]"), int(port), local_addr=(bind_host, 0) if bind_host else None,
+        ssl=tls.client_context if tls else None), timeout)
+    if tls is not None:
+        who = tls.identity(writer.get_extra_info("ssl_object"))
+        if not who.cluster_ca or who.role != ROLE_NODE or (expect_id and who.name != expect_id):
+            writer.close()
+            raise PeerIdentityError(f"{address} presented certificate {who.describe()}, "
+                                    f"expected node {expect_id or '(any)'} of this cluster's CA")
+    return reader, writer
+
+
 class PeerLink:
     def __init__(self, node_id: str, peer_id: str, address: str, bind_host: str,
                  cluster: str, queue_limit: int = 4096, own_address: str | None = None,
-                 max_buffer: int = 16 << 20):
+                 max_buffer: int = 16 << 20, tls: NodeTLS | None = None):
         self.node_id = node_id
         self.peer_id = peer_id
         self.address = address
@@ -39,6 +61,7 @@ class PeerLink:
         self.sent = 0
         self.reconnects = 0
         self._closing = False
+        self._tls = tls
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(),
@@ -76,13 +99,12 @@ class PeerLink:
 
     async def _run(self) -> None:
         backoff = 0.02
-        host, _, port = self.address.rpartition(":")
         while not self._closing:
             writer = None
             try:
                 # Source address = our own listen host (see module docstring).
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(
-                    host.strip("[]"), int(port), local_addr=(self._bind_host, 0)), 2.0)
+                reader, writer = await open_peer_connection(
+                    self._tls, self.address, self._bind_host, self.peer_id, 2.0)
                 writer.write(encode_hello(self.node_id, self._cluster, self._own_address))
                 self._writer = writer
                 self.connected = True
@@ -93,6 +115,9 @@ class PeerLink:
                 await reader.read(1)
             except asyncio.CancelledError:
                 raise
+            except PeerIdentityError as e:
+                if self.reconnects % 50 == 0:  # loud, but not on every retry
+                    log.warning("link to %s refused: %s", self.peer_id, e)
             except (OSError, asyncio.TimeoutError, ConnectionError) as e:
                 if self.connected or self.reconnects == 0:
                     log.debug("link to %s (%s) down: %s", self.peer_id, self.address, e)

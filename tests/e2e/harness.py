@@ -81,9 +81,19 @@ class Node:
 
 
 class LocalCluster:
-    def __init__(self, root: Path, n: int = 3, **tuning):
+    def __init__(self, root: Path, n: int = 3, tls: bool = False, **tuning):
+        """``tls``: a CA in root/certs, a node certificate per node, and the clients this
+        object makes (client(), status()) use an admin certificate."""
         self.root = root
         self.nodes: dict[str, Node] = {}
+        self.certs = root / "certs" if tls else None
+        self.client_tls = None
+        if tls:
+            from raftd import pki
+            from raftd.tls import TLSFiles
+            pki.init_ca(self.certs, cluster="test")
+            admin = pki.issue_client(self.certs, "admin", "admin")
+            self.client_tls = TLSFiles(str(admin.ca), str(admin.cert), str(admin.key))
         addrs = {}
         for i in range(1, n + 1):
             host = _new_host()
@@ -94,11 +104,18 @@ class LocalCluster:
         self._count = n
         for nid, addr in addrs.items():
             d = root / nid
-            d.mkdir(parents=True, exist_ok=True)
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
             cfg = d / "raftd.yaml"
             cfg.write_text(yaml.safe_dump({"id": nid, "listen": addr, "data_dir": str(d),
-                                           "peers": addrs, **conf}))
+                                           "peers": addrs, **conf, **self._tls_conf(nid, addr)}))
             self.nodes[nid] = Node(nid, addr, d, cfg)
+
+    def _tls_conf(self, nid: str, addr: str) -> dict:
+        if self.certs is None:
+            return {}
+        from raftd import pki
+        p = pki.issue_node(self.certs, nid, [addr.rsplit(":", 1)[0]], force=True)
+        return {"tls": {"ca": str(p.ca), "cert": str(p.cert), "key": str(p.key)}}
 
     def add_join_node(self) -> Node:
         """A new node with `join: true` (empty, waits to be added); started."""
@@ -107,10 +124,11 @@ class LocalCluster:
         host = _new_host()
         addr = f"{host}:{free_port(host)}"
         d = self.root / nid
-        d.mkdir(parents=True, exist_ok=True)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
         cfg = d / "raftd.yaml"
         cfg.write_text(yaml.safe_dump({"id": nid, "listen": addr, "data_dir": str(d),
-                                       "join": True, **self._tuning}))
+                                       "join": True, **self._tuning,
+                                       **self._tls_conf(nid, addr)}))
         node = Node(nid, addr, d, cfg)
         self.nodes[nid] = node
         node.start()
@@ -134,7 +152,7 @@ class LocalCluster:
         async def run() -> dict[str, int]:
             out: dict[str, int] = {}
             items = list(keys.items())
-            async with AsyncClient(self.endpoints, timeout=20) as c:
+            async with AsyncClient(self.endpoints, timeout=20, tls=self.client_tls) as c:
                 for i in range(0, len(items), concurrency):
                     chunk = items[i:i + concurrency]
                     idx = await asyncio.gather(*(c.put(k, v) for k, v in chunk))
@@ -144,13 +162,13 @@ class LocalCluster:
         return asyncio.run(run())
 
     def client(self, timeout: float = 10.0) -> Client:
-        return Client(self.endpoints, timeout=timeout)
+        return Client(self.endpoints, timeout=timeout, tls=self.client_tls)
 
     def status(self, nid: str, timeout: float = 1.0, digest: bool = False) -> dict | None:
         node = self.nodes[nid]
         if not node.running:
             return None
-        c = Client([node.address], timeout=timeout)
+        c = Client([node.address], timeout=timeout, tls=self.client_tls)
         try:
             return c.status(node.address, timeout, digest)
         except Exception:  # noqa: BLE001

@@ -22,6 +22,12 @@ def test_good_config_parses_with_defaults():
     ({"election_timeout_ms": 0}, "election_timeout_ms", "positive"),
     ({"peers": {"n2": "127.0.0.1:7002"}}, "peers", "own id"),
     ({"heartbeat_interval_ms": 900}, "heartbeat_interval_ms", "half"),
+    ({"tls": {"ca": "ca.crt", "cert": "n1.crt"}}, "tls.key", "missing"),
+    ({"tls": {"ca": "c", "cert": "c", "key": "k", "colour": 1}}, "tls.colour", "unknown key"),
+    ({"tls": {"ca": "", "cert": "c", "key": "k"}}, "tls.ca", "file path"),
+    ({"tls": "on"}, "tls", "expected"),
+    ({"max_value_size": 0}, "max_value_size", "positive"),
+    ({"max_sessions": 10**9}, "max_sessions", "at most"),
 ])
 def test_bad_values_name_file_and_key(change, key, words):
     with pytest.raises(ConfigError) as e:
@@ -62,3 +68,11 @@ def test_example_configs_are_valid():
     assert files
     for f in files:
         load_config(f)
+
+
+def test_tls_paths_are_relative_to_the_config_file():
+    raw = {**GOOD, "tls": {"ca": "certs/ca.crt", "cert": "/abs/n1.crt", "key": "n1.key"}}
+    cfg = parse_config(raw, "/etc/raftd/node.yaml")
+    assert cfg.tls.ca == "/etc/raftd/certs/ca.crt" and cfg.tls.cert == "/abs/n1.crt"
+    assert cfg.tls.key == "/etc/raftd/n1.key" and cfg.tls.client_ca is None
+    assert parse_config(GOOD, "node.yaml").tls is None

@@ -1,0 +1,200 @@
+"""Mutual TLS for raftd: SSL contexts, who is on the other end, and what they may do.
+
+Identities come from certificates made by ``raftctl certs`` (see raftd/pki.py):
+
+    CN = node id or client name     OU = role: node | admin | client     O = cluster
+
+* A peer connection (HELLO) is accepted only from a ``node`` certificate issued by the cluster
+  CA whose CN is the id in the HELLO and a member of the current configuration.
+* ``client`` certificates may read and write keys; ``admin`` (and ``node``) certificates may
+  also change membership, take snapshots, transfer leadership and read status.
+
+The server does the TLS handshake itself (``StreamWriter.start_tls``) rather than handing an
+SSL context to ``start_server``: a plaintext or wrongly signed peer then fails in our code, with
+one clear log line and a counter, and every new connection uses the context current at that
+moment, which is how SIGHUP reloads certificates without a restart.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import ssl
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.x509.oid import ExtensionOID, NameOID
+
+ROLE_NODE, ROLE_ADMIN, ROLE_CLIENT = "node", "admin", "client"
+ROLES = (ROLE_NODE, ROLE_ADMIN, ROLE_CLIENT)
+CLIENT_OPS = frozenset({"put", "get", "delete", "cas", "list"})  # the `client` role
+EXPIRY_WARNING_DAYS = 30
+ENV = {"ca": "RAFTCTL_CACERT", "cert": "RAFTCTL_CERT", "key": "RAFTCTL_KEY"}
+
+
+class TLSConfigError(Exception):
+    """Certificate files missing, unreadable or not matching (one line for the operator)."""
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    ca: str  # the cluster CA: signs node certificates (and client ones unless client_ca)
+    cert: str | None = None
+    key: str | None = None
+    client_ca: str | None = None  # optional second CA for client certificates
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str | None
+    role: str | None
+    cluster_ca: bool  # issued by the cluster CA (not only by the client CA)
+
+    def describe(self) -> str:
+        return f"{self.name or '?'} (role {self.role or 'none'})"
+
+
+def may(identity: Identity | None, op: str) -> bool:
+    """May this identity run client operation ``op``?  None = plaintext, no roles."""
+    if identity is None:
+        return True
+    if identity.role in (ROLE_ADMIN, ROLE_NODE):
+        return True
+    return identity.role == ROLE_CLIENT and op in CLIENT_OPS
+
+
+def files_from_env(environ=os.environ) -> TLSFiles | None:
+    """The client library's TLS settings: RAFTCTL_CACERT, RAFTCTL_CERT, RAFTCTL_KEY."""
+    ca = environ.get(ENV["ca"])
+    if not ca:
+        return None
+    return TLSFiles(ca, environ.get(ENV["cert"]) or None, environ.get(ENV["key"]) or None)
+
+
+def _load_cert(path: str, what: str) -> x509.Certificate:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise TLSConfigError(f"{what} {path}: cannot read: {e.strerror or e}") from None
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError as e:
+        raise TLSConfigError(f"{what} {path}: not a PEM certificate ({e})") from None
+
+
+def _attr(name: x509.Name, oid) -> str | None:
+    vals = name.get_attributes_for_oid(oid)
+    return str(vals[0].value) if vals else None
+
+
+def _key_id(cert: x509.Certificate, ext_oid) -> bytes | None:
+    try:
+        ext = cert.extensions.get_extension_for_oid(ext_oid).value
+    except x509.ExtensionNotFound:
+        return None
+    return ext.key_identifier if ext_oid == ExtensionOID.AUTHORITY_KEY_IDENTIFIER else ext.digest
+
+
+def _days_left(cert: x509.Certificate) -> float:
+    left = cert.not_valid_after_utc - _dt.datetime.now(_dt.timezone.utc)
+    return round(left.total_seconds() / 86400, 1)
+
+
+def _common(ctx: ssl.SSLContext, files: TLSFiles, what: str) -> None:
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    for path, label in ((files.ca, "ca"), (files.client_ca, "client_ca")):
+        if path:
+            try:
+                ctx.load_verify_locations(cafile=path)
+            except (OSError, ssl.SSLError) as e:
+                raise TLSConfigError(f"{label} {path}: cannot load: {e}") from None
+    if files.cert or files.key:
+        if not (files.cert and files.key):
+            raise TLSConfigError(f"{what}: a certificate needs both cert and key")
+        try:
+            ctx.load_cert_chain(files.cert, files.key)
+        except FileNotFoundError as e:
+            raise TLSConfigError(f"{what}: {e.filename}: no such file") from None
+        except (OSError, ssl.SSLError) as e:
+            raise TLSConfigError(f"{what}: cert {files.cert} / key {files.key}: cannot load "
+                                 f"(does the key match the certificate?): {e}") from None
+
+
+def client_context(files: TLSFiles) -> ssl.SSLContext:
+    """For raftctl, the client library and a node's outgoing peer links.  Host names are not
+    checked (nodes move between addresses); the peer's certificate name is checked instead
+    where it matters (peer links)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    _common(ctx, files, "client certificate")
+    return ctx
+
+
+class NodeTLS:
+    """A node's TLS state: both contexts, the CA's key id, the certificate's expiry.
+    ``reload()`` builds everything anew and swaps only when all of it loaded."""
+
+    def __init__(self, files: TLSFiles):
+        self.files = files
+        self.load()
+
+    def load(self) -> None:
+        f = self.files
+        if not (f.cert and f.key):
+            raise TLSConfigError("tls: cert and key are required")
+        ca = _load_cert(f.ca, "tls.ca")
+        cert = _load_cert(f.cert, "tls.cert")
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        _common(server, f, "tls")
+        client = client_context(f)
+        ca_id = _key_id(ca, ExtensionOID.SUBJECT_KEY_IDENTIFIER)
+        if _key_id(cert, ExtensionOID.AUTHORITY_KEY_IDENTIFIER) not in (ca_id, None) \
+                or cert.issuer != ca.subject:
+            raise TLSConfigError(f"tls.cert {f.cert} was not issued by the CA in {f.ca}")
+        # Everything loaded: swap (a failed reload leaves the running state untouched).
+        self.server_context, self.client_context = server, client
+        self._ca, self._ca_id, self.cert = ca, ca_id, cert
+        self.name = _attr(cert.subject, NameOID.COMMON_NAME)
+        self.role = _attr(cert.subject, NameOID.ORGANIZATIONAL_UNIT_NAME)
+
+    def identity(self, ssl_object) -> Identity:
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if not der:
+            return Identity(None, None, False)
+        cert = x509.load_der_x509_certificate(der)
+        aki = _key_id(cert, ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
+        from_cluster_ca = cert.issuer == self._ca.subject and aki in (self._ca_id, None)
+        return Identity(_attr(cert.subject, NameOID.COMMON_NAME),
+                        _attr(cert.subject, NameOID.ORGANIZATIONAL_UNIT_NAME), from_cluster_ca)
+
+    def info(self) -> dict:
+        days = _days_left(self.cert)
+        ca_days = _days_left(self._ca)
+        warning = None
+        if days < EXPIRY_WARNING_DAYS:
+            warning = (f"certificate {self.files.cert} expires in {days} days "
+                       f"({self.cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC)") if days > 0 \
+                else f"certificate {self.files.cert} has EXPIRED"
+        elif ca_days < EXPIRY_WARNING_DAYS:
+            warning = f"CA certificate {self.files.ca} expires in {ca_days} days"
+        return {"enabled": True, "name": self.name, "role": self.role,
+                "cert": self.files.cert, "not_after": self.cert.not_valid_after_utc.isoformat(),
+                "days_left": days, "ca_not_after": self._ca.not_valid_after_utc.isoformat(),
+                "ca_days_left": ca_days, "warning": warning}
+
+
+def handshake_error(e: BaseException) -> str:
+    """A readable reason for a failed TLS handshake."""
+    reason = getattr(e, "reason", None) or ""
+    text = str(e)
+    if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE") \
+            or "wrong version number" in text:
+        return "not TLS (a plaintext client or peer?)"
+    if reason in ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED"):
+        return "no client certificate presented"
+    if reason in ("CERTIFICATE_VERIFY_FAILED", "TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_BAD_CERTIFICATE"):
+        return f"certificate not signed by this cluster's CA ({getattr(e, 'verify_message', None) or reason})"
+    if isinstance(e, TimeoutError):
+        return "handshake timed out"
+    return text or type(e).__name__

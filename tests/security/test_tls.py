@@ -1,0 +1,284 @@
+"""Mutual TLS on real raftd processes: who gets in, who is refused, and certificate reload."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import ssl
+import time
+
+import pytest
+import yaml
+
+from raftd import pki
+from raftd.client import Client, RequestError, TLSError, Timeout, Unavailable
+from raftd.tls import TLSFiles, client_context
+from raftd.wire.codec import encode_hello
+from tests.e2e.harness import _new_host, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def wait_for(pred, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def files(paths) -> TLSFiles:
+    return TLSFiles(str(paths.ca), str(paths.cert), str(paths.key))
+
+
+@pytest.fixture
+def tls_cluster(cluster_factory):
+    c = cluster_factory(3, tls=True).start()
+    c.wait_leader()
+    return c
+
+
+def test_tls_cluster_serves_an_admin_and_replicates(tls_cluster):
+    c = tls_cluster
+    with c.client() as cl:
+        idx = cl.put("k", b"v")
+        assert cl.get("k") == b"v"
+    c.wait_applied(idx)
+    st = c.status("n1")
+    assert st["tls"]["enabled"] and st["tls"]["name"] == "n1"
+    assert 364 < st["tls"]["days_left"] <= 365 and st["tls"]["warning"] is None
+    assert all(p["connected"] for p in st["peers"].values())
+
+
+def test_no_certificate_foreign_ca_and_plaintext_are_refused(tls_cluster, tmp_path):
+    c = tls_cluster
+    ca = str(c.certs / "ca.crt")
+    # TLS without a client certificate: the handshake is refused, the client says so.
+    with pytest.raises((Timeout, Unavailable)) as e:
+        with Client(c.endpoints, timeout=1.5, tls=TLSFiles(ca)) as cl:
+            cl.put("x", b"1")
+    assert "certificate" in str(e.value)
+    # A certificate from another CA (even with the admin role).
+    other = tmp_path / "other"
+    pki.init_ca(other, cluster="test")
+    mallory = pki.issue_client(other, "admin", "admin")
+    with pytest.raises((Timeout, Unavailable, TLSError)):
+        with Client(c.endpoints, timeout=1.5,
+                    tls=TLSFiles(ca, str(mallory.cert), str(mallory.key))) as cl:
+            cl.put("x", b"1")
+    # A server we do not trust: the client checks the node against its own CA.
+    with pytest.raises(TLSError, match="TLS with .* failed"):
+        with Client(c.endpoints[:1], timeout=1.5, tls=files(mallory)) as cl:
+            cl.get("x")
+    # Plaintext.
+    with pytest.raises((Timeout, Unavailable)):
+        with Client(c.endpoints, timeout=1.5, tls=False) as cl:
+            cl.put("x", b"1")
+    logs = "".join(n.log_text() for n in c.nodes.values())
+    assert "TLS handshake failed: no client certificate presented" in logs
+    assert "TLS handshake failed: certificate not signed by this cluster's CA" in logs
+    assert "TLS handshake failed: not TLS (a plaintext client or peer?)" in logs
+    assert c.status("n1")["counters"]["tls_handshake_failures"] >= 1
+    with c.client() as cl:
+        assert cl.get("x") is None  # nothing got in
+
+
+def test_client_role_reads_and_writes_but_may_not_administer(tls_cluster):
+    c = tls_cluster
+    eve = pki.issue_client(c.certs, "eve", "client")
+    with Client(c.endpoints, timeout=5, tls=files(eve)) as cl:
+        cl.put("app/x", b"1")
+        assert cl.get("app/x") == b"1"
+        assert cl.cas("app/x", b"1", b"2")
+        assert cl.list("app/") == {"app/x": b"2"}
+        for op, args in (("change_config", {"remove": ["n3"]}), ("snapshot", {}),
+                         ("transfer_leader", {})):
+            with pytest.raises(RequestError) as e:
+                cl.admin(op, args)
+            assert e.value.code == "permission_denied"
+            assert "eve (role client) may not" in str(e.value)
+        with pytest.raises(RequestError, match="permission|admin"):
+            cl.status(c.endpoints[0])
+    st = c.status(c.wait_leader())
+    assert sorted(st["configuration"]["voters"]) == ["n1", "n2", "n3"]  # nothing changed
+    logs = "".join(n.log_text() for n in c.nodes.values())
+    assert "refused 'change_config' from eve (role client)" in logs
+
+
+async def _raw_hello(address: str, paths, claim: str) -> bytes:
+    """Connect as a peer with certificate ``paths`` claiming to be node ``claim``; return
+    what the server sends before closing (b'' = closed on us)."""
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port),
+                                                   ssl=client_context(files(paths)))
+    writer.write(encode_hello(claim, "raftd", None))
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(100), 5)
+    except (ConnectionError, ssl.SSLError):
+        return b""
+    finally:
+        writer.close()
+
+
+def test_peer_certificates_must_name_a_member(tls_cluster):
+    c = tls_cluster
+    n9 = pki.issue_node(c.certs, "n9", ["127.0.0.1"])
+    target = c.nodes["n1"]
+    # A valid node certificate, but n9 is not in the configuration.
+    assert asyncio.run(_raw_hello(target.address, n9, "n9")) == b""
+    # The same certificate claiming to be a member.
+    assert asyncio.run(_raw_hello(target.address, n9, "n2")) == b""
+    # A client certificate (admin role) speaking the peer protocol.
+    admin = pki.CertPaths(c.certs / "client-admin.crt", c.certs / "client-admin.key",
+                          c.certs / "ca.crt")
+    assert asyncio.run(_raw_hello(target.address, admin, "n2")) == b""
+    log = target.log_text()
+    assert "n9 presents a valid certificate but is not a member of the configuration" in log
+    assert "certificate is for 'n9' but the peer says it is 'n2'" in log
+    assert "is not a node certificate of this cluster's CA" in log
+    assert c.status("n1")["counters"]["peers_refused"] == 3
+    with c.client() as cl:
+        cl.put("still", b"up")
+
+
+def test_plaintext_node_cannot_join_a_tls_cluster(tls_cluster):
+    c = tls_cluster
+    # n4 in plaintext, configured to think it belongs: its messages are refused, and an
+    # operator trying to add it is told the node there is not who it should be.
+    host = _new_host()
+    addr = f"{host}:{free_port(host)}"
+    d = c.root / "n4"
+    d.mkdir(mode=0o700)
+    peers = {**{nid: n.address for nid, n in c.nodes.items()}, "n4": addr}
+    (d / "raftd.yaml").write_text(yaml.safe_dump({
+        "id": "n4", "listen": addr, "data_dir": str(d), "peers": peers, "tick_ms": 20,
+        "election_timeout_ms": 300, "heartbeat_interval_ms": 60}))
+    from tests.e2e.harness import Node
+    n4 = Node("n4", addr, d, d / "raftd.yaml")
+    c.nodes["n4"] = n4
+    n4.start()
+    leader = c.wait_leader()
+    term = c.status(leader)["term"]
+    wait_for(lambda: "not TLS (a plaintext client or peer?)" in c.nodes[leader].log_text(),
+             what="the leader to refuse n4's plaintext connection")
+    with c.client() as cl:
+        with pytest.raises(RequestError) as e:
+            cl.admin("change_config", {"add": {"n5": addr}})
+        assert e.value.code == "unreachable" and "nothing was changed" in str(e.value)
+    st = c.status(leader)
+    assert st["term"] == term and st["role"] == "leader"  # n4 disrupted nothing
+    assert sorted(st["configuration"]["voters"]) == ["n1", "n2", "n3"]
+
+
+def test_tls_node_joins_by_membership_change(tls_cluster):
+    c = tls_cluster
+    n4 = c.add_join_node()
+    wait_for(lambda: c.status("n4") is not None, what="n4 to listen")
+    with c.client(timeout=30) as cl:
+        cl.put("before", b"1")
+        r = cl.admin("change_config", {"add": {"n4": n4.address}})
+    assert "n4" in r["configuration"]["voters"]
+    wait_for(lambda: (c.status("n4") or {}).get("applied_index", 0) >= r["index"], 15,
+             "n4 to catch up over TLS")
+    # A wrong name at the address is caught before anything is logged.
+    n5 = c.add_join_node()
+    wait_for(lambda: c.status("n5") is not None, what="n5 to listen")
+    with c.client(timeout=30) as cl:
+        with pytest.raises(RequestError) as e:
+            cl.admin("change_config", {"add": {"n6": n5.address}})
+    assert e.value.code == "unreachable" and "expected node n6" in str(e.value)
+
+
+def test_sighup_reloads_certificates(tls_cluster):
+    c = tls_cluster
+    n1 = c.nodes["n1"]
+    before = c.status("n1")["tls"]
+    # Rotate n1's certificate to one that expires in 10 days: status warns after SIGHUP.
+    pki.issue_node(c.certs, "n1", [n1.host], days=10, force=True)
+    n1.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: c.status("n1")["tls"]["days_left"] < 11, what="reload")
+    after = c.status("n1")["tls"]
+    assert after["not_after"] != before["not_after"]
+    assert after["warning"] and "expires in" in after["warning"]
+    assert "SIGHUP: certificates reloaded" in n1.log_text()
+    # New connections use the new certificate and the cluster still works.
+    with Client([n1.address], timeout=3, tls=c.client_tls) as cl:
+        assert cl.status(n1.address)["tls"]["days_left"] < 11
+    with c.client() as cl:
+        cl.put("after-reload", b"1")
+    # A broken file: the reload fails loudly and the node keeps its certificates.
+    cert = c.certs / "node-n1.crt"
+    cert.write_text("not a certificate")
+    n1.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "certificate reload failed" in n1.log_text(), what="failed reload")
+    assert c.status("n1")["tls"]["not_after"] == after["not_after"]
+    # raftctl status shows the expiry and the warning.
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "raftctl.main", "-e", ",".join(c.endpoints),
+                        "--cacert", c.client_tls.ca, "--cert", c.client_tls.cert,
+                        "--key", c.client_tls.key, "status"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "cert_days_left" in r.stdout and "WARNING: n1: certificate" in r.stderr
+
+
+def test_bad_tls_configuration_refuses_to_start(cluster_factory, tmp_path):
+    c = cluster_factory(1, tls=True)
+    node = c.nodes["n1"]
+    conf = yaml.safe_load(node.config.read_text())
+    other = tmp_path / "other"
+    pki.init_ca(other)
+    conf["tls"]["ca"] = str(other / "ca.crt")  # our cert was not issued by this CA
+    node.config.write_text(yaml.safe_dump(conf))
+    node.start()
+    assert node.proc.wait(20) == 1
+    assert "was not issued by the CA in" in node.log_text()
+
+
+def test_data_dir_writable_by_others_refuses_to_start(cluster_factory):
+    c = cluster_factory(1)
+    node = c.nodes["n1"]
+    os.chmod(node.data_dir, 0o777)
+    node.start()
+    assert node.proc.wait(20) == 1
+    assert "is writable by group or others" in node.log_text()
+    os.chmod(node.data_dir, 0o700)
+    node.start()
+    c.wait_leader()
+
+
+def test_local_up_tls_and_local_add(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    def raftctl(*args, env=None):
+        return subprocess.run([sys.executable, "-m", "raftctl.main", *args],
+                              capture_output=True, text=True, timeout=120,
+                              env={**{k: v for k, v in os.environ.items()
+                                      if not k.startswith("RAFTCTL_")}, **(env or {})})
+
+    d = tmp_path / "cl"
+    port = free_port("127.0.0.1")
+    r = raftctl("local", "up", "--tls", "--dir", str(d), "--base-port", str(port), "-o", "json")
+    try:
+        assert r.returncode == 0, r.stderr
+        info = json.loads(r.stdout)
+        assert set(info["tls"]) == {"ca", "cert", "key"}
+        assert oct(os.stat(info["tls"]["key"]).st_mode & 0o777) == "0o600"
+        eps = ",".join(info["endpoints"])
+        env = {"RAFTCTL_ENDPOINTS": eps, "RAFTCTL_CACERT": info["tls"]["ca"],
+               "RAFTCTL_CERT": info["tls"]["cert"], "RAFTCTL_KEY": info["tls"]["key"]}
+        assert raftctl("kv", "put", "a", "1", env=env).returncode == 0
+        plain = raftctl("--timeout", "1", "kv", "get", "a", env={"RAFTCTL_ENDPOINTS": eps})
+        assert plain.returncode == 3 and len(plain.stderr.splitlines()) == 1
+        r = raftctl("local", "add", "--dir", str(d), "-o", "json")
+        assert r.returncode == 0, r.stderr
+        st = json.loads(raftctl("status", "-o", "json", env=env).stdout)
+        assert sorted(st["configuration"]["voters"]) == ["n1", "n2", "n3", "n4"]
+        assert all(n["cert_days_left"] > 300 for n in st["nodes"])
+    finally:
+        raftctl("local", "down", "--dir", str(d))
