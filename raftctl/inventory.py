@@ -34,8 +34,10 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 # (id, listen, data_dir, peers, join) come from the hosts, `cluster` from cluster.name.
 TUNING_KEYS = tuple(k for k in _NODE_TYPES
                     if k not in ("id", "listen", "data_dir", "peers", "join", "cluster",
-                                 "metrics_listen"))
-CLUSTER_KEYS = ("name", "install_dir", "python", "service") + TUNING_KEYS
+                                 "metrics_listen", "tls"))
+# cluster.tls: true (certificates in <inventory dir>/<cluster>-certs) or {certs_dir: PATH}:
+# raftctl makes the CA and certificates there and ships each host its own (docs/SECURITY.md).
+CLUSTER_KEYS = ("name", "install_dir", "python", "service", "tls") + TUNING_KEYS
 SSH_KEYS = ("user", "port", "identity_file", "known_hosts", "connect_timeout")
 HOST_KEYS = ("name", "address", "ssh_port", "raft_port", "raft_address", "data_dir", "user")
 SERVICES = ("auto", "systemd", "process")
@@ -102,6 +104,7 @@ class Inventory:
     tuning: dict[str, Any]
     ssh: SSHSettings
     hosts: list[Host] = field(default_factory=list)
+    tls_dir: str | None = None  # local certificates directory when the cluster uses TLS
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -130,6 +133,9 @@ class Inventory:
                 {h.name: h.endpoint for h in self.hosts}
         cfg["cluster"] = self.name
         cfg.update(self.tuning)
+        if self.tls_dir:
+            cfg["tls"] = {"ca": f"{host.root}/tls/ca.crt", "cert": f"{host.root}/tls/node.crt",
+                          "key": f"{host.root}/tls/node.key"}
         return cfg
 
     def node_config_text(self, host: Host, peers: dict[str, str] | None = None,
@@ -232,6 +238,16 @@ def parse_inventory(raw: Any, source: str = "inventory.yaml",
         raise err("", "cluster.service", f"expected one of {', '.join(SERVICES)}, "
                                          f"got {service!r}")
     tuning = {k: cl[k] for k in TUNING_KEYS if k in cl}
+    tls = cl.get("tls", False)
+    tls_dir = None
+    if isinstance(tls, dict):
+        check_keys(tls, ("certs_dir",), "", "cluster.tls.")
+        tls_dir = _local_path(typed(tls, "certs_dir", str, "", "cluster.tls.", required=True),
+                              base)
+    elif tls is True:
+        tls_dir = str((base / f"{name}-certs").resolve())
+    elif tls is not False:
+        raise err("", "cluster.tls", f"expected true, false or {{certs_dir: PATH}}, got {tls!r}")
     # raftd validates the tuning values (types, ranges, heartbeat vs election timeout):
     try:
         parse_config({"id": "x", "listen": "127.0.0.1:1", "data_dir": "/x", "join": True,
@@ -329,4 +345,4 @@ def parse_inventory(raw: Any, source: str = "inventory.yaml",
                       f"{h.address}")
         seen_dirs[k] = h
     return Inventory(path=source, name=name, install_dir=install_dir, python=python,
-                     service=service, tuning=tuning, ssh=ssh, hosts=hosts)
+                     service=service, tuning=tuning, ssh=ssh, hosts=hosts, tls_dir=tls_dir)

@@ -283,6 +283,12 @@ def op_activate(a):
         os.unlink(tmp)
     os.symlink(os.path.join("venvs", build), tmp)
     os.replace(tmp, link)
+    if a.get("tls"):  # {file name: PEM text}: the CA, this node's certificate and key
+        tls_dir = os.path.join(root, "tls")
+        os.makedirs(tls_dir, mode=0o700, exist_ok=True)
+        os.chmod(tls_dir, 0o700)  # before the key is written: never readable by others
+        for fname, text in a["tls"].items():
+            _write(os.path.join(tls_dir, fname), text, 0o600 if fname.endswith(".key") else 0o644)
     if a.get("config") is not None:
         _write(os.path.join(root, "raftd.yaml"), a["config"], 0o600)
     values = {"root": root, "name": a["name"], "cluster": a["cluster"]}

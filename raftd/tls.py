@@ -70,16 +70,20 @@ def files_from_env(environ=os.environ) -> TLSFiles | None:
     return TLSFiles(ca, environ.get(ENV["cert"]) or None, environ.get(ENV["key"]) or None)
 
 
-def _load_cert(path: str, what: str) -> x509.Certificate:
+def _load_certs(path: str, what: str) -> list[x509.Certificate]:
+    """Every certificate in a PEM file (a CA file may hold two CAs while one is rotated)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise TLSConfigError(f"{what} {path}: cannot read: {e.strerror or e}") from None
     try:
-        return x509.load_pem_x509_certificate(data)
+        certs = x509.load_pem_x509_certificates(data)
     except ValueError as e:
         raise TLSConfigError(f"{what} {path}: not a PEM certificate ({e})") from None
+    if not certs:
+        raise TLSConfigError(f"{what} {path}: no certificate in it")
+    return certs
 
 
 def _attr(name: x509.Name, oid) -> str | None:
@@ -143,34 +147,39 @@ class NodeTLS:
         f = self.files
         if not (f.cert and f.key):
             raise TLSConfigError("tls: cert and key are required")
-        ca = _load_cert(f.ca, "tls.ca")
-        cert = _load_cert(f.cert, "tls.cert")
+        cas = _load_certs(f.ca, "tls.ca")
+        cert = _load_certs(f.cert, "tls.cert")[0]
         server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         _common(server, f, "tls")
         client = client_context(f)
-        ca_id = _key_id(ca, ExtensionOID.SUBJECT_KEY_IDENTIFIER)
-        if _key_id(cert, ExtensionOID.AUTHORITY_KEY_IDENTIFIER) not in (ca_id, None) \
-                or cert.issuer != ca.subject:
+        if not any(self._issued_by(cert, ca) for ca in cas):
             raise TLSConfigError(f"tls.cert {f.cert} was not issued by the CA in {f.ca}")
         # Everything loaded: swap (a failed reload leaves the running state untouched).
         self.server_context, self.client_context = server, client
-        self._ca, self._ca_id, self.cert = ca, ca_id, cert
+        self._cas, self.cert = cas, cert
         self.name = _attr(cert.subject, NameOID.COMMON_NAME)
         self.role = _attr(cert.subject, NameOID.ORGANIZATIONAL_UNIT_NAME)
+
+    @staticmethod
+    def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+        """Name and key id match (the signature itself was checked by the TLS handshake)."""
+        aki = _key_id(cert, ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
+        return cert.issuer == ca.subject and \
+            aki in (_key_id(ca, ExtensionOID.SUBJECT_KEY_IDENTIFIER), None)
 
     def identity(self, ssl_object) -> Identity:
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         if not der:
             return Identity(None, None, False)
         cert = x509.load_der_x509_certificate(der)
-        aki = _key_id(cert, ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
-        from_cluster_ca = cert.issuer == self._ca.subject and aki in (self._ca_id, None)
+        from_cluster_ca = any(self._issued_by(cert, ca) for ca in self._cas)
         return Identity(_attr(cert.subject, NameOID.COMMON_NAME),
                         _attr(cert.subject, NameOID.ORGANIZATIONAL_UNIT_NAME), from_cluster_ca)
 
     def info(self) -> dict:
         days = _days_left(self.cert)
-        ca_days = _days_left(self._ca)
+        soonest_ca = min(self._cas, key=lambda c: c.not_valid_after_utc)
+        ca_days = _days_left(soonest_ca)
         warning = None
         if days < EXPIRY_WARNING_DAYS:
             warning = (f"certificate {self.files.cert} expires in {days} days "
@@ -180,7 +189,7 @@ class NodeTLS:
             warning = f"CA certificate {self.files.ca} expires in {ca_days} days"
         return {"enabled": True, "name": self.name, "role": self.role,
                 "cert": self.files.cert, "not_after": self.cert.not_valid_after_utc.isoformat(),
-                "days_left": days, "ca_not_after": self._ca.not_valid_after_utc.isoformat(),
+                "days_left": days, "ca_not_after": soonest_ca.not_valid_after_utc.isoformat(),
                 "ca_days_left": ca_days, "warning": warning}
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -108,6 +109,7 @@ class Session:
     def __init__(self, s: Settings, inventory: Path, accept_new: bool):
         self.s = s
         self.inv: Inventory = load_inventory(inventory)
+        ensure_tls(self.inv, create=False)  # this cluster's admin certificate, if it has one
         self.inventory_path = inventory
         self.accept_new = accept_new
         self.remotes: dict[str, Remote] = {}
@@ -285,12 +287,46 @@ def _install(sess: Session, n: Node, ship: Shipment) -> None:
            offline=ship.offline, find_links=wheels_dir, pip_wheel=pip_wheel)
 
 
+def ensure_tls(inv, create: bool = True) -> None:
+    """cluster.tls: make the CA, an admin client certificate and every host's node certificate
+    that do not exist yet in the inventory's certs_dir, and use the admin certificate for this
+    run's own requests unless the operator gave one (--cacert/--cert/--key)."""
+    if not inv.tls_dir:
+        return
+    from raftd import pki  # noqa: PLC0415
+
+    d = Path(inv.tls_dir)
+    if create:
+        if not (d / "ca.crt").exists():
+            pki.init_ca(d, cluster=inv.name)
+        if not pki.client_paths(d, "admin").cert.exists():
+            pki.issue_client(d, "admin", "admin")
+        for h in inv.hosts:
+            if not pki.node_paths(d, h.name).cert.exists():
+                pki.issue_node(d, h.name, sorted({h.raft_address, h.address}))
+    if not os.environ.get("RAFTCTL_CACERT") and pki.client_paths(d, "admin").cert.exists():
+        admin = pki.client_paths(d, "admin")
+        os.environ.update({"RAFTCTL_CACERT": str(admin.ca), "RAFTCTL_CERT": str(admin.cert),
+                           "RAFTCTL_KEY": str(admin.key)})
+
+
+def _tls_files(inv, h: Host) -> dict | None:
+    """What op_activate writes into <root>/tls on the host (see Inventory.node_config)."""
+    if not inv.tls_dir:
+        return None
+    from raftd import pki  # noqa: PLC0415
+
+    p = pki.node_paths(inv.tls_dir, h.name)
+    return {"ca.crt": p.ca.read_text(), "node.crt": p.cert.read_text(),
+            "node.key": p.key.read_text()}
+
+
 def _activate(sess: Session, n: Node, info: dict, config_text: str | None) -> None:
     state = {"cluster": sess.inv.name, "name": n.host.name, "build": info["build"],
              "version": info["version"], "wheel": info["file"], "manager": n.manager,
              "installed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     n.remote.call("activate", **sess.args(n.host, build=info["build"], config=config_text,
-                                          state=state))
+                                          state=state, tls=_tls_files(sess.inv, n.host)))
 
 
 def _start(sess: Session, n: Node) -> dict:
@@ -506,6 +542,7 @@ def _prepare_shipment(sess: Session, opts: BootstrapOptions, wheel: Path, nodes:
 
 def bootstrap(s: Settings, sess: Session, opts: BootstrapOptions) -> int:
     inv = sess.inv
+    ensure_tls(inv)  # after the inventory checks, before anything reaches a host
     if opts.add_host is not None:
         return add_host(s, sess, opts)
     with tempfile.TemporaryDirectory(prefix="raftctl-") as tmpd, \

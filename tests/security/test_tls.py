@@ -282,3 +282,56 @@ def test_local_up_tls_and_local_add(tmp_path):
         assert all(n["cert_days_left"] > 300 for n in st["nodes"])
     finally:
         raftctl("local", "down", "--dir", str(d))
+
+
+def test_client_ca_and_ca_rotation(tls_cluster, tmp_path):
+    c = tls_cluster
+    old_ca = (c.certs / "ca.crt").read_text()
+    # 1. A second CA for applications (client_ca): its client certificates may use keys, but
+    #    a "node" certificate it signed is no node of this cluster.
+    apps = tmp_path / "apps"
+    pki.init_ca(apps, cluster="apps")
+    app1 = pki.issue_client(apps, "app1", "client")
+    fake_n2 = pki.issue_node(apps, "n2", ["127.0.0.1"])
+    # 2. CA rotation, step 1: every node trusts old + new CA (one file, both certificates).
+    new = tmp_path / "new"
+    pki.init_ca(new, cluster="test")
+    bundle = c.certs / "ca-bundle.crt"
+    bundle.write_text(old_ca + (new / "ca.crt").read_text())
+    c.client_tls = TLSFiles(str(bundle), c.client_tls.cert, c.client_tls.key)  # clients too
+    for nid, node in c.nodes.items():
+        conf = yaml.safe_load(node.config.read_text())
+        conf["tls"]["ca"] = str(bundle)
+        conf["tls"]["client_ca"] = str(apps / "ca.crt")
+        node.config.write_text(yaml.safe_dump(conf))
+        node.stop()  # client_ca is read at start; ca files are re-read on SIGHUP too
+        node.start()
+    c.wait_leader()
+    # (the application still checks the nodes against the cluster CA)
+    with Client(c.endpoints, timeout=10,
+                tls=TLSFiles(str(bundle), str(app1.cert), str(app1.key))) as cl:
+        cl.put("from-app", b"1")
+        with pytest.raises(RequestError, match="needs an admin certificate"):
+            cl.admin("snapshot")
+    fake = pki.CertPaths(fake_n2.cert, fake_n2.key, bundle)
+    assert asyncio.run(_raw_hello(c.nodes["n1"].address, fake, "n2")) == b""
+    assert "is not a node certificate of this cluster's CA" in c.nodes["n1"].log_text()
+    # Step 2: n1 gets a certificate of the new CA (SIGHUP); the others still have old ones.
+    p = pki.issue_node(new, "n1", [c.nodes["n1"].host])
+    conf = yaml.safe_load(c.nodes["n1"].config.read_text())
+    for key in ("cert", "key"):
+        with open(conf["tls"][key], "w") as f:
+            f.write(getattr(p, key).read_text())
+    c.nodes["n1"].proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "SIGHUP: certificates reloaded" in c.nodes["n1"].log_text(), what="reload")
+    # Links made from now on use it: restart n2 and n3 so every link reconnects.
+    for nid in ("n2", "n3"):
+        c.nodes[nid].kill9()
+        c.nodes[nid].start()
+    c.wait_leader()
+    new_admin = pki.issue_client(new, "admin", "admin")
+    with Client(c.endpoints, timeout=10,
+                tls=TLSFiles(str(bundle), str(new_admin.cert), str(new_admin.key))) as cl:
+        idx = cl.put("after-rotation", b"1")
+    c.wait_applied(idx)
+    assert c.status("n2")["peers"]["n1"]["connected"]
