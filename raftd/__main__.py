@@ -31,7 +31,8 @@ class _NodeFilter(logging.Filter):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="raftd", description="Run one raftd node in the foreground.")
     ap.add_argument("--config", "-c", required=True, help="node configuration (YAML)")
-    ap.add_argument("--uvloop", action="store_true", help="use uvloop if installed")
+    ap.add_argument("--uvloop", action="store_true",
+                    help="use uvloop if installed (same as event_loop: uvloop in the config)")
     a = ap.parse_args(argv)
     try:
         cfg = load_config(a.config)
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     # warn about its own stream internals; it means nothing to an operator.
     logging.getLogger("asyncio").addFilter(
         lambda r: "eof_received() has no effect when using ssl" not in r.getMessage())
-    if a.uvloop:
+    if a.uvloop or cfg.event_loop == "uvloop":
         try:
             import uvloop  # noqa: PLC0415 - optional dependency
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

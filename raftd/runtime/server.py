@@ -105,6 +105,7 @@ class RaftServer:
         self.peers: dict[str, PeerLink] = {}
         self._wake = asyncio.Event()
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raftd-disk")
+        self._disk_jobs = 0
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
         self.metrics: RaftMetrics | None = None
@@ -341,8 +342,12 @@ class RaftServer:
                     late.append(msg)
             t0 = time.perf_counter()
             # The contract (ready.py): durable before anything that depends on it is sent.
-            await asyncio.get_running_loop().run_in_executor(
-                self._disk, self.storage.save, rd.hard_state, rd.entries)
+            if self.cfg.inline_fsync and not self._disk_jobs:
+                # On the loop: no thread hand-off and wake-up per batch; while it runs, new
+                # requests and acks queue in the kernel and form the next batch.
+                self.storage.save(rd.hard_state, rd.entries)
+            else:
+                await self.on_disk(self.storage.save, rd.hard_state, rd.entries)
             dt = time.perf_counter() - t0
             self.counters["fsyncs"] += 1
             self.counters["fsync_seconds"] += dt
@@ -359,6 +364,15 @@ class RaftServer:
             self._on_read_state(rs.request_id, rs.index)
         if self._reads_waiting_apply:
             self._serve_waiting_reads()
+
+    async def on_disk(self, fn, *args):
+        """Run ``fn`` on the disk thread (one at a time, in order).  While any such job is
+        outstanding, saves go there too, never beside it on the loop (inline_fsync)."""
+        self._disk_jobs += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._disk, fn, *args)
+        finally:
+            self._disk_jobs -= 1
 
     def _send(self, msg) -> None:
         if isinstance(msg, InstallSnapshot):

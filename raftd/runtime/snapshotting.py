@@ -105,7 +105,7 @@ class Snapshotter:
             term = node.log.term_at(compact_to)
             node.compact(compact_to)
             # Through the disk thread, so it is ordered with every WAL write.
-            await loop.run_in_executor(srv._disk, srv.storage.compact, compact_to, term)
+            await srv.on_disk(srv.storage.compact, compact_to, term)
         elapsed = time.perf_counter() - t0
         self.count += 1
         self.last = {"index": meta.index, "term": meta.term, "size": info.size,
@@ -213,9 +213,9 @@ class Snapshotter:
         await loop.run_in_executor(self._pool, srv.fsm.restore_stream, header, batches)
         node = srv.node
         if node.log.last_index > meta.index:
-            await loop.run_in_executor(srv._disk, srv.storage.compact, meta.index, meta.term)
+            await srv.on_disk(srv.storage.compact, meta.index, meta.term)
         else:
-            await loop.run_in_executor(srv._disk, srv.storage.reset, meta.index, meta.term)
+            await srv.on_disk(srv.storage.reset, meta.index, meta.term)
         self.bytes_since = 0
         srv._event("snapshot", f"installed snapshot {meta.index} from the leader "
                                f"({info.size} bytes)")

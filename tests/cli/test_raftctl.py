@@ -24,11 +24,14 @@ def raftctl(*args, check=None, env=None):
 
 @pytest.fixture
 def local(tmp_path):
-    d = tmp_path / "cl"
-    port = free_port("127.0.0.1")
-    # three consecutive free ports are likely near an ephemeral one; retry if taken
-    r = raftctl("local", "up", "--nodes", "3", "--dir", str(d), "--base-port", str(port),
-                "-o", "json")
+    for attempt in range(3):  # three consecutive ports after a free one: retry if taken
+        d = tmp_path / f"cl{attempt}"
+        port = free_port("127.0.0.1")
+        r = raftctl("local", "up", "--nodes", "3", "--dir", str(d), "--base-port", str(port),
+                    "-o", "json")
+        if r.returncode == 0:
+            break
+        raftctl("local", "down", "--dir", str(d))
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     yield d, info

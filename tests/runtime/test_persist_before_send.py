@@ -15,11 +15,12 @@ from tests.e2e.harness import free_port
 
 
 @pytest.mark.timeout(60)
-def test_acks_and_votes_leave_only_after_fsync(tmp_path):
-    asyncio.run(_scenario(tmp_path))
+@pytest.mark.parametrize("inline_fsync", [False, True], ids=["disk-thread", "inline"])
+def test_acks_and_votes_leave_only_after_fsync(tmp_path, inline_fsync):
+    asyncio.run(_scenario(tmp_path, inline_fsync))
 
 
-async def _scenario(tmp_path):
+async def _scenario(tmp_path, inline_fsync=False):
     ports = {f"n{i}": free_port("127.0.0.1") for i in (1, 2, 3)}
     peers = {nid: f"127.0.0.1:{p}" for nid, p in ports.items()}
     servers = []
@@ -28,7 +29,7 @@ async def _scenario(tmp_path):
     for nid, addr in peers.items():
         cfg = parse_config({"id": nid, "listen": addr, "data_dir": str(tmp_path / nid),
                             "peers": peers, "tick_ms": 10, "election_timeout_ms": 200,
-                            "heartbeat_interval_ms": 40}, "test")
+                            "heartbeat_interval_ms": 40, "inline_fsync": inline_fsync}, "test")
         servers.append(RaftServer(cfg, rng_seed=hash(nid) & 0xFFFF))
     for srv in servers:
         await srv.start()
