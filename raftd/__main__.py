@@ -49,12 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     # warn about its own stream internals; it means nothing to an operator.
     logging.getLogger("asyncio").addFilter(
         lambda r: "eof_received() has no effect when using ssl" not in r.getMessage())
-    if a.uvloop or cfg.event_loop == "uvloop":
+    if a.uvloop and cfg.tls is not None:
+        print("raftd: --uvloop cannot be used with tls (see event_loop in the README)",
+              file=sys.stderr)
+        return 2
+    if a.uvloop or cfg.event_loop == "uvloop" or (cfg.event_loop == "auto" and cfg.tls is None):
+        # uvloop: about 0.5 ms less per sequential write here (README, Performance).
         try:
             import uvloop  # noqa: PLC0415 - optional dependency
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         except ImportError:
-            logging.getLogger("raftd").warning("uvloop is not installed; using asyncio")
+            if cfg.event_loop == "uvloop" or a.uvloop:
+                logging.getLogger("raftd").warning("uvloop is not installed; using asyncio")
     return asyncio.run(_run(cfg, flt))
 
 

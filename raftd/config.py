@@ -34,7 +34,8 @@ class NodeConfig:
     heartbeat_interval_ms: int = 100
     fsync: bool = True
     inline_fsync: bool = False  # write + fsync on the event loop instead of the disk thread
-    event_loop: str = "asyncio"  # or "uvloop" (pip install 'raftd[fast]'): a faster event loop
+    # auto: uvloop when installed (pip install 'raftd[fast]') and TLS is off, else asyncio
+    event_loop: str = "auto"
     max_append_entries: int = 512
     max_append_bytes: int = 1 << 20
     max_inflight_msgs: int = 64
@@ -181,8 +182,12 @@ def parse_config(raw: Any, source: str = "<config>") -> NodeConfig:
     cfg = NodeConfig(**values)
     if cfg.heartbeat_interval_ms * 2 > cfg.election_timeout_ms:
         raise err("heartbeat_interval_ms", "must be at most half of election_timeout_ms")
-    if values.get("event_loop", "asyncio") not in ("asyncio", "uvloop"):
-        raise err("event_loop", "expected asyncio or uvloop")
+    if values.get("event_loop", "auto") not in ("auto", "asyncio", "uvloop"):
+        raise err("event_loop", "expected auto, asyncio or uvloop")
+    if values.get("event_loop") == "uvloop" and values.get("tls") is not None:
+        # The server upgrades each connection with start_tls before reading it (raftd/tls.py);
+        # under uvloop that loses the client's first bytes.
+        raise err("event_loop", "uvloop cannot be used with tls (use auto or asyncio)")
     if values.get("log_level", "info") not in ("debug", "info", "warning", "error"):
         raise err("log_level", "expected one of debug, info, warning, error")
     return cfg

@@ -19,6 +19,8 @@ THE CONTRACT (the runtime must do these in this order for each Ready):
    and it counts its own copy of an entry only after ``persisted()``.
 3. Apply ``committed_entries`` to the state machine in index order, exactly once, and call
    ``node.applied(index)``.  The core hands out an index once; it never repeats or skips one.
+   (Only step 1 must come before this; the runtime applies before step 2's sends so that
+   client replies leave ahead of the commit-index AppendEntries.)
 4. Answer ``read_states``: a read registered with request id R may be served once the state
    machine has applied ``index`` (thesis §6.4).  ``index`` None means the read failed (this node
    lost leadership) and the client must retry.

@@ -335,16 +335,22 @@ class RaftServer:
             # The leader's replication goes out now and its own fsync runs in parallel
             # (thesis §10.2.1; ready.py step 2); everything else waits for the disk.
             late = []
+            early = False
             for msg in rd.messages:
                 if may_send_early(msg):
                     self._send(msg)
+                    early = True
                 else:
                     late.append(msg)
             t0 = time.perf_counter()
             # The contract (ready.py): durable before anything that depends on it is sent.
             if self.cfg.inline_fsync and not self._disk_jobs:
                 # On the loop: no thread hand-off and wake-up per batch; while it runs, new
-                # requests and acks queue in the kernel and form the next batch.
+                # requests and acks queue in the kernel and form the next batch.  What may
+                # leave early goes to the kernel first, so followers write in parallel.
+                if early:
+                    for link in self.peers.values():
+                        link.flush_now()
                 self.storage.save(rd.hard_state, rd.entries)
             else:
                 await self.on_disk(self.storage.save, rd.hard_state, rd.entries)
@@ -355,10 +361,13 @@ class RaftServer:
                 self.metrics.observe_fsync(dt)
             if rd.entries:
                 node.persisted(rd.entries[-1].index, rd.entries[-1].term)
+        if rd.committed_entries:
+            # Before the messages: the replies are queued first and so leave first (the
+            # commit-index AppendEntries to followers can wait a few microseconds).
+            self._apply(rd)
         for msg in late:
             self._send(msg)
         if rd.committed_entries:
-            self._apply(rd)
             self.snapshots.maybe_take()
         for rs in rd.read_states:
             self._on_read_state(rs.request_id, rs.index)

@@ -81,6 +81,11 @@ class PeerLink:
             asyncio.get_running_loop().call_soon(self._flush)
         self._out.append(encode_message(msg))
 
+    def flush_now(self) -> None:
+        """Hand what is queued to the kernel now (the loop is about to block on the disk)."""
+        if self._out:
+            self._flush()
+
     def _flush(self) -> None:
         out, self._out = self._out, []
         w = self._writer

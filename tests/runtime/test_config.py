@@ -28,6 +28,9 @@ def test_good_config_parses_with_defaults():
     ({"tls": "on"}, "tls", "expected"),
     ({"max_value_size": 0}, "max_value_size", "positive"),
     ({"max_sessions": 10**9}, "max_sessions", "at most"),
+    ({"event_loop": "trio"}, "event_loop", "expected auto"),
+    ({"event_loop": "uvloop", "tls": {"ca": "c", "cert": "c", "key": "k"}}, "event_loop",
+     "cannot be used with tls"),
 ])
 def test_bad_values_name_file_and_key(change, key, words):
     with pytest.raises(ConfigError) as e:
