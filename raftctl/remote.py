@@ -181,6 +181,24 @@ def _manager(a):
     return st.get("manager") or a.get("manager") or "process"
 
 
+def _write_tls(root, files):
+    """{file name: PEM text}: the CA, this node's certificate and key, into ROOT/tls."""
+    tls_dir = os.path.join(root, "tls")
+    os.makedirs(tls_dir, mode=0o700, exist_ok=True)
+    os.chmod(tls_dir, 0o700)  # before the key is written: never readable by others
+    for fname, text in files.items():
+        _write(os.path.join(tls_dir, fname), text, 0o600 if fname.endswith(".key") else 0o644)
+
+
+def op_tls(a):
+    """New certificate files, then SIGHUP so a running raftd loads them without a restart."""
+    _write_tls(a["root"], a["tls"])
+    st = op_status(a)
+    if st["running"] and st["pid"]:
+        os.kill(st["pid"], signal.SIGHUP)
+    return {"pid": st["pid"], "reloaded": bool(st["running"] and st["pid"])}
+
+
 def op_status(a):
     root = a["root"]
     manager = _manager(a)
@@ -283,12 +301,8 @@ def op_activate(a):
         os.unlink(tmp)
     os.symlink(os.path.join("venvs", build), tmp)
     os.replace(tmp, link)
-    if a.get("tls"):  # {file name: PEM text}: the CA, this node's certificate and key
-        tls_dir = os.path.join(root, "tls")
-        os.makedirs(tls_dir, mode=0o700, exist_ok=True)
-        os.chmod(tls_dir, 0o700)  # before the key is written: never readable by others
-        for fname, text in a["tls"].items():
-            _write(os.path.join(tls_dir, fname), text, 0o600 if fname.endswith(".key") else 0o644)
+    if a.get("tls"):
+        _write_tls(root, a["tls"])
     if a.get("config") is not None:
         _write(os.path.join(root, "raftd.yaml"), a["config"], 0o600)
     values = {"root": root, "name": a["name"], "cluster": a["cluster"]}
@@ -432,7 +446,7 @@ def op_purge(a):
 
 OPS = {"probe": op_probe, "status": op_status, "mkdirs": op_mkdirs, "install": op_install,
        "activate": op_activate, "start": op_start, "stop": op_stop, "logs": op_logs,
-       "purge": op_purge}
+       "purge": op_purge, "tls": op_tls}
 
 
 def main(op, args):

@@ -1178,3 +1178,77 @@ def ssh_logs_cmd(ctx: typer.Context, inventory: InventoryArg, hosts: HostOpt = N
         return 0
 
     _session_run(s, lambda: Session(s, inventory, accept_new_host_keys), body)
+
+
+@ssh_app.command("rotate-certs")
+def ssh_rotate_certs_cmd(
+        ctx: typer.Context, inventory: InventoryArg, hosts: HostOpt = None,
+        reissue: Annotated[bool, typer.Option(
+            "--reissue", help="issue new node certificates from the CA first (otherwise ship "
+                              "the files in the certs dir as they are)")] = False,
+        days: Annotated[float, typer.Option(help="validity of re-issued certificates")] = 365,
+        accept_new_host_keys: AcceptOpt = False, output: OutputOpt = None,
+        timeout: StartTimeoutOpt = None) -> None:
+    """Ship each host its certificate files from the inventory's certs dir and SIGHUP its raftd,
+    which loads them without a restart (a TLS cluster: cluster.tls in the inventory).  Waits
+    until every running node reports the new certificate.
+
+    \b
+    Example: raftctl ssh rotate-certs inventory.yaml --reissue --days 365"""
+    s = _settings(ctx, output, timeout, 30.0)
+
+    def body(sess: Session) -> int:
+        from raftd import pki  # noqa: PLC0415
+
+        inv = sess.inv
+        if not inv.tls_dir:
+            raise usage_error(f"{sess.inventory_path}: the cluster does not use TLS "
+                              f"(set tls: true under cluster:)")
+        selected = inv.select(hosts)
+        if reissue:
+            for h in selected:
+                pki.issue_node(inv.tls_dir, h.name, sorted({h.raft_address, h.address}),
+                               days=days, force=True)
+        want = {h.name: pki.describe(pki.node_paths(inv.tls_dir, h.name).cert)["not_after"]
+                for h in selected}
+
+        def ship(h: Host) -> dict:
+            r = sess.connect(h).call("tls", **sess.args(h, tls=_tls_files(inv, h)))
+            return {"host": h, **r}
+
+        results = parallel(ship, selected)
+        errs = _errors(results)
+        if errs:
+            raise HostsFailed(errs, "shipping certificates failed on " +
+                              ", ".join(e.host.name for e in errs))
+        rows = []
+        deadline = time.monotonic() + s.timeout
+        for _, r, _ in results:
+            h = r["host"]
+            row = {"name": h.name, "not_after": want[h.name], "reloaded": r["reloaded"],
+                   "confirmed": False}
+            while r["reloaded"] and time.monotonic() < deadline:
+                st = asyncio.run(gather_status([h.endpoint], 1.0))["nodes"][0]
+                tls = ((st.get("_raw") or {}).get("tls") or {})
+                # not_after in status is isoformat of a datetime; describe() is ISO too
+                if tls.get("not_after", "")[:19] == want[h.name][:19]:
+                    row["confirmed"] = True
+                    row["days_left"] = tls.get("days_left")
+                    break
+                time.sleep(0.2)
+            rows.append(row)
+        if s.out.json:
+            s.out.emit_json({"cluster": inv.name, "hosts": rows})
+        else:
+            s.out.table(["host", "not_after", "reloaded", "confirmed"],
+                        [[r["name"], r["not_after"], "yes" if r["reloaded"] else
+                          "not running (files updated)", "yes" if r["confirmed"] else "NO"]
+                         for r in rows], title=f"cluster {inv.name}: certificates")
+        unconfirmed = [r["name"] for r in rows if r["reloaded"] and not r["confirmed"]]
+        if unconfirmed:
+            raise CliError(f"{', '.join(unconfirmed)} did not report the new certificate "
+                           f"within {s.timeout:g}s; see raftctl ssh logs", UNAVAILABLE,
+                           "unavailable")
+        return 0
+
+    _session_run(s, lambda: Session(s, inventory, accept_new_host_keys), body)

@@ -67,3 +67,23 @@ def test_tls_bootstrap_ships_certificates_and_refuses_plaintext(tls_deployed, ss
     r = raftctl("bootstrap", "--offline", "--wheelhouse", ssh_env.wheelhouse, inv)
     assert r.returncode == 0 and "no change" in r.stdout, r.stdout + r.stderr
     assert (certs / "node-n1.crt").read_text() == before
+
+
+def test_rotate_certs_over_ssh(tls_deployed, ssh_env):
+    inv = tls_deployed["inv"]
+    r = raftctl("ssh", "rotate-certs", inv, "--reissue", "--days", "20", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert [h["name"] for h in doc["hosts"]] == ["n1", "n2", "n3"]
+    assert all(h["reloaded"] and h["confirmed"] and 19 < h["days_left"] <= 20
+               for h in doc["hosts"])
+    certs = tls_deployed["dir"] / "certs"
+    admin = TLSFiles(str(certs / "ca.crt"), str(certs / "client-admin.crt"),
+                     str(certs / "client-admin.key"))
+    # New connections (peer links included, as they reconnect) use the new certificates.
+    with Client(tls_deployed["endpoints"], timeout=10, tls=admin) as c:
+        c.put("rotated", b"yes")
+        st = c.status(tls_deployed["endpoints"][1])
+        assert st["tls"]["warning"] and "expires in" in st["tls"]["warning"]
+    root = tls_deployed["install"] / "n2"
+    assert stat.S_IMODE(os.stat(root / "tls" / "node.key").st_mode) == 0o600
