@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import ssl
 import threading
 import uuid
@@ -93,13 +94,30 @@ class _Connection:
         self.closed = False
 
     async def connect(self, timeout: float) -> None:
-        host, _, port = self.address.rpartition(":")
         try:
-            reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(host.strip("[]"), int(port), ssl=self._ssl), timeout)
+            reader, self._writer = await asyncio.wait_for(self._open(), timeout)
         except ssl.SSLError as e:
             raise TLSError(f"TLS with {self.address} failed: {handshake_error(e)}") from None
         self._reader_task = asyncio.get_running_loop().create_task(self._read_loop(reader))
+
+    async def _open(self):
+        host, _, port = self.address.rpartition(":")
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+        family, type_, proto, _, addr = infos[0]
+        sock = socket.socket(family, type_, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, addr)
+            # Nobody listening on a local port in the ephemeral range: the kernel may connect
+            # the socket to itself (TCP simultaneous open).  That is "refused", not a server.
+            if sock.getsockname() == sock.getpeername():
+                raise ConnectionRefusedError(f"connection to {self.address} refused")
+        except BaseException:
+            sock.close()
+            raise
+        return await asyncio.open_connection(sock=sock, ssl=self._ssl,
+                                             server_hostname="" if self._ssl else None)
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         decoder = FrameDecoder(self._max)
