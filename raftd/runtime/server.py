@@ -29,7 +29,7 @@ from raftd.core.ready import may_send_early
 from raftd.kv.commands import Command, Op, encode_command
 from raftd.kv.fsm import KVStateMachine
 from raftd.storage.wal import DurableLog
-from raftd.tls import NodeTLS, TLSConfigError, handshake_error, may
+from raftd.tls import ROLE_NODE, NodeTLS, TLSConfigError, handshake_error, may
 from raftd.wire.codec import (decode_body, decode_hello, decode_message, encode_client_response,
                               encode_error)
 from raftd.wire.framing import (FrameDecoder, FrameTooLarge, FrameType, RemoteProtocolError,
@@ -64,14 +64,14 @@ class _ClientConn:
         self._out: list[bytes] = []
         self.identity = identity  # raftd.tls.Identity over TLS, None in plaintext
         # Token bucket: ``rate`` requests per second, bursts of up to one second's worth.
-        self._rate = rate
+        self.rate = rate
         self._tokens = float(rate)
         self._refilled = time.monotonic()
 
     def take_token(self) -> bool:
         if self._tokens < 1:
             now = time.monotonic()
-            self._tokens = min(self._rate, self._tokens + (now - self._refilled) * self._rate)
+            self._tokens = min(self.rate, self._tokens + (now - self._refilled) * self.rate)
             self._refilled = now
             if self._tokens < 1:
                 return False
@@ -504,10 +504,10 @@ class RaftServer:
         self.counters["client_requests"] += 1
         rid = req.get("id")
         op = req.get("op")
-        if conn._rate and not conn.take_token():
+        if conn.rate and not conn.take_token():
             self.limit_rejections["request_rate"] += 1
             conn.reply(rid, error={"code": "rate_limited", "message":
-                                   f"more than {conn._rate} requests/s on one connection "
+                                   f"more than {conn.rate} requests/s on one connection "
                                    f"(max_requests_per_second); slow down and retry"})
             return
         if not may(conn.identity, op):
@@ -850,7 +850,7 @@ class RaftServer:
         """Mutual TLS for peers: a node certificate of our CA, for the id the peer claims, and
         that id a member of the configuration (the newest in our log, §6).  A node that has no
         configuration yet (join: true) accepts any node of the CA: the leader adding it."""
-        if identity.role != "node" or not identity.cluster_ca:
+        if identity.role != ROLE_NODE or not identity.cluster_ca:
             raise PeerIdentityError(f"certificate {identity.describe()} is not a node "
                                     f"certificate of this cluster's CA")
         if identity.name != peer_id:
