@@ -64,6 +64,12 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_s(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start(directory: Path, nodes: int, tuning: dict) -> tuple[list[dict], list[str]]:
     base = free_base_port(nodes)
     layout = _layout(directory, nodes, base, "127.0.0.1", False)
@@ -83,7 +89,15 @@ def one_run(args, clients: int) -> list[dict]:
             common = dict(endpoints=eps, clients=clients, value_size=args.value_size,
                           keys=args.keys, read_ratio=args.read_ratio)
             if not args.pause_follower:
+                pids = {n["id"]: n["pid"] for n in layout}
+                c0 = {k: cpu_s(p) for k, p in pids.items()}
+                t0, me0 = time.monotonic(), sum(os.times()[:2])
                 r = asyncio.run(run_bench(duration=args.duration, warmup=args.warmup, **common))
+                wall = time.monotonic() - t0
+                # Share of one core each process used over the run (warm-up included).
+                r["cpu_cores"] = {**{k: round((cpu_s(p) - c0[k]) / wall, 2)
+                                     for k, p in pids.items()},
+                                  "client": round((sum(os.times()[:2]) - me0) / wall, 2)}
                 rows = [r]
             else:
                 st = asyncio.run(gather_status(eps, 1.0))

@@ -85,6 +85,8 @@ class _Connection:
         self._ssl = ssl_context
         self._answered = False
         self._reason: Exception | None = None  # why the connection closed
+        self._deadlines: dict[int, float] = {}  # request id -> loop time it expires
+        self._sweeper: asyncio.TimerHandle | None = None
         self._max = max_frame_size
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, asyncio.Future] = {}
@@ -154,6 +156,9 @@ class _Connection:
 
     def _fail_all(self, exc: Exception) -> None:
         self.closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         self._reason = self._reason or exc
         for fut in self._pending.values():
             if not fut.done():
@@ -176,12 +181,27 @@ class _Connection:
         if not self._out:
             loop.call_soon(self._flush)
         self._out.append(encode_client_request({"id": rid, "op": op, **args}))
-        timer = loop.call_later(timeout, _expire, fut)
+        # Deadlines are checked by one periodic sweep per connection, not one timer per
+        # request (a timer costs a heap push and a cancel on every request).
+        self._deadlines[rid] = loop.time() + timeout
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(_SWEEP, self._sweep)
         try:
             return await fut
         finally:
-            timer.cancel()
             self._pending.pop(rid, None)
+            self._deadlines.pop(rid, None)
+
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for rid, deadline in list(self._deadlines.items()):
+            if deadline <= now:
+                del self._deadlines[rid]
+                fut = self._pending.get(rid)
+                if fut is not None:
+                    _expire(fut)
+        self._sweeper = loop.call_later(_SWEEP, self._sweep) if self._deadlines else None
 
     def _flush(self) -> None:
         out, self._out = self._out, []
@@ -192,6 +212,9 @@ class _Connection:
         if self._reader_task is not None:
             self._reader_task.cancel()
         self._fail_all(ConnectionResetError("client closed"))
+
+
+_SWEEP = 0.02  # seconds between deadline sweeps: how late a timeout may fire
 
 
 def _expire(fut: asyncio.Future) -> None:
@@ -321,8 +344,10 @@ class AsyncClient:
                 break
             address = self._next_endpoint()
             attempts += 1
+            conn = self._conns.get(address)
             try:
-                conn = await self._connection(address, min(remaining, 1.0))
+                if conn is None or conn.closed:
+                    conn = await self._connection(address, min(remaining, 1.0))
             except (OSError, asyncio.TimeoutError) as e:
                 last_error = f"{address}: {_describe(e)}"
                 self._leader = None

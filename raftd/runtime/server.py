@@ -557,16 +557,13 @@ class RaftServer:
         if client_id is not None and not isinstance(client_id, str) or not isinstance(seq, int):
             raise _BadRequest("client_id must be a string and seq an integer")
         cfg = self.cfg
-        value = req.get("value")
-        for name, data, limit in (("key", key.encode(), cfg.max_key_size),
-                                  ("value", value, cfg.max_value_size),
-                                  ("value", req.get("expected"), cfg.max_value_size)):
-            if isinstance(data, bytes) and len(data) > limit:
-                self.limit_rejections[f"{name}_size"] += 1
-                conn.reply(rid, error={"code": "too_large", "message":
-                                       f"{name} of {len(data)} bytes is over the limit of "
-                                       f"{limit} (max_{name}_size)"})
-                return
+        value, expected = req.get("value"), req.get("expected")
+        # (A str of n characters is at most 4n bytes of UTF-8: most keys skip the encode.)
+        if 4 * len(key) > cfg.max_key_size and len(key.encode()) > cfg.max_key_size:
+            return self._too_large(conn, rid, "key", len(key.encode()), cfg.max_key_size)
+        for data in (value, expected):
+            if type(data) is bytes and len(data) > cfg.max_value_size:
+                return self._too_large(conn, rid, "value", len(data), cfg.max_value_size)
         if client_id and client_id not in self.fsm.sessions \
                 and len(self.fsm.sessions) >= cfg.max_sessions:
             self.limit_rejections["sessions"] += 1
@@ -593,6 +590,12 @@ class RaftServer:
         self.counters["proposals"] += 1
         self._pending_writes[index] = _PendingWrite(node.term, conn, rid)
         self._wake.set()
+
+    def _too_large(self, conn: _ClientConn, rid, name: str, size: int, limit: int) -> None:
+        self.limit_rejections[f"{name}_size"] += 1
+        conn.reply(rid, error={"code": "too_large", "message": f"{name} of {size} bytes is over "
+                                                               f"the limit of {limit} "
+                                                               f"(max_{name}_size)"})
 
     def _handle_read(self, conn: _ClientConn, rid, op: str, req: dict) -> None:
         if op == "get":
