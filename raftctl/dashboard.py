@@ -246,6 +246,9 @@ def header_text(snap: dict, a: dict | None = None) -> Text:
         t.append(format_time(snap["time"], ms=False))
     if snap.get("poll_ms") is not None:
         t.append(f" (poll {snap['poll_ms']:.0f} ms)")
+    for n in snap.get("nodes", []):  # TLS: a certificate (or CA) expiring within 30 days
+        if n.get("cert_warning"):
+            t.append(f"\nWARNING {n['id']}: {n['cert_warning']}", style="bold yellow")
     return t
 
 

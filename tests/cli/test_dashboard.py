@@ -96,6 +96,14 @@ def test_render_dashboard_snapshots():
     assert text.index("n3 went down") < text.index("leader is n1")
 
 
+def test_header_warns_of_expiring_certificates():
+    nodes = [node("n1", "leader", commit=5), node("n2", commit=5), node("n3", commit=5)]
+    nodes[1]["cert_warning"] = "certificate /etc/raftd/node.crt expires in 9.5 days"
+    text = render_text(dashboard.render([snap(1.0, nodes)]))
+    assert "WARNING n2: certificate /etc/raftd/node.crt expires in 9.5 days" in text
+    assert "WARNING n1" not in text
+
+
 def test_first_snapshot_lag_uses_match_index_and_applied():
     s = history()[0]
     a = dashboard.analyze(s)
