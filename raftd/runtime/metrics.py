@@ -31,6 +31,7 @@ Metric names (labels in braces):
     raftd_tls_handshake_failures_total         counter  connections refused in the handshake
     raftd_peers_refused_total                  counter  peer connections refused (identity)
     raftd_permission_denied_total              counter  client requests refused for their role
+    raftd_peer_messages_dropped_total          counter  TLS: votes etc. from non-members dropped
     raftd_limit_rejections_total{limit}        counter  refused by a limit: frame_size,
                                                         connections_per_address, request_rate,
                                                         key_size, value_size, sessions
@@ -247,6 +248,8 @@ class _StatusCollector(Collector):
                       c.get("tls_handshake_failures"))
         yield counter("raftd_peers_refused", "Peer connections refused (certificate name "
                       "not a member, or not a node certificate)", c.get("peers_refused"))
+        yield counter("raftd_peer_messages_dropped", "Raft messages dropped from peers outside "
+                      "the configuration (TLS)", c.get("peer_messages_dropped"))
         yield counter("raftd_permission_denied", "Client requests refused for their role",
                       c.get("permission_denied"))
         limits = CounterMetricFamily("raftd_limit_rejections",

@@ -24,7 +24,7 @@ from raftd.config import NodeConfig, split_address
 from raftd.core import (Configuration, ConfChangeInProgressError, InstallSnapshot,
                         InvalidConfChangeError, LogCorruptionError, NotLeaderError, ProposalDroppedError, RaftConfig,
                         RaftNode, Ready, Role)
-from raftd.core.messages import AppendEntries, AppendEntriesResponse
+from raftd.core.messages import AppendEntries, AppendEntriesResponse, PreVote, RequestVote
 from raftd.core.ready import may_send_early
 from raftd.kv.commands import Command, Op, encode_command
 from raftd.kv.fsm import KVStateMachine
@@ -43,6 +43,8 @@ from .transport import PeerIdentityError, PeerLink
 log = logging.getLogger("raftd")
 
 _WRITE_OPS = {"put": Op.PUT, "delete": Op.DELETE, "cas": Op.CAS}
+# What a server outside our configuration may send us (see _from_member_or_allowed).
+_NON_MEMBER_OK = (AppendEntries, InstallSnapshot, PreVote, RequestVote)
 _MAX_EVENTS = 200
 
 
@@ -133,7 +135,8 @@ class RaftServer:
         self.counters = {"proposals": 0, "fsyncs": 0, "fsync_seconds": 0.0,
                          "leader_changes": 0, "bad_frames": 0, "client_requests": 0,
                          "tls_handshake_failures": 0, "peers_refused": 0,
-                         "permission_denied": 0}
+                         "peer_messages_dropped": 0, "permission_denied": 0}
+        self._dropped_logged: dict[str, float] = {}  # peer -> when we last logged a drop
         # Requests refused by a limit (docs/SECURITY.md), by limit name.
         self.limit_rejections = {"frame_size": 0, "connections_per_address": 0,
                                  "request_rate": 0, "key_size": 0, "value_size": 0,
@@ -792,6 +795,8 @@ class RaftServer:
                         if peer_id is None:
                             raise RemoteProtocolError("raft message before HELLO")
                         msg = decode_message(ftype, body)
+                        if self.tls is not None and not self._from_member_or_allowed(msg):
+                            continue
                         if isinstance(msg, InstallSnapshot):
                             try:
                                 msg = self.snapshots.receive_chunk(snap_state, msg)
@@ -850,19 +855,34 @@ class RaftServer:
             writer.close()
 
     def _check_peer(self, identity, peer_id: str, host: str) -> None:
-        """Mutual TLS for peers: a node certificate of our CA, for the id the peer claims, and
-        that id a member of the configuration (the newest in our log, §6).  A node that has no
-        configuration yet (join: true) accepts any node of the CA: the leader adding it."""
+        """Mutual TLS for peers: a node certificate of our CA, for the id the peer claims.
+        Membership is checked on every message (_from_member_or_allowed), not here."""
         if identity.role != ROLE_NODE or not identity.cluster_ca:
             raise PeerIdentityError(f"certificate {identity.describe()} is not a node "
                                     f"certificate of this cluster's CA")
         if identity.name != peer_id:
             raise PeerIdentityError(f"certificate is for {identity.name!r} but the peer says "
                                     f"it is {peer_id!r}")
+
+    def _from_member_or_allowed(self, msg) -> bool:
+        """Over TLS, a peer outside our configuration (the newest in our log, §6) may send what
+        the thesis (§4.1) says a server must accept from servers it does not know, because its
+        own log may be behind: AppendEntries and InstallSnapshot from a leader, and (pre-)vote
+        requests from a candidate (pre-vote and vote withholding, §4.2.3, keep those from
+        disrupting a live cluster).  Dropped: responses, TimeoutNow, and vote requests flagged
+        as a leadership transfer (those bypass vote withholding; a real leader only hands
+        leadership to a server in its configuration, which then knows us).  A node with no
+        configuration yet (join: true) hears everyone: the leader adding it."""
         members = self.node.config.members
-        if members and peer_id not in members:
-            raise PeerIdentityError(f"{peer_id} presents a valid certificate but is not a "
-                                    f"member of the configuration ({', '.join(sorted(members))})")
+        if not members or msg.src in members or (isinstance(msg, _NON_MEMBER_OK)
+                                                 and not getattr(msg, "transfer", False)):
+            return True
+        self.counters["peer_messages_dropped"] += 1
+        if self._dropped_logged.get(msg.src, 0) < time.monotonic() - 10:  # once per 10 s
+            self._dropped_logged[msg.src] = time.monotonic()
+            log.warning("dropping %s from %s: not a member of the configuration (%s)",
+                        type(msg).__name__, msg.src, ", ".join(sorted(members)))
+        return False
 
 
 class _BadRequest(Exception):

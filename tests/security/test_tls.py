@@ -13,7 +13,8 @@ import yaml
 from raftd import pki
 from raftd.client import Client, RequestError, TLSError, Timeout, Unavailable
 from raftd.tls import TLSFiles, client_context
-from raftd.wire.codec import encode_hello
+from raftd.core.messages import RequestVote
+from raftd.wire.codec import encode_hello, encode_message
 from tests.e2e.harness import _new_host, free_port
 
 pytestmark = pytest.mark.e2e
@@ -106,41 +107,80 @@ def test_client_role_reads_and_writes_but_may_not_administer(tls_cluster):
     assert "refused 'change_config' from eve (role client)" in logs
 
 
-async def _raw_hello(address: str, paths, claim: str) -> bytes:
-    """Connect as a peer with certificate ``paths`` claiming to be node ``claim``; return
-    what the server sends before closing (b'' = closed on us)."""
+async def _raw_hello(address: str, paths, claim: str, then: list | None = None) -> bytes:
+    """Connect as a peer with certificate ``paths`` claiming to be node ``claim``, send the
+    raft messages ``then``; return what the server sends before closing (b'' = closed on us,
+    None = still open after a second)."""
     host, _, port = address.rpartition(":")
     reader, writer = await asyncio.open_connection(host, int(port),
                                                    ssl=client_context(files(paths)))
     writer.write(encode_hello(claim, "raftd", None))
+    for msg in then or []:
+        writer.write(encode_message(msg))
     await writer.drain()
     try:
-        return await asyncio.wait_for(reader.read(100), 5)
+        return await asyncio.wait_for(reader.read(100), 5 if not then else 1)
+    except asyncio.TimeoutError:
+        return None
     except (ConnectionError, ssl.SSLError):
         return b""
     finally:
         writer.close()
 
 
-def test_peer_certificates_must_name_a_member(tls_cluster):
+def test_peer_certificates_must_be_nodes_of_the_ca_and_members(tls_cluster):
     c = tls_cluster
     n9 = pki.issue_node(c.certs, "n9", ["127.0.0.1"])
-    target = c.nodes["n1"]
-    # A valid node certificate, but n9 is not in the configuration.
-    assert asyncio.run(_raw_hello(target.address, n9, "n9")) == b""
-    # The same certificate claiming to be a member.
+    leader = c.wait_leader()
+    target = c.nodes[leader]
+    term = c.status(leader)["term"]
+    # A valid node certificate for n9, never added: it may connect (a leader or candidate this
+    # node has not heard of yet must reach it, thesis §4.1), but a transfer vote request, which
+    # would bypass vote withholding, is dropped, and an ordinary one with a far higher term and
+    # a longer log is withheld: a leader is alive (§4.2.3).
+    transfer = RequestVote("n9", leader, term + 100, 10**6, term + 99, True)
+    plain = RequestVote("n9", leader, term + 200, 10**6, term + 199, False)
+    assert asyncio.run(_raw_hello(target.address, n9, "n9", [transfer, plain])) is None
+    # n9's certificate claiming to be a member, and a client certificate speaking HELLO.
     assert asyncio.run(_raw_hello(target.address, n9, "n2")) == b""
-    # A client certificate (admin role) speaking the peer protocol.
     admin = pki.CertPaths(c.certs / "client-admin.crt", c.certs / "client-admin.key",
                           c.certs / "ca.crt")
     assert asyncio.run(_raw_hello(target.address, admin, "n2")) == b""
     log = target.log_text()
-    assert "n9 presents a valid certificate but is not a member of the configuration" in log
+    assert "dropping RequestVote from n9: not a member of the configuration" in log
     assert "certificate is for 'n9' but the peer says it is 'n2'" in log
     assert "is not a node certificate of this cluster's CA" in log
-    assert c.status("n1")["counters"]["peers_refused"] == 3
+    st = c.status(leader)
+    assert st["term"] == term and st["role"] == "leader"  # n9 swayed nothing
+    assert st["counters"]["peers_refused"] == 2 and st["counters"]["peer_messages_dropped"] == 1
     with c.client() as cl:
         cl.put("still", b"up")
+
+
+def test_a_lagging_node_votes_for_and_follows_servers_it_has_not_heard_of(tls_cluster):
+    """n3 is down while n4 and n5 join; then n1 and n2 stop.  n3's log names neither n4 nor
+    n5, yet its vote is needed (3 of 5) and it must then be caught up: membership is the
+    cluster's, not n3's stale view (thesis §4.1)."""
+    c = tls_cluster
+    c.nodes["n3"].stop()
+    new = [c.add_join_node(), c.add_join_node()]
+    for n in new:
+        wait_for(lambda n=n: c.status(n.id) is not None, what=f"{n.id} to listen")
+    with c.client(timeout=30) as cl:
+        r = cl.admin("change_config", {"add": {n.id: n.address for n in new}})
+        assert sorted(r["configuration"]["voters"]) == ["n1", "n2", "n3", "n4", "n5"]
+        idx = cl.put("while-n3-was-down", b"1")
+    c.wait_applied(idx, ["n4", "n5"])
+    c.nodes["n1"].stop()
+    c.nodes["n2"].stop()
+    c.nodes["n3"].start()
+    leader = c.wait_leader(30, exclude={"n1", "n2", "n3"})
+    assert leader in ("n4", "n5")
+    with c.client(timeout=30) as cl:
+        idx = cl.put("after", b"2")
+    wait_for(lambda: (c.status("n3") or {}).get("applied_index", 0) >= idx, 20,
+             "n3 to catch up from a leader it had not heard of")
+    assert sorted(c.status("n3")["configuration"]["voters"]) == ["n1", "n2", "n3", "n4", "n5"]
 
 
 def test_plaintext_node_cannot_join_a_tls_cluster(tls_cluster):
