@@ -19,6 +19,8 @@ from raftd.wire.codec import encode_hello, encode_message
 
 log = logging.getLogger("raftd.transport")
 
+_MAX_WAITING_BYTES = 4 << 20  # held for a connection being made (PeerLink.send)
+
 
 class PeerIdentityError(ConnectionError):
     """The node at an address presented a certificate for another node (or no node at all)."""
@@ -55,6 +57,8 @@ class PeerLink:
         self._max_buffer = max_buffer  # bytes the kernel has not taken yet
         self._writer: asyncio.StreamWriter | None = None
         self._out: list[bytes] = []
+        self._waiting: list[bytes] = []  # sent while the connection is being made
+        self._waiting_bytes = 0
         self._task: asyncio.Task | None = None
         self.connected = False
         self.dropped = 0
@@ -70,11 +74,23 @@ class PeerLink:
     def send(self, msg: Message) -> None:
         """Encode now, write at the end of this loop pass together with everything else sent
         to this peer meanwhile (one syscall), with no task switch on the way.  While the link
-        is down, or the peer does not read fast enough, messages are dropped and counted:
-        bounded memory, and Raft resends what matters."""
+        is being (re)connected, messages wait for that attempt (bounded); while it is down, or
+        the peer does not read fast enough, they are dropped and counted: bounded memory, and
+        Raft resends what matters."""
         w = self._writer
-        if w is None or len(self._out) >= self._limit \
-                or w.transport.get_write_buffer_size() > self._max_buffer:
+        if w is None:
+            # Connecting: hold what is sent meanwhile (bounded) for the connection being made,
+            # so the first messages to a peer (a one-shot transfer election's RequestVote,
+            # say) are not lost to the connection set-up.  Dropped if that attempt fails.
+            frame = encode_message(msg)
+            if len(self._waiting) < self._limit and \
+                    self._waiting_bytes + len(frame) <= _MAX_WAITING_BYTES:
+                self._waiting.append(frame)
+                self._waiting_bytes += len(frame)
+            else:
+                self.dropped += 1
+            return
+        if len(self._out) >= self._limit or w.transport.get_write_buffer_size() > self._max_buffer:
             self.dropped += 1
             return
         if not self._out:
@@ -111,6 +127,10 @@ class PeerLink:
                 reader, writer = await open_peer_connection(
                     self._tls, self.address, self._bind_host, self.peer_id, 2.0)
                 writer.write(encode_hello(self.node_id, self._cluster, self._own_address))
+                if self._waiting:
+                    self.sent += len(self._waiting)
+                    writer.write(b"".join(self._waiting))
+                    self._waiting, self._waiting_bytes = [], 0
                 self._writer = writer
                 self.connected = True
                 if self.reconnects:
@@ -129,8 +149,9 @@ class PeerLink:
             finally:
                 self.connected = False
                 self._writer = None
-                self.dropped += len(self._out)
+                self.dropped += len(self._out) + len(self._waiting)
                 self._out = []
+                self._waiting, self._waiting_bytes = [], 0
                 if writer is not None:
                     writer.close()
             self.reconnects += 1

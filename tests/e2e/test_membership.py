@@ -213,3 +213,27 @@ def test_new_member_of_a_compacted_cluster_catches_up_by_snapshot(cluster_factor
     st = cluster.status(node.id)
     assert st["snapshots"]["transfers"]["received"] >= 1 and st["snapshot_index"] > 0
     assert st["keys"] == 400
+
+
+def test_transfer_to_a_new_member_with_a_voter_down(cluster_factory):
+    """n3 is down; n4 joins; leadership goes to n4.  n4 has never talked to n2 before its
+    transfer election, and that election is one-shot (TimeoutNow, no pre-vote): its first
+    RequestVote to n2 must not be lost while the link to n2 is being made (3 of 4 needed)."""
+    c = cluster_factory(3).start()
+    c.wait_leader()
+    c.nodes["n3"].stop()
+    n4 = c.add_join_node()
+    deadline = time.monotonic() + 10
+    while c.status("n4") is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with c.client(timeout=30) as cl:
+        cl.admin("change_config", {"add": {"n4": n4.address}})
+        cl.put("x", b"1")
+        term = c.status(c.wait_leader())["term"]
+        cl.admin("transfer_leader", {"target": "n4"})
+    deadline = time.monotonic() + 5
+    while (c.status("n4") or {}).get("role") != "leader":
+        assert time.monotonic() < deadline, ("n4 did not become leader", c.logs_tail())
+        time.sleep(0.05)
+    # Won by the transfer election itself, not by a later ordinary one.
+    assert c.status("n4")["term"] == term + 1
