@@ -51,9 +51,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-EXPIRY_WARNING_DAYS = 30
-ROLES = ("node", "admin", "client")
-CLIENT_ROLES = ("admin", "client")
+from raftd.tls import EXPIRY_WARNING_DAYS, ROLE_ADMIN, ROLE_CLIENT, ROLES  # noqa: F401 - re-exported
+
+CLIENT_ROLES = (ROLE_ADMIN, ROLE_CLIENT)
 CLOCK_SKEW = timedelta(minutes=5)
 
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -383,7 +383,7 @@ def issue_client(dir: str | os.PathLike, name: str, role: str, days: float = 365
 
 # -- inspection ----------------------------------------------------------------------------
 
-def _attr(name: x509.Name, oid: x509.ObjectIdentifier) -> str | None:
+def name_attribute(name: x509.Name, oid: x509.ObjectIdentifier) -> str | None:
     found = name.get_attributes_for_oid(oid)
     if not found:
         return None
@@ -412,9 +412,9 @@ def describe(path: str | os.PathLike) -> dict:
     return {
         "path": str(p),
         "subject": cert.subject.rfc4514_string(),
-        "name": _attr(cert.subject, NameOID.COMMON_NAME),
-        "role": _attr(cert.subject, NameOID.ORGANIZATIONAL_UNIT_NAME),
-        "cluster": _attr(cert.subject, NameOID.ORGANIZATION_NAME),
+        "name": name_attribute(cert.subject, NameOID.COMMON_NAME),
+        "role": name_attribute(cert.subject, NameOID.ORGANIZATIONAL_UNIT_NAME),
+        "cluster": name_attribute(cert.subject, NameOID.ORGANIZATION_NAME),
         "issuer": cert.issuer.rfc4514_string(),
         "serial": format(cert.serial_number, "x"),
         "not_before": cert.not_valid_before_utc.isoformat(),

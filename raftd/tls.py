@@ -5,7 +5,8 @@ Identities come from certificates made by ``raftctl certs`` (see raftd/pki.py):
     CN = node id or client name     OU = role: node | admin | client     O = cluster
 
 * A peer connection (HELLO) is accepted only from a ``node`` certificate issued by the cluster
-  CA whose CN is the id in the HELLO and a member of the current configuration.
+  CA whose CN is the id in the HELLO; membership is checked per message by the server
+  (RaftServer._from_member_or_allowed).
 * ``client`` certificates may read and write keys; ``admin`` (and ``node``) certificates may
   also change membership, take snapshots, transfer leadership and read status.
 
@@ -13,6 +14,9 @@ The server does the TLS handshake itself (``StreamWriter.start_tls``) rather tha
 SSL context to ``start_server``: a plaintext or wrongly signed peer then fails in our code, with
 one clear log line and a counter, and every new connection uses the context current at that
 moment, which is how SIGHUP reloads certificates without a restart.
+
+``cryptography`` is imported only where certificates are parsed (a node's NodeTLS): the client
+library and raftctl import this module on every start and need only the ``ssl`` parts.
 """
 from __future__ import annotations
 
@@ -20,9 +24,10 @@ import datetime as _dt
 import os
 import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.x509.oid import ExtensionOID, NameOID
+if TYPE_CHECKING:
+    from cryptography import x509
 
 ROLE_NODE, ROLE_ADMIN, ROLE_CLIENT = "node", "admin", "client"
 ROLES = (ROLE_NODE, ROLE_ADMIN, ROLE_CLIENT)
@@ -72,6 +77,7 @@ def files_from_env(environ=os.environ) -> TLSFiles | None:
 
 def _load_certs(path: str, what: str) -> list[x509.Certificate]:
     """Every certificate in a PEM file (a CA file may hold two CAs while one is rotated)."""
+    from cryptography import x509  # noqa: PLC0415 - see the module docstring
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -86,17 +92,26 @@ def _load_certs(path: str, what: str) -> list[x509.Certificate]:
     return certs
 
 
-def _attr(name: x509.Name, oid) -> str | None:
-    vals = name.get_attributes_for_oid(oid)
-    return str(vals[0].value) if vals else None
+def _subject(cert: x509.Certificate) -> tuple[str | None, str | None]:
+    """(CN, OU): the name and the role (raftd/pki.py's conventions)."""
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    from raftd.pki import name_attribute  # noqa: PLC0415
+    return (name_attribute(cert.subject, NameOID.COMMON_NAME),
+            name_attribute(cert.subject, NameOID.ORGANIZATIONAL_UNIT_NAME))
 
 
-def _key_id(cert: x509.Certificate, ext_oid) -> bytes | None:
+def _key_id(cert: x509.Certificate, authority: bool) -> bytes | None:
+    """The authority (or, with ``authority`` False, the subject) key identifier."""
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.x509.oid import ExtensionOID  # noqa: PLC0415
+    oid = ExtensionOID.AUTHORITY_KEY_IDENTIFIER if authority \
+        else ExtensionOID.SUBJECT_KEY_IDENTIFIER
     try:
-        ext = cert.extensions.get_extension_for_oid(ext_oid).value
+        ext = cert.extensions.get_extension_for_oid(oid).value
     except x509.ExtensionNotFound:
         return None
-    return ext.key_identifier if ext_oid == ExtensionOID.AUTHORITY_KEY_IDENTIFIER else ext.digest
+    return ext.key_identifier if authority else ext.digest
 
 
 def _days_left(cert: x509.Certificate) -> float:
@@ -157,24 +172,22 @@ class NodeTLS:
         # Everything loaded: swap (a failed reload leaves the running state untouched).
         self.server_context, self.client_context = server, client
         self._cas, self.cert = cas, cert
-        self.name = _attr(cert.subject, NameOID.COMMON_NAME)
-        self.role = _attr(cert.subject, NameOID.ORGANIZATIONAL_UNIT_NAME)
+        self.name, self.role = _subject(cert)
 
     @staticmethod
     def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
         """Name and key id match (the signature itself was checked by the TLS handshake)."""
-        aki = _key_id(cert, ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
         return cert.issuer == ca.subject and \
-            aki in (_key_id(ca, ExtensionOID.SUBJECT_KEY_IDENTIFIER), None)
+            _key_id(cert, True) in (_key_id(ca, False), None)
 
     def identity(self, ssl_object) -> Identity:
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         if not der:
             return Identity(None, None, False)
+        from cryptography import x509  # noqa: PLC0415
         cert = x509.load_der_x509_certificate(der)
         from_cluster_ca = any(self._issued_by(cert, ca) for ca in self._cas)
-        return Identity(_attr(cert.subject, NameOID.COMMON_NAME),
-                        _attr(cert.subject, NameOID.ORGANIZATIONAL_UNIT_NAME), from_cluster_ca)
+        return Identity(*_subject(cert), from_cluster_ca)
 
     def info(self) -> dict:
         days = _days_left(self.cert)

@@ -21,7 +21,6 @@ from typing import Annotated
 import typer
 import yaml
 
-from raftd import pki
 from raftd.config import dump_config
 
 from ..cluster import gather_status
@@ -74,6 +73,7 @@ def _write_configs(directory: Path, nodes: list[dict], tuning: dict,
     peers = {n["id"]: n["address"] for n in nodes}
     client = None
     if tls:
+        from raftd import pki  # noqa: PLC0415 - cryptography only when asked for TLS
         certs = (directory / "certs").resolve()
         pki.init_ca(certs, cluster="raftd-local")
         admin = pki.issue_client(certs, "admin", "admin")
@@ -91,6 +91,7 @@ def _write_configs(directory: Path, nodes: list[dict], tuning: dict,
 
 def _node_tls(directory: Path, n: dict) -> dict:
     """Issue node ``n`` its certificate (CN = id, SAN = its host) from DIR/certs."""
+    from raftd import pki  # noqa: PLC0415
     paths = pki.issue_node((directory / "certs").resolve(), n["id"],
                            [n["address"].rsplit(":", 1)[0]], force=True)
     return {"ca": str(paths.ca), "cert": str(paths.cert), "key": str(paths.key)}
