@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -30,31 +29,13 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from raftctl.commands.bench import run_bench  # noqa: E402
-from raftctl.commands.local import _layout, _write_configs, bring_down, bring_up  # noqa: E402
+from raftctl.commands.local import (_layout, _write_configs, bring_down, bring_up,  # noqa: E402
+                                    free_base_port)
 from raftctl.cluster import gather_status  # noqa: E402
 
 
 def _value(v: str):
     return yaml.safe_load(v)
-
-
-def free_base_port(n: int) -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n < 65000 and all(_free(base + i) for i in range(n)):
-            return base
-    raise RuntimeError("no free port range")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 def rss_mb(pid: int) -> float:

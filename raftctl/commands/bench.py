@@ -17,7 +17,7 @@ from raftd.client import AsyncClient, ClientError
 
 from ..context import EndpointsOpt, OutputOpt, run, settings
 from ..errors import UNAVAILABLE, CliError
-from .local import bring_down, bring_up
+from .local import bring_down, bring_up, free_base_port
 
 
 def _pct(sorted_vals: list[float], p: float) -> float:
@@ -127,12 +127,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _local_up(directory: Path, nodes: int) -> list[str]:
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as sock:  # a free port; the cluster takes it and the next ones
-        sock.bind(("127.0.0.1", 0))
-        base = sock.getsockname()[1]
-    layout, _ = bring_up(directory, nodes, base_port=base)
+    layout, _ = bring_up(directory, nodes, base_port=free_base_port(nodes))
     return [n["address"] for n in layout]
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,6 +32,29 @@ from ..errors import UNAVAILABLE, CliError
 app = typer.Typer(help="Run a cluster of raftd processes on this machine.", no_args_is_help=True)
 
 DirOpt = Annotated[Path, typer.Option("--dir", "-d", help="directory holding the cluster")]
+
+
+def free_base_port(n: int, host: str = "127.0.0.1") -> int:
+    """A port P with P..P+n-1 all free now (a local cluster's ports).  Drawn below the
+    kernel's ephemeral range (32768-60999 by default), where outgoing connections pick their
+    ports: a base taken from bind(0) lies in that range, and a neighbouring port was sometimes
+    taken by the time raftd bound it (seen in CI)."""
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(200):
+        base = rng.randrange(20000, 32000 - n)
+        socks = []
+        try:
+            for i in range(n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind((host, base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports on {host}")
 
 
 def _pid_alive(pid: int | None) -> bool:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.e2e.harness import free_port
+from tests.e2e.harness import free_base_port, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,7 @@ def raftctl(*args, check=None, env=None):
 def local(tmp_path):
     for attempt in range(3):  # three consecutive ports after a free one: retry if taken
         d = tmp_path / f"cl{attempt}"
-        port = free_port("127.0.0.1")
+        port = free_base_port(3)
         r = raftctl("local", "up", "--nodes", "3", "--dir", str(d), "--base-port", str(port),
                     "-o", "json")
         if r.returncode == 0:

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from raftd.client import Client
-from tests.e2e.harness import free_port
+from tests.e2e.harness import free_base_port
 
 from .test_raftctl import raftctl
 
@@ -45,7 +45,7 @@ def test_create_list_save_inspect_restore(cluster_factory, tmp_path):
     r = raftctl("snapshot", "inspect", str(bad))
     assert r.returncode != 0 and "checksum" in r.stderr
 
-    port = free_port("127.0.0.1")
+    port = free_base_port(3)
     restored = tmp_path / "restored"
     r = raftctl("-o", "json", "snapshot", "restore", str(backup), "--dir", str(restored),
                 "--nodes", "3", "--base-port", str(port), check=0)
@@ -73,7 +73,7 @@ def test_disaster_recovery_from_a_lost_majority(cluster_factory, tmp_path):
                              str(cluster.nodes["n2"].data_dir), check=0).stdout)
     assert rep["newest"] in (str(survivor), str(cluster.nodes["n2"].data_dir))
     assert all(n["last_index"] >= last for n in rep["nodes"])
-    port = free_port("127.0.0.1")
+    port = free_base_port(3)
     newdir = tmp_path / "recovered"
     r = raftctl("-o", "json", "snapshot", "recover", str(survivor), "--dir", str(newdir),
                 "--nodes", "3", "--base-port", str(port), check=0)

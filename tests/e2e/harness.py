@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from raftctl.commands.local import free_base_port  # noqa: F401 - tests import it from here
 from raftd.client import Client
 
 # Every node of every test cluster gets an address of its own in 127.<a>.<b>.<c> (all of

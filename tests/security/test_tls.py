@@ -15,7 +15,7 @@ from raftd.client import Client, RequestError, TLSError, Timeout, Unavailable
 from raftd.tls import TLSFiles, client_context
 from raftd.core.messages import RequestVote
 from raftd.wire.codec import encode_hello, encode_message
-from tests.e2e.harness import _new_host, free_port
+from tests.e2e.harness import _new_host, free_base_port, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -302,7 +302,7 @@ def test_local_up_tls_and_local_add(tmp_path):
                                       if not k.startswith("RAFTCTL_")}, **(env or {})})
 
     d = tmp_path / "cl"
-    port = free_port("127.0.0.1")
+    port = free_base_port(4)  # n4 comes next to them (local add)
     r = raftctl("local", "up", "--tls", "--dir", str(d), "--base-port", str(port), "-o", "json")
     try:
         assert r.returncode == 0, r.stderr
