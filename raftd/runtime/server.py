@@ -55,6 +55,14 @@ class _PendingWrite:
     rid: int
 
 
+@dataclass(slots=True)
+class _Save:
+    """A Ready whose remaining steps wait for the disk: its own save (persist) or one before it."""
+    rd: Ready
+    late: list  # messages that may leave only after the save (votes, acks, ...)
+    persist: bool
+
+
 class _ClientConn:
     """A client connection: responses are written as requests complete, in any order.
     Responses produced in one pass of the event loop leave in one write (one syscall for a
@@ -108,6 +116,9 @@ class RaftServer:
         self._wake = asyncio.Event()
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raftd-disk")
         self._disk_jobs = 0
+        self._saves: list[_Save] = []  # Readies waiting for the disk writer, in order
+        self._disk_writer: asyncio.Task | None = None
+        self._saves_idle: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
         self.metrics: RaftMetrics | None = None
@@ -277,9 +288,10 @@ class RaftServer:
         log.info("stopping")
         if self._server is not None:
             self._server.close()
-        for t in self._tasks:
+        tasks = self._tasks + ([self._disk_writer] if self._disk_writer is not None else [])
+        for t in tasks:
             t.cancel()
-        for t in self._tasks:
+        for t in tasks:
             try:
                 await t
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
@@ -328,15 +340,21 @@ class RaftServer:
                 await self._handle_ready(node.ready())
 
     async def _handle_ready(self, rd: Ready) -> None:
-        node = self.node
-        if rd.soft_state is not None:
-            self._on_soft_state(rd)
+        """Start one Ready on its way (ready.py's contract).  Saves are pipelined: the loop
+        does not wait for the disk.  What may leave early (the leader's AppendEntries, thesis
+        §10.2.1) leaves now; the rest of the Ready waits, in order, behind its own save and
+        every save before it (see _Save); Readies that queue up while an fsync runs share
+        the next one (group commit across Readies)."""
         if rd.snapshot is not None:
+            # Contract step 0 replaces the log: every save queued before it lands first.
+            await self._saves_drained()
+            if rd.soft_state is not None:
+                self._on_soft_state(rd)
+                rd.soft_state = None
             await self.snapshots.install(rd.snapshot)  # contract step 0
+        persist = rd.hard_state is not None or bool(rd.entries)
         late = rd.messages
-        if rd.must_sync and (rd.hard_state is not None or rd.entries):
-            # The leader's replication goes out now and its own fsync runs in parallel
-            # (thesis §10.2.1; ready.py step 2); everything else waits for the disk.
+        if persist:
             late = []
             early = False
             for msg in rd.messages:
@@ -345,25 +363,67 @@ class RaftServer:
                     early = True
                 else:
                     late.append(msg)
-            t0 = time.perf_counter()
-            # The contract (ready.py): durable before anything that depends on it is sent.
-            if self.cfg.inline_fsync and not self._disk_jobs:
+            if self.cfg.inline_fsync and self._disk_writer is None and not self._disk_jobs:
                 # On the loop: no thread hand-off and wake-up per batch; while it runs, new
                 # requests and acks queue in the kernel and form the next batch.  What may
                 # leave early goes to the kernel first, so followers write in parallel.
                 if early:
                     for link in self.peers.values():
                         link.flush_now()
+                t0 = time.perf_counter()
                 self.storage.save(rd.hard_state, rd.entries)
-            else:
-                await self.on_disk(self.storage.save, rd.hard_state, rd.entries)
-            dt = time.perf_counter() - t0
-            self.counters["fsyncs"] += 1
-            self.counters["fsync_seconds"] += dt
-            if self.metrics is not None:
-                self.metrics.observe_fsync(dt)
-            if rd.entries:
-                node.persisted(rd.entries[-1].index, rd.entries[-1].term)
+                self._count_fsync(time.perf_counter() - t0)
+                if rd.entries:
+                    self.node.persisted(rd.entries[-1].index, rd.entries[-1].term)
+                self._finish(rd, late)
+                return
+        elif self._disk_writer is None:
+            self._finish(rd, late)  # nothing to persist and no save before it in flight
+            return
+        self._saves.append(_Save(rd, late, persist))
+        if self._disk_writer is None:
+            self._disk_writer = asyncio.get_running_loop().create_task(
+                self._write_saves(), name="disk-writer")
+            self._disk_writer.add_done_callback(self._on_task_done)
+
+    async def _write_saves(self) -> None:
+        """Drain the save queue: everything queued goes to the disk thread as one batch (one
+        write, one fdatasync); then each Ready of the batch finishes in order."""
+        node = self.node
+        try:
+            while self._saves:
+                batch, self._saves = self._saves, []
+                to_disk = [(s.rd.hard_state, s.rd.entries) for s in batch if s.persist]
+                if to_disk:
+                    t0 = time.perf_counter()
+                    await self.on_disk(self.storage.save_many, to_disk)
+                    self._count_fsync(time.perf_counter() - t0)
+                for s in batch:
+                    if s.persist and s.rd.entries:
+                        node.persisted(s.rd.entries[-1].index, s.rd.entries[-1].term)
+                    self._finish(s.rd, s.late)
+                self._wake.set()
+        finally:
+            self._disk_writer = None
+            if self._saves_idle is not None:
+                self._saves_idle.set()
+
+    async def _saves_drained(self) -> None:
+        while self._disk_writer is not None:
+            self._saves_idle = asyncio.Event()
+            await self._saves_idle.wait()
+        self._saves_idle = None
+
+    def _count_fsync(self, dt: float) -> None:
+        self.counters["fsyncs"] += 1
+        self.counters["fsync_seconds"] += dt
+        if self.metrics is not None:
+            self.metrics.observe_fsync(dt)
+
+    def _finish(self, rd: Ready, late: list) -> None:
+        """Everything of a Ready that comes after its save (contract steps 2-4), in order."""
+        if rd.soft_state is not None:
+            self._on_soft_state(rd)
         if rd.committed_entries:
             # Before the messages: the replies are queued first and so leave first (the
             # commit-index AppendEntries to followers can wait a few microseconds).

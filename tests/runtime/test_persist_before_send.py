@@ -34,16 +34,17 @@ async def _scenario(tmp_path, inline_fsync=False):
     for srv in servers:
         await srv.start()
         durable = {"index": 0, "hs": None}
-        real_save = srv.storage.save
+        real_save_many = srv.storage.save_many
 
-        def save(hs, entries, _real=real_save, _d=durable):
-            _real(hs, entries)  # returns after fdatasync
-            if entries:
-                _d["index"] = entries[-1].index
-            if hs is not None:
-                _d["hs"] = hs
+        def save_many(batch, _real=real_save_many, _d=durable):
+            _real(batch)  # returns after fdatasync
+            for hs, entries in batch:
+                if entries:
+                    _d["index"] = entries[-1].index
+                if hs is not None:
+                    _d["hs"] = hs
 
-        srv.storage.save = save
+        srv.storage.save_many = save_many
         real_send = srv._send
 
         def send(msg, _real=real_send, _d=durable, _srv=srv):
