@@ -27,6 +27,7 @@ from raftd.core import (AppendEntriesResponse, ConfChangeInProgressError, Config
                         NotLeaderError, SnapshotMeta,
                         PreVote, ProposalDroppedError, RaftConfig, RaftNode, Ready, RequestVote,
                         RequestVoteResponse, Role)
+from raftd.core.ready import may_send_early
 
 from .checker import SafetyChecker, SafetyViolation
 
@@ -59,6 +60,18 @@ class SimParams:
     # lagging and restarted nodes catch up by InstallSnapshot.  0 turns it off.
     snapshot_every: int = 40
     snapshot_trailing: int = 5
+    # Pipelined saves, like raftd's runtime: a node takes the next Ready while an fsync runs;
+    # the leader's AppendEntries leave at once (thesis §10.2.1), everything else of a Ready
+    # waits behind its save, and Readies queued meanwhile share the next fsync.  A crash keeps
+    # a random prefix of the Readies being written (unsynced data may or may not survive).
+    # False: one Ready at a time, all its messages after its fsync.
+    pipeline: bool = True
+    # Pipeline only, a fault of the faulty phase: now and then an fsync stalls (a busy disk),
+    # long enough for replies from the followers to come back first; that is when a leader
+    # that counted its own copy before its fsync completed would commit what a crash can still
+    # take back.
+    slow_fsync: float = 0.05
+    slow_fsync_ms: tuple[int, int] = (15, 60)
 
 
 class SimDisk:
@@ -118,6 +131,8 @@ class SimNode:
     raft: RaftNode | None = None  # None while crashed
     incarnation: int = 0
     disk_busy: bool = False  # one fsync at a time, like the real runtime
+    saves: list[Ready] = field(default_factory=list)  # pipeline: waiting for the next fsync
+    writing: list[Ready] = field(default_factory=list)  # pipeline: in the fsync under way
     applied: list[Entry] = field(default_factory=list)  # this incarnation's state machine
     was_leader: bool = False  # as of the last Ready's soft state (to trace step-downs)
 
@@ -157,6 +172,7 @@ class SimCluster:
         self.blocked: set[tuple[str, str]] = set()  # directed links that drop everything
         self.drop = self.p.drop
         self.duplicate = self.p.duplicate
+        self.slow_fsync = self.p.slow_fsync
         self.checker = SafetyChecker(self.ids, self.config, self._config_committed)
         self.proposals: list[Proposal] = []
         self._by_value: dict[bytes, Proposal] = {}
@@ -169,7 +185,10 @@ class SimCluster:
                       "conf_not_leader": 0, "conf_dropped": 0, "conf_invalid": 0,
                       "joint_committed": 0, "cnew_committed": 0, "learner_conf_committed": 0,
                       "removed_leader_stepdowns": 0, "removed_vote_requests": 0,
-                      "snapshots": 0, "snapshot_transfers": 0, "snapshots_installed": 0}
+                      "snapshots": 0, "snapshot_transfers": 0, "snapshots_installed": 0,
+                      # pipeline: fsyncs that covered more than one Ready, and crashes that
+                      # kept a prefix of the Readies being written
+                      "group_fsyncs": 0, "partial_writes": 0}
         self.snapshot_states: dict[tuple[int, int], tuple[Entry, ...]] = {}
         self.raft_cfg = RaftConfig(election_ticks=self.p.election_ticks,
                                    heartbeat_ticks=self.p.heartbeat_ticks,
@@ -210,6 +229,7 @@ class SimCluster:
         # The state machine restarts from the snapshot (Raft §7), then replays the log.
         n.applied = list(d.snapshot[1]) if d.snapshot else []
         n.disk_busy = False
+        n.saves, n.writing = [], []
         n.was_leader = False
         self.checker.node_started(nid)
         self._at(self.rng.randrange(self.p.tick_ms) + 1, "tick", nid, n.incarnation)
@@ -218,6 +238,13 @@ class SimCluster:
         n = self.nodes[nid]
         if n.up:
             n.raft = None  # in-flight fsync and everything volatile are gone
+            if n.writing and self.rng.random() < 0.5:
+                # ... or part of it reached the disk: the Readies are written in order, so
+                # what survives is a prefix (the WAL truncates a torn record).
+                self.stats["partial_writes"] += 1
+                for rd in n.writing[:self.rng.randint(1, len(n.writing))]:
+                    self._write_to_disk(n, rd)
+            n.writing = []
             self.stats["crashes"] += 1
             self._log(f"{nid} CRASH (durable: term={n.disk.hard_state.term} "
                       f"log ends at {n.disk.last_index})")
@@ -254,9 +281,22 @@ class SimCluster:
     def _pump(self, n: SimNode) -> None:
         """Take the next Ready if the disk is free; persist (with latency), then send/apply."""
         raft = n.raft
+        if self.p.pipeline:
+            self._pump_pipelined(n)
+            return
         if raft is None or n.disk_busy or not raft.has_ready():
             return
         rd = raft.ready()
+        self._note_soft_state(n, rd)
+        if rd.must_sync:
+            n.disk_busy = True
+            lo, hi = self.p.disk_ms
+            self._at(self.rng.randint(lo, hi), "fsync_done", n.id, n.incarnation, rd)
+        else:
+            self._complete(n, rd)
+
+    def _note_soft_state(self, n: SimNode, rd: Ready) -> None:
+        raft = n.raft
         if rd.soft_state is not None and rd.soft_state.role == Role.LEADER:
             self.stats["elections"] += 1
             n.was_leader = True
@@ -273,33 +313,86 @@ class SimCluster:
             elif self.p.membership:
                 self._log(f"{n.id} steps down (now {rd.soft_state.role}, term "
                           f"{rd.soft_state.term})")
-        if rd.must_sync:
-            n.disk_busy = True
-            lo, hi = self.p.disk_ms
-            self._at(self.rng.randint(lo, hi), "fsync_done", n.id, n.incarnation, rd)
-        else:
-            self._complete(n, rd)
+
+    def _write_to_disk(self, n: SimNode, rd: Ready) -> None:
+        if rd.snapshot is not None:  # contract step 0: install the received snapshot
+            state = self.snapshot_states[(rd.snapshot.index, rd.snapshot.term)]
+            n.disk.install(rd.snapshot, state)
+            self.stats["snapshots_installed"] += 1
+            self._log(f"{n.id} INSTALLED snapshot {rd.snapshot.index}/{rd.snapshot.term}")
+        n.disk.write(rd)
 
     def _ev_fsync_done(self, nid: str, inc: int, rd: Ready) -> None:
         n = self.nodes[nid]
         if n.raft is None or n.incarnation != inc:
             return  # crashed before the fsync finished: the write is lost
-        if rd.snapshot is not None:  # contract step 0: install the received snapshot
-            state = self.snapshot_states[(rd.snapshot.index, rd.snapshot.term)]
-            n.disk.install(rd.snapshot, state)
-            n.applied = list(state)
-            self.stats["snapshots_installed"] += 1
-            self._log(f"{nid} INSTALLED snapshot {rd.snapshot.index}/{rd.snapshot.term}")
-        n.disk.write(rd)
+        self._write_to_disk(n, rd)
+        if rd.snapshot is not None:
+            n.applied = list(self.snapshot_states[(rd.snapshot.index, rd.snapshot.term)])
         n.disk_busy = False
         if rd.entries:
             n.raft.persisted(rd.entries[-1].index, rd.entries[-1].term)
         self._complete(n, rd)
 
-    def _complete(self, n: SimNode, rd: Ready) -> None:
+    # -------------------------------------------------------- pipelined saves (runtime) --
+    def _pump_pipelined(self, n: SimNode) -> None:
+        """What raftd's runtime does (server.py _handle_ready / _write_saves)."""
+        raft = n.raft
+        while raft is not None and raft.has_ready():
+            rd = raft.ready()
+            self._note_soft_state(n, rd)
+            if rd.must_sync:
+                late = []
+                for msg in rd.messages:
+                    if may_send_early(msg):
+                        self._check_persisted_before_send(n, msg)
+                        self._send(msg)
+                    else:
+                        late.append(msg)
+                rd.messages = late
+                n.saves.append(rd)
+            elif n.disk_busy or n.saves:
+                n.saves.append(rd)  # waits behind the saves before it
+            else:
+                self._complete(n, rd, pump=False)
+            raft = n.raft
+        if raft is not None and not n.disk_busy and n.saves:
+            n.writing, n.saves = n.saves, []
+            n.disk_busy = True
+            if sum(1 for rd in n.writing if rd.must_sync) > 1:
+                self.stats["group_fsyncs"] += 1
+            lo, hi = (self.p.slow_fsync_ms if self.rng.random() < self.slow_fsync
+                      else self.p.disk_ms)
+            self._at(self.rng.randint(lo, hi), "batch_done", n.id, n.incarnation)
+
+    def _ev_batch_done(self, nid: str, inc: int) -> None:
+        n = self.nodes[nid]
+        if n.raft is None or n.incarnation != inc:
+            return  # crashed before the fsync finished (crash() decided what survived)
+        batch, n.writing = n.writing, []
+        for rd in batch:
+            self._write_to_disk(n, rd)
+            # Check each Ready's replies against the disk as its own save left it: a later
+            # Ready of the batch may truncate what this one acknowledges.  Sending that ack
+            # after the truncation is the same as a slow network delivering it late.
+            for msg in rd.messages:
+                self._check_persisted_before_send(n, msg)
+        for rd in batch:
+            if rd.snapshot is not None:
+                n.applied = list(self.snapshot_states[(rd.snapshot.index, rd.snapshot.term)])
+            if rd.entries:
+                n.raft.persisted(rd.entries[-1].index, rd.entries[-1].term)
+            self._complete(n, rd, pump=False, checked=True)
+        n.disk_busy = False
+        self.checker.observe(n, self.now)
+        self._pump(n)
+
+    def _complete(self, n: SimNode, rd: Ready, pump: bool = True,
+                  checked: bool = False) -> None:
         raft = n.raft
         for msg in rd.messages:
-            self._check_persisted_before_send(n, msg)
+            if not checked:
+                self._check_persisted_before_send(n, msg)
             self._send(msg)
         for e in rd.committed_entries:
             n.applied.append(e)
@@ -317,7 +410,8 @@ class SimCluster:
                 self._log(f"{n.id} (leader, term {raft.term}) commit_index={raft.commit_index}; "
                           f"acknowledged so far: {len(self.checker.acked)}")
         self.checker.observe(n, self.now)
-        self._pump(n)
+        if pump:
+            self._pump(n)
 
     def _maybe_snapshot(self, n: SimNode) -> None:
         """Snapshot and compact (Raft §7).  Everything applied is durable here (a Ready is
@@ -654,7 +748,7 @@ class SimCluster:
         self.run_until(p.fault_ms)
 
         self.heal()
-        self.drop = self.duplicate = 0.0
+        self.drop = self.duplicate = self.slow_fsync = 0.0
         for nid in self.ids:
             self.restart(nid)
         self._log("HEAL all: network restored, every node up; liveness check starts" + (

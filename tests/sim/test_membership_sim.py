@@ -172,9 +172,11 @@ def test_checker_detects_a_core_that_skips_joint_consensus(monkeypatch):
 
     monkeypatch.setattr(RaftNode, "propose_configuration", one_step)
     caught = []
+    # One Ready at a time: seed 4 shows it there.  With pipelined saves the first seed that
+    # shows it is 134 (the checker is the same; only the random schedule differs).
     for seed in range(40):
         try:
-            run_seed(seed, 3)
+            run_seed(seed, 3, pipeline=False)
         except AssertionError as e:
             if not str(e).startswith("liveness"):
                 caught.append(f"seed {seed}: {e}")
