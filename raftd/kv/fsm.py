@@ -114,6 +114,12 @@ class KVStateMachine:
             return {"index": index, "error": "invalid_command", "message": str(e)}
         return self._apply_command(index, cmd)
 
+    def apply_command(self, index: int, cmd: Command) -> dict[str, Any]:
+        """``apply`` for a command the caller already holds decoded: the leader keeps the
+        Command it proposed, and the entry at (index, term) is that one (Log Matching)."""
+        self._advance(index)
+        return self._apply_command(index, cmd)
+
     def apply_noop(self, index: int) -> None:
         """Account for an entry that is not a command (leader no-op, configuration change)."""
         self._advance(index)

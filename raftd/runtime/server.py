@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from random import Random
 
 from raftd.config import NodeConfig, split_address
-from raftd.core import (Configuration, ConfChangeInProgressError, InstallSnapshot,
+from raftd.core import (Configuration, ConfChangeInProgressError, EntryKind, InstallSnapshot,
                         InvalidConfChangeError, LogCorruptionError, NotLeaderError, ProposalDroppedError, RaftConfig,
                         RaftNode, Ready, Role)
 from raftd.core.messages import AppendEntries, AppendEntriesResponse, PreVote, RequestVote
@@ -53,6 +53,7 @@ class _PendingWrite:
     term: int
     conn: "_ClientConn"
     rid: int
+    cmd: Command  # what was proposed: applied without decoding the entry again
 
 
 @dataclass(slots=True)
@@ -352,6 +353,10 @@ class RaftServer:
                 self._on_soft_state(rd)
                 rd.soft_state = None
             await self.snapshots.install(rd.snapshot)  # contract step 0
+            rd.snapshot = None
+        self._process_ready(rd)
+
+    def _process_ready(self, rd: Ready) -> None:
         persist = rd.hard_state is not None or bool(rd.entries)
         late = rd.messages
         if persist:
@@ -504,17 +509,23 @@ class RaftServer:
         fsm = self.fsm
         pending = self._pending_writes
         snaps = self.snapshots
+        normal = EntryKind.NORMAL
         for e in rd.committed_entries:
             snaps.bytes_since += len(e.data)
-            result = fsm.apply_entry(e)
             pw = pending.pop(e.index, None) if pending else None
             if pw is None:
+                fsm.apply_entry(e)
                 continue
             if pw.term != e.term:
                 # Our proposal at this index was replaced by another leader's entry.
+                fsm.apply_entry(e)
                 pw.conn.reply(pw.rid, error={"code": "unavailable",
                                              "message": "write lost in a leader change; retry"})
-            elif result is not None and "error" in result:
+                continue
+            # Same index and term: the entry is the one we proposed (Log Matching, §5.3).
+            result = fsm.apply_command(e.index, pw.cmd) if e.kind == normal else \
+                fsm.apply_entry(e)
+            if result is not None and "error" in result:
                 pw.conn.reply(pw.rid, error={"code": "bad_request",
                                              "message": f"{result['error']}: "
                                                         f"{result.get('message', '')}".strip()})
@@ -651,7 +662,7 @@ class RaftServer:
             conn.reply(rid, error={"code": "unavailable", "message": str(e)})
             return
         self.counters["proposals"] += 1
-        self._pending_writes[index] = _PendingWrite(node.term, conn, rid)
+        self._pending_writes[index] = _PendingWrite(node.term, conn, rid, cmd)
         self._wake.set()
 
     def _too_large(self, conn: _ClientConn, rid, name: str, size: int, limit: int) -> None:

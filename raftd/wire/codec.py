@@ -224,9 +224,16 @@ def encode_client_request(req: dict) -> bytes:
     return _map_frame(FrameType.CLIENT_REQUEST, req)
 
 
+# Responses are built by the server from plain dicts, lists and scalars, on its event loop
+# only, so one Packer serves them all (no Packer set-up per response).
+_response_pack = msgpack.Packer(use_bin_type=True).pack
+
+
 def encode_client_response(resp: dict) -> bytes:
     """CLIENT_RESPONSE frame: ``{"id": int, "ok": bool, "result": ..., "error": {...}}``."""
-    return _map_frame(FrameType.CLIENT_RESPONSE, resp)
+    if type(resp) is not dict:
+        return _map_frame(FrameType.CLIENT_RESPONSE, resp)
+    return encode_frame(FrameType.CLIENT_RESPONSE, _response_pack(resp))
 
 
 def encode_error(code: str, message: str) -> bytes:

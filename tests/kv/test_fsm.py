@@ -206,6 +206,13 @@ def _pack(obj) -> bytes:
     _pack([1, 1, "k", None, None, None, 0, 0]),  # put without value
     _pack([1, 1, "k", b"v", None, None, 1, 0]),  # seq without client
     _pack([1, 1, "k", b"v", None, "c", 1, -1]),
+    # shaped like the fast path of a session PUT, but not valid
+    _pack([1, 1, "", b"v", None, "c", 1, 0]),
+    _pack([1, 1, "k", b"v", None, "", 1, 0]),
+    _pack([1, 1, "k", b"v", None, "c", True, 0]),
+    _pack([1, 1, "k", b"v", None, "c", 1, True]),
+    _pack([1, 1, "k", b"v", b"x", "c", 1, 0]),
+    _pack([1, True, "k", b"v", None, "c", 1, 0]),
     _pack([1, 1, "k", b"v", None, None, 0, 0]) + b"\x00",  # trailing bytes
     b"\x81\xa1k\xc4\x01v",  # a map, not an array
     bytes([0x91]) * 5000,  # deeply nested
