@@ -40,7 +40,7 @@ $B --clients 64 --nodes 7 >>"$OUT/raftd_nodes.jsonl" 2>>"$OUT/errors.log"
 $B --clients 64 --value-size 1024 >>"$OUT/raftd_values.jsonl" 2>>"$OUT/errors.log"
 $B --clients 64 --value-size 16384 >>"$OUT/raftd_values.jsonl" 2>>"$OUT/errors.log"
 $B --clients 64,256 --read-ratio 1 >>"$OUT/raftd_reads.jsonl" 2>>"$OUT/errors.log"
-$B --clients 1,64 --set inline_fsync=true >>"$OUT/raftd_inline.jsonl" 2>>"$OUT/errors.log"
+$B --clients 1,64 --set inline_fsync=false >>"$OUT/raftd_thread.jsonl" 2>>"$OUT/errors.log"
 $PY benchmarks/bench_cluster.py --duration 15 --clients 64 --pause-follower \
   >>"$OUT/raftd_pause.jsonl" 2>>"$OUT/errors.log"
 echo "done: $OUT"

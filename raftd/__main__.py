@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -61,6 +62,17 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             if cfg.event_loop == "uvloop" or a.uvloop:
                 logging.getLogger("raftd").warning("uvloop is not installed; using asyncio")
+    profile_to = os.environ.get("RAFTD_PROFILE")
+    if profile_to:
+        # Developers: every call of this process, written to FILE when it stops (read it with
+        # python -m pstats FILE; "{id}" in FILE becomes the node id, so one variable serves a
+        # whole local cluster); docs/PERFORMANCE.md.  cProfile roughly halves the speed.
+        import cProfile  # noqa: PLC0415
+        prof = cProfile.Profile()
+        try:
+            return prof.runcall(asyncio.run, _run(cfg, flt))
+        finally:
+            prof.dump_stats(profile_to.replace("{id}", cfg.id))
     return asyncio.run(_run(cfg, flt))
 
 

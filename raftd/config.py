@@ -33,7 +33,11 @@ class NodeConfig:
     election_timeout_ms: int = 1000  # minimum; the actual timeout is drawn in [t, 2t)
     heartbeat_interval_ms: int = 100
     fsync: bool = True
-    inline_fsync: bool = False  # write + fsync on the event loop instead of the disk thread
+    # Where the WAL write + fsync runs: true = on the event loop (no thread hand-off, about
+    # 10% more writes/s and 0.2 ms less per write here), false = on the disk thread (the loop
+    # keeps serving during a slow fsync), auto = on the loop, but on the disk thread for a
+    # while after an fsync took longer than a quarter of heartbeat_interval_ms.
+    inline_fsync: bool | str = "auto"
     # auto: uvloop when installed (pip install 'raftd[fast]') and TLS is off, else asyncio
     event_loop: str = "auto"
     max_append_entries: int = 512
@@ -80,7 +84,7 @@ class NodeConfig:
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "id": str, "listen": str, "data_dir": str, "peers": dict, "join": bool, "cluster": str,
     "tick_ms": int, "election_timeout_ms": int, "heartbeat_interval_ms": int, "fsync": bool,
-    "inline_fsync": bool, "event_loop": str,
+    "inline_fsync": (bool, str), "event_loop": str,
     "max_append_entries": int, "max_append_bytes": int, "max_inflight_msgs": int,
     "max_frame_size": int, "peer_queue_limit": int,
     "session_ttl_ms": int, "snapshot_entries": int,
@@ -182,6 +186,8 @@ def parse_config(raw: Any, source: str = "<config>") -> NodeConfig:
     cfg = NodeConfig(**values)
     if cfg.heartbeat_interval_ms * 2 > cfg.election_timeout_ms:
         raise err("heartbeat_interval_ms", "must be at most half of election_timeout_ms")
+    if values.get("inline_fsync", "auto") not in (True, False, "auto"):
+        raise err("inline_fsync", "expected true, false or auto")
     if values.get("event_loop", "auto") not in ("auto", "asyncio", "uvloop"):
         raise err("event_loop", "expected auto, asyncio or uvloop")
     if values.get("event_loop") == "uvloop" and values.get("tls") is not None:

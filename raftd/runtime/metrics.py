@@ -239,6 +239,9 @@ class _StatusCollector(Collector):
         yield counter("raftd_proposals", "Client writes proposed on this node",
                       c.get("proposals"))
         yield counter("raftd_fsyncs", "Write-ahead log fsyncs", c.get("fsyncs"))
+        yield counter("raftd_inline_fsync_backoffs", "Slow fsyncs that moved saves off the "
+                      "event loop for a while (inline_fsync: auto)",
+                      c.get("inline_fsync_backoffs"))
         yield counter("raftd_bad_frames", "Connections closed for protocol errors",
                       c.get("bad_frames"))
         yield counter("raftd_client_requests", "Client requests received",

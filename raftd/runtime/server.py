@@ -46,6 +46,7 @@ _WRITE_OPS = {"put": Op.PUT, "delete": Op.DELETE, "cas": Op.CAS}
 # What a server outside our configuration may send us (see _from_member_or_allowed).
 _NON_MEMBER_OK = (AppendEntries, InstallSnapshot, PreVote, RequestVote)
 _MAX_EVENTS = 200
+_INLINE_BACKOFF_S = 30.0  # inline_fsync auto: how long a slow fsync sends saves to the thread
 
 
 @dataclass(slots=True)
@@ -120,6 +121,9 @@ class RaftServer:
         self._saves: list[_Save] = []  # Readies waiting for the disk writer, in order
         self._disk_writer: asyncio.Task | None = None
         self._saves_idle: asyncio.Event | None = None
+        # inline_fsync auto: saves go to the disk thread until then (monotonic seconds)
+        self._inline_until = 0.0
+        self._inline_limit_s = cfg.heartbeat_interval_ms / 4000
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()
         self.metrics: RaftMetrics | None = None
@@ -147,7 +151,8 @@ class RaftServer:
         self.counters = {"proposals": 0, "fsyncs": 0, "fsync_seconds": 0.0,
                          "leader_changes": 0, "bad_frames": 0, "client_requests": 0,
                          "tls_handshake_failures": 0, "peers_refused": 0,
-                         "peer_messages_dropped": 0, "permission_denied": 0}
+                         "peer_messages_dropped": 0, "permission_denied": 0,
+                         "inline_fsync_backoffs": 0}
         self._dropped_logged: dict[str, float] = {}  # peer -> when we last logged a drop
         # Requests refused by a limit (docs/SECURITY.md), by limit name.
         self.limit_rejections = {"frame_size": 0, "connections_per_address": 0,
@@ -368,7 +373,7 @@ class RaftServer:
                     early = True
                 else:
                     late.append(msg)
-            if self.cfg.inline_fsync and self._disk_writer is None and not self._disk_jobs:
+            if self._disk_writer is None and not self._disk_jobs and self._save_inline():
                 # On the loop: no thread hand-off and wake-up per batch; while it runs, new
                 # requests and acks queue in the kernel and form the next batch.  What may
                 # leave early goes to the kernel first, so followers write in parallel.
@@ -377,7 +382,16 @@ class RaftServer:
                         link.flush_now()
                 t0 = time.perf_counter()
                 self.storage.save(rd.hard_state, rd.entries)
-                self._count_fsync(time.perf_counter() - t0)
+                dt = time.perf_counter() - t0
+                self._count_fsync(dt)
+                if dt > self._inline_limit_s and self.cfg.inline_fsync == "auto":
+                    # The loop was blocked that long: heartbeats, reads and status waited.
+                    # Let the disk thread take the saves for a while.
+                    self._inline_until = time.monotonic() + _INLINE_BACKOFF_S
+                    self.counters["inline_fsync_backoffs"] += 1
+                    log.warning("an fsync took %.0f ms; saves run on the disk thread for the "
+                                "next %.0f s (inline_fsync: auto)", dt * 1000,
+                                _INLINE_BACKOFF_S)
                 if rd.entries:
                     self.node.persisted(rd.entries[-1].index, rd.entries[-1].term)
                 self._finish(rd, late)
@@ -390,6 +404,12 @@ class RaftServer:
             self._disk_writer = asyncio.get_running_loop().create_task(
                 self._write_saves(), name="disk-writer")
             self._disk_writer.add_done_callback(self._on_task_done)
+
+    def _save_inline(self) -> bool:
+        mode = self.cfg.inline_fsync
+        if mode == "auto":
+            return time.monotonic() >= self._inline_until
+        return bool(mode)
 
     async def _write_saves(self) -> None:
         """Drain the save queue: everything queued goes to the disk thread as one batch (one

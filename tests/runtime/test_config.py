@@ -29,6 +29,8 @@ def test_good_config_parses_with_defaults():
     ({"max_value_size": 0}, "max_value_size", "positive"),
     ({"max_sessions": 10**9}, "max_sessions", "at most"),
     ({"event_loop": "trio"}, "event_loop", "expected auto"),
+    ({"inline_fsync": "yes"}, "inline_fsync", "expected true, false or auto"),
+    ({"inline_fsync": 1}, "inline_fsync", "expected"),
     ({"event_loop": "uvloop", "tls": {"ca": "c", "cert": "c", "key": "k"}}, "event_loop",
      "cannot be used with tls"),
 ])
@@ -37,6 +39,12 @@ def test_bad_values_name_file_and_key(change, key, words):
         parse_config({**GOOD, **change}, "node.yaml")
     msg = str(e.value)
     assert msg.startswith("node.yaml: key '" + key + "'") and words in msg, msg
+
+
+@pytest.mark.parametrize("value", [True, False, "auto"])
+def test_inline_fsync_modes(value):
+    assert parse_config({**GOOD, "inline_fsync": value}, "n.yaml").inline_fsync == value
+    assert parse_config(GOOD, "n.yaml").inline_fsync == "auto"  # the default
 
 
 def test_missing_required_key():
