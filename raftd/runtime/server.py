@@ -174,7 +174,8 @@ class RaftServer:
             except TLSConfigError as e:
                 raise StartupError(str(e)) from None
             self._log_tls("TLS on")
-        self.storage = DurableLog.open(os.path.join(cfg.data_dir, "wal"), fsync=cfg.fsync)
+        self.storage = DurableLog.open(os.path.join(cfg.data_dir, "wal"), fsync=cfg.fsync,
+                                       preallocate=cfg.wal_preallocate_bytes)
         st = self.storage
         self.snapshots = Snapshotter(self)
         snap = self.snapshots.recover()

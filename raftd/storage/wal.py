@@ -16,6 +16,13 @@ where crc32 is ``zlib.crc32(type + payload)`` and the payload is msgpack:
 
 Every segment starts HEADER, BASE, HARD_STATE, so the newest segment alone always holds the current base
 and hard state and older segments can be deleted once compact() no longer needs their entries.
+
+With ``preallocate`` (raftd uses 1 MiB) a segment is extended with zeros ahead of its records, so most
+writes land inside the file and an fdatasync has no file size or block allocation to commit (about 0.5
+instead of 0.9 ms here with three nodes writing; docs/PERFORMANCE.md).  Records never start with a zero
+header (a payload is at least one byte and type 0 is unused), so recovery reads a header of zeros followed
+only by zeros as the end of the data; zeros followed by anything else are a torn tail or corruption, as
+any other damaged record.
 """
 from __future__ import annotations
 
@@ -45,6 +52,13 @@ MAX_RECORD = 256 << 20
 _SEGMENT_NAME = re.compile(r"^(\d{16})\.wal$")
 _KINDS = frozenset(k.value for k in EntryKind)
 _TYPE_BYTE = re.compile(b"[" + re.escape(bytes(sorted(_TYPES))) + b"]")
+_NONZERO = re.compile(b"[^\x00]")
+_ZERO_HEADER = bytes(_FRAME.size)
+
+
+def _zeros_from(data: bytes, pos: int) -> bool:
+    """True if every byte from pos to the end is zero (a preallocated tail)."""
+    return _NONZERO.search(data, pos) is None
 
 
 class CorruptLogError(Exception):
@@ -80,18 +94,26 @@ def _valid_frame_after(data: bytes, start: int) -> int | None:
     return None
 
 
-def _scan(path: Path, data: bytes, last: bool) -> tuple[list[tuple[int, int, Any]], int | None]:
-    """Split one segment into (offset, type, value) records; return them and the offset of a torn tail.
+def _scan(path: Path, data: bytes, last: bool) -> tuple[list[tuple[int, int, Any]], int | None, int]:
+    """Split one segment into (offset, type, value) records; return them, the offset of a torn tail (or
+    None) and where the records end (before a preallocated zero tail, if any).
 
     Only the last segment can have a torn tail: a crash mid-write leaves a prefix of the final write, so
-    the damaged record runs to (or past) end of file. Anything else is corruption and raises.
+    the damaged record runs to (or past) the end of the data. Anything else is corruption and raises.
     """
     buf, eof = memoryview(data), len(data)
     records: list[tuple[int, int, Any]] = []
     off = 0
     while off < eof:
         if off + _FRAME.size > eof:
+            if _zeros_from(data, off):
+                return records, None, off  # the end of a preallocated tail
             reason, reaches_eof = "record header cut short by end of file", True
+        elif data[off:off + _FRAME.size] == _ZERO_HEADER:
+            if _zeros_from(data, off):
+                return records, None, off  # the records end here; the rest was preallocated
+            # Zeros, then data: the end of a write that reached the disk out of order (torn), or damage.
+            reason, reaches_eof = "zeroed record header", True
         else:
             length, crc, rtype = _FRAME.unpack_from(buf, off)
             end = off + _FRAME.size + length
@@ -100,7 +122,7 @@ def _scan(path: Path, data: bytes, last: bool) -> tuple[list[tuple[int, int, Any
             elif length > MAX_RECORD:
                 reason, reaches_eof = f"record length {length} exceeds {MAX_RECORD}", False
             elif zlib.crc32(buf[off + 8:end]) != crc:
-                reason, reaches_eof = "checksum mismatch", end == eof
+                reason, reaches_eof = "checksum mismatch", end == eof or _zeros_from(data, end)
             elif rtype not in _TYPES:
                 raise CorruptLogError(path, off, f"unknown record type {rtype}")
             else:
@@ -114,21 +136,25 @@ def _scan(path: Path, data: bytes, last: bool) -> tuple[list[tuple[int, int, Any
         # hide inside the supposed tail, truncating would silently drop them.
         follower = _valid_frame_after(data, off + 1) if last and reaches_eof else None
         if last and reaches_eof and follower is None:
-            return records, off
+            return records, off, off
         if follower is not None:
             reason += f", but a valid record follows at offset {follower}"
         raise CorruptLogError(path, off, reason)
-    return records, None
+    return records, None, eof
 
 
 class DurableLog:
     """Raft's durable state: hard state plus the log of entries after a snapshot base. Not thread-safe."""
 
-    def __init__(self, directory: Path, segment_bytes: int, fsync: bool):  # use DurableLog.open()
+    def __init__(self, directory: Path, segment_bytes: int, fsync: bool,
+                 preallocate: int = 0):  # use DurableLog.open()
         self._dir, self._segment_bytes, self._fsync = directory, segment_bytes, fsync
+        self._prealloc = max(0, preallocate)
         self._segs: list[_Segment] = []
         self._fd: int | None = None
-        self._size = 0  # bytes in the active (last) segment
+        self._size = 0  # bytes of records in the active (last) segment: where the next write goes
+        self._alloc = 0  # size of the active segment's file (records + preallocated zeros)
+        self._last_end = 0  # where recovery found the last segment's records to end
         self._new_file = False  # active segment created but its directory entry not yet synced
         self._failed = self._closed = False
         self._entries: list[Entry] = []  # in-memory copy; _entries[0].index == snapshot_index + 1
@@ -137,8 +163,11 @@ class DurableLog:
         self.stats = {"fsyncs": 0, "dir_fsyncs": 0, "bytes_written": 0, "records_written": 0}
 
     @classmethod
-    def open(cls, directory: str | Path, *, segment_bytes: int = 64 << 20, fsync: bool = True) -> DurableLog:
-        self = cls(Path(directory), segment_bytes, fsync)
+    def open(cls, directory: str | Path, *, segment_bytes: int = 64 << 20, fsync: bool = True,
+             preallocate: int = 0) -> DurableLog:
+        """``preallocate``: extend segment files with this many zero bytes ahead of the writes (see the
+        module docstring); 0 appends."""
+        self = cls(Path(directory), segment_bytes, fsync, preallocate)
         try:
             self._dir.mkdir(mode=0o700, parents=True)
             self._sync_dir(self._dir.parent)
@@ -146,8 +175,9 @@ class DurableLog:
             pass
         self._recover()
         if self._segs:
-            self._fd = os.open(self._segs[-1].path, os.O_WRONLY | os.O_APPEND)
-            self._size = os.fstat(self._fd).st_size
+            self._fd = os.open(self._segs[-1].path, os.O_WRONLY)
+            self._size = self._last_end
+            self._alloc = os.fstat(self._fd).st_size
         else:
             self._append(self._start_segment((0, 0, False)))
         self.stats = dict.fromkeys(self.stats, 0)  # count what the caller does, not recovery
@@ -272,10 +302,10 @@ class DurableLog:
         """Create the next segment file and make it active; return its head records (not yet written)."""
         seq = self._segs[-1].seq + 1 if self._segs else 1
         path = self._dir / f"{seq:016d}.wal"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         if self._fd is not None:
             os.close(self._fd)
-        self._fd, self._size, self._new_file = fd, 0, True
+        self._fd, self._size, self._alloc, self._new_file = fd, 0, 0, True
         self._segs.append(_Segment(seq, path, self.last_index))
         return [_record(HEADER, [_MAGIC, _VERSION, seq, self.last_index]), _record(BASE, list(base)),
                 _record(HARD_STATE, [self.hard_state.term, self.hard_state.voted_for])]
@@ -284,9 +314,15 @@ class DurableLog:
         """One write() and one fdatasync() for the whole batch (group commit)."""
         buf = b"".join(parts)
         try:
-            view = memoryview(buf)
-            while view:  # a regular file takes it all in one call; the loop only guards a short write
-                view = view[os.write(self._fd, view):]
+            end = self._size + len(buf)
+            if self._prealloc and end > self._alloc:
+                # Zeros ahead of the records; the fdatasync below makes them durable with the records,
+                # and the next writes, inside the file, cost less to sync.
+                grow = end + self._prealloc - self._alloc
+                self._pwrite_all(bytes(grow), self._alloc)
+                self._alloc += grow
+            self._pwrite_all(buf, self._size)
+            self._alloc = max(self._alloc, end)
             if self._fsync:
                 os.fdatasync(self._fd)
                 self.stats["fsyncs"] += 1
@@ -301,6 +337,12 @@ class DurableLog:
         self._size += len(buf)
         self.stats["bytes_written"] += len(buf)
         self.stats["records_written"] += len(parts)
+
+    def _pwrite_all(self, data: bytes, offset: int) -> None:
+        view = memoryview(data)
+        while view:  # a regular file takes it all in one call; the loop only guards a short write
+            n = os.pwrite(self._fd, view, offset)
+            view, offset = view[n:], offset + n
 
     def _sync_dir(self, path: Path | None = None) -> None:
         """A created or deleted file is only durable once its directory is synced."""
@@ -320,7 +362,7 @@ class DurableLog:
             if i and seq != found[i - 1][0] + 1:
                 raise CorruptLogError(path, 0, f"segment {found[i - 1][0] + 1} is missing before this one")
             data = path.read_bytes()
-            records, torn_at = _scan(path, data, last)
+            records, torn_at, data_end = _scan(path, data, last)
             if torn_at is not None:
                 logger.warning("%s: torn write at offset %d, dropping %d bytes",
                                path, torn_at, len(data) - torn_at)
@@ -344,6 +386,7 @@ class DurableLog:
             if header[:3] != [_MAGIC, _VERSION, seq]:
                 raise CorruptLogError(path, 0, f"bad segment header {header!r}")
             self._segs.append(_Segment(seq, path, header[3]))
+            self._last_end = data_end  # where the next write goes, if this is the last kept segment
             scanned.append((path, records))
         self._replay(scanned)
 

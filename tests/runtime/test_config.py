@@ -30,6 +30,7 @@ def test_good_config_parses_with_defaults():
     ({"max_sessions": 10**9}, "max_sessions", "at most"),
     ({"event_loop": "trio"}, "event_loop", "expected auto"),
     ({"inline_fsync": "yes"}, "inline_fsync", "expected true, false or auto"),
+    ({"wal_preallocate_bytes": -1}, "wal_preallocate_bytes", "0 or more"),
     ({"inline_fsync": 1}, "inline_fsync", "expected"),
     ({"event_loop": "uvloop", "tls": {"ca": "c", "cert": "c", "key": "k"}}, "event_loop",
      "cannot be used with tls"),
