@@ -39,9 +39,10 @@ class NodeConfig:
     # while after an fsync took longer than a quarter of heartbeat_interval_ms.
     inline_fsync: bool | str = "auto"
     # Extend WAL segment files with this many zero bytes ahead of the writes, so most fsyncs
-    # commit no file size or block allocation (raftd/storage/wal.py); 0 = plain appends (for
-    # copy-on-write filesystems, where zero-filling buys nothing).
-    wal_preallocate_bytes: int = 1 << 20
+    # commit no file size or block allocation (raftd/storage/wal.py).  Off by default: here it
+    # took 0.3 ms off an average save but the extensions put p99 up by 2-3 ms, and writes/s did
+    # not move (docs/PERFORMANCE.md).  0 = plain appends.
+    wal_preallocate_bytes: int = 0
     # auto: uvloop when installed (pip install 'raftd[fast]') and TLS is off, else asyncio
     event_loop: str = "auto"
     max_append_entries: int = 512

@@ -90,6 +90,25 @@ _new_command = object.__new__
 _set = object.__setattr__
 
 
+def session_put(key, value, client_id, seq, timestamp_ms) -> Command | None:
+    """A PUT with a session, built without the generic validation of ``Command(...)`` when its
+    fields have exactly the types and ranges that validation demands (the common case on the
+    hot paths: 1.5 instead of 7 us); None otherwise, and the caller uses ``Command(...)``."""
+    if not (type(key) is str and key and type(value) is bytes and type(client_id) is str
+            and client_id and type(seq) is int and seq > 0 and type(timestamp_ms) is int
+            and timestamp_ms >= 0):
+        return None
+    cmd = _new_command(Command)
+    _set(cmd, "op", Op.PUT)
+    _set(cmd, "key", key)
+    _set(cmd, "value", value)
+    _set(cmd, "expected", None)
+    _set(cmd, "client_id", client_id)
+    _set(cmd, "seq", seq)
+    _set(cmd, "timestamp_ms", timestamp_ms)
+    return cmd
+
+
 def encode_command(cmd: Command) -> bytes:
     """The bytes to put in a NORMAL log entry.  Deterministic for equal commands."""
     if not isinstance(cmd, Command):
@@ -120,20 +139,11 @@ def decode_command(data: bytes) -> Command:
     if not _is_int(op):
         raise ValueError(f"op must be an int, got {op!r}")
     # Fast path for what every write of a session-using client looks like (a PUT with a
-    # client id): the same checks as __post_init__, without its generic per-field work.
-    # Every node applies every entry, so this runs once per entry per node.
-    if (op == 1 and type(key) is str and key and type(value) is bytes and expected is None
-            and type(client_id) is str and client_id and type(seq) is int and seq > 0
-            and type(timestamp_ms) is int and timestamp_ms >= 0):
-        cmd = _new_command(Command)
-        _set(cmd, "op", Op.PUT)
-        _set(cmd, "key", key)
-        _set(cmd, "value", value)
-        _set(cmd, "expected", None)
-        _set(cmd, "client_id", client_id)
-        _set(cmd, "seq", seq)
-        _set(cmd, "timestamp_ms", timestamp_ms)
-        return cmd
+    # client id).  Every node applies every entry, so this runs once per entry per node.
+    if op == 1 and expected is None:
+        cmd = session_put(key, value, client_id, seq, timestamp_ms)
+        if cmd is not None:
+            return cmd
     try:
         return Command(op=op, key=key, value=value, expected=expected, client_id=client_id,
                        seq=seq, timestamp_ms=timestamp_ms)

@@ -3,8 +3,9 @@
 One asyncio loop owns the RaftNode.  Socket readers, the ticker and client handlers call into
 the node directly (they run on the same loop, one at a time) and wake the driver, which hands
 each Ready to the disk and then to the network and the state machine, in the order ready.py
-prescribes.  While one fsync runs in the disk thread, new proposals and messages keep reaching
-the node; the next Ready carries all of them, so one fsync covers many writes (group commit).
+prescribes.  Saves are pipelined: while one fsync runs, new proposals and messages keep reaching
+the node and new Readies are taken; their early messages leave, the rest queues behind the save,
+and everything queued shares the next write and fsync (group commit).
 
     client put ──> propose() ──> Ready.entries ──> WAL.save + fdatasync ──> persisted()
                                   Ready.messages ──> peers (AppendEntries)  <── acks: step()
@@ -26,7 +27,7 @@ from raftd.core import (Configuration, ConfChangeInProgressError, EntryKind, Ins
                         RaftNode, Ready, Role)
 from raftd.core.messages import AppendEntries, AppendEntriesResponse, PreVote, RequestVote
 from raftd.core.ready import may_send_early
-from raftd.kv.commands import Command, Op, encode_command
+from raftd.kv.commands import Command, Op, encode_command, session_put
 from raftd.kv.fsm import KVStateMachine
 from raftd.storage.wal import DurableLog
 from raftd.tls import ROLE_NODE, NodeTLS, TLSConfigError, handshake_error, may
@@ -666,14 +667,17 @@ class RaftServer:
                                    f"{len(self.fsm.sessions)} client sessions are open "
                                    f"(max_sessions); retry later or without a client_id"})
             return
-        try:
-            cmd = Command(_WRITE_OPS[op], key,
-                          value=_field(req, "value", bytes) if op != "delete" else None,
-                          expected=req.get("expected") if op == "cas" else None,
-                          client_id=client_id, seq=seq if client_id else 0,
-                          timestamp_ms=int(time.time() * 1000))
-        except (TypeError, ValueError) as e:
-            raise _BadRequest(str(e)) from None
+        now_ms = int(time.time() * 1000)
+        cmd = session_put(key, value, client_id, seq, now_ms) if op == "put" else None
+        if cmd is None:
+            try:
+                cmd = Command(_WRITE_OPS[op], key,
+                              value=_field(req, "value", bytes) if op != "delete" else None,
+                              expected=req.get("expected") if op == "cas" else None,
+                              client_id=client_id, seq=seq if client_id else 0,
+                              timestamp_ms=now_ms)
+            except (TypeError, ValueError) as e:
+                raise _BadRequest(str(e)) from None
         try:
             index = node.propose(encode_command(cmd))
         except NotLeaderError:

@@ -17,9 +17,9 @@ where crc32 is ``zlib.crc32(type + payload)`` and the payload is msgpack:
 Every segment starts HEADER, BASE, HARD_STATE, so the newest segment alone always holds the current base
 and hard state and older segments can be deleted once compact() no longer needs their entries.
 
-With ``preallocate`` (raftd uses 1 MiB) a segment is extended with zeros ahead of its records, so most
-writes land inside the file and an fdatasync has no file size or block allocation to commit (about 0.5
-instead of 0.9 ms here with three nodes writing; docs/PERFORMANCE.md).  Records never start with a zero
+With ``preallocate`` (raftd's ``wal_preallocate_bytes``, off by default) a segment is extended with zeros
+ahead of its records, so most writes land inside the file and an fdatasync has no file size or block
+allocation to commit (about 0.5 instead of 0.9 ms here with three nodes writing; docs/PERFORMANCE.md).  Records never start with a zero
 header (a payload is at least one byte and type 0 is unused), so recovery reads a header of zeros followed
 only by zeros as the end of the data; zeros followed by anything else are a torn tail or corruption, as
 any other damaged record.

@@ -50,8 +50,9 @@ def test_writes_survive_kill9_of_the_leader(cluster_factory, n):
     assert len(digests) == 1
 
 
-def test_kill9_during_write_burst_recovers_its_log(cluster_factory):
-    cluster = cluster_factory(3).start()
+@pytest.mark.parametrize("preallocate", [0, 65536], ids=["append", "preallocated-wal"])
+def test_kill9_during_write_burst_recovers_its_log(cluster_factory, preallocate):
+    cluster = cluster_factory(3, wal_preallocate_bytes=preallocate).start()
     leader = cluster.wait_leader()
     victim = next(nid for nid in cluster.nodes if nid != leader)
     import threading

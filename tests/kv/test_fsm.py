@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from raftd.core.types import Entry, EntryKind
 from raftd.kv import (AppliedIndexError, Command, KVStateMachine, Op, decode_command,
                       encode_command)
+from raftd.kv.commands import session_put
 
 
 # ---------------------------------------------------------------- helpers
@@ -151,6 +152,25 @@ def test_command_round_trip(cmd):
     assert isinstance(data, bytes)
     assert decode_command(data) == cmd
     assert encode_command(decode_command(data)) == data  # deterministic
+
+
+@given(commands())
+def test_session_put_builds_the_same_command(cmd):
+    built = session_put(cmd.key, cmd.value, cmd.client_id, cmd.seq, cmd.timestamp_ms)
+    if cmd.op is Op.PUT and cmd.has_session:
+        assert built == cmd and built.op is Op.PUT
+    elif built is not None:  # e.g. a CAS's fields also make a valid session PUT
+        assert built == Command(Op.PUT, cmd.key, cmd.value, None, cmd.client_id, cmd.seq,
+                                cmd.timestamp_ms)
+
+
+@pytest.mark.parametrize("args", [
+    ("", b"v", "c", 1, 0), (b"k", b"v", "c", 1, 0), ("k", "v", "c", 1, 0), ("k", None, "c", 1, 0),
+    ("k", b"v", "", 1, 0), ("k", b"v", None, 1, 0), ("k", b"v", "c", 0, 0), ("k", b"v", "c", True, 0),
+    ("k", b"v", "c", 1, -1), ("k", b"v", "c", 1, True), ("k", bytearray(b"v"), "c", 1, 0),
+])
+def test_session_put_declines_what_command_would_check(args):
+    assert session_put(*args) is None
 
 
 def test_op_values_are_stable():
