@@ -15,8 +15,11 @@ THE CONTRACT (the runtime must do these in this order for each Ready):
    storage before responding to RPCs").  One exception, ``may_send_early(msg)``: a
    leader's AppendEntries and InstallSnapshot may leave before its own write, so the leader's
    fsync runs in parallel with the followers' (thesis §10.2.1).  That is safe because they
-   promise nothing about the leader's disk: its term is already durable (it voted for itself)
-   and it counts its own copy of an entry only after ``persisted()``.
+   promise nothing about the leader's disk once its term is durable, and it counts its own copy
+   of an entry only after ``persisted()``.  The term is durable when its RequestVotes left (they
+   wait for the save), but a leader elected alone (one voter) carries its new term in the same
+   Ready as its first AppendEntries: while a ``hard_state`` is not yet saved (this Ready's or an
+   earlier one still being written), early messages must wait too.
 3. Apply ``committed_entries`` to the state machine in index order, exactly once, and call
    ``node.applied(index)``.  The core hands out an index once; it never repeats or skips one.
    (Only step 1 must come before this; the runtime applies before step 2's sends so that

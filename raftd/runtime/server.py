@@ -122,6 +122,8 @@ class RaftServer:
         self._saves: list[_Save] = []  # Readies waiting for the disk writer, in order
         self._disk_writer: asyncio.Task | None = None
         self._saves_idle: asyncio.Event | None = None
+        self._hs_unsaved = 0  # queued or in-flight saves that carry a new term or vote
+        self._disk_failed = False  # a save failed: nothing may be finished or sent any more
         # inline_fsync auto: saves go to the disk thread until then (monotonic seconds)
         self._inline_until = 0.0
         self._inline_limit_s = cfg.heartbeat_interval_ms / 4000
@@ -364,13 +366,19 @@ class RaftServer:
         self._process_ready(rd)
 
     def _process_ready(self, rd: Ready) -> None:
+        if self._disk_failed:
+            return  # the node is stopping (fatal): an ack now could promise what is not on disk
         persist = rd.hard_state is not None or bool(rd.entries)
         late = rd.messages
         if persist:
             late = []
             early = False
+            # Early AppendEntries promise nothing about our disk only if our term is already
+            # durable (ready.py step 2): a leader elected alone (one voter) has its new term in
+            # this very Ready, and with pipelined saves an earlier one may still be queued.
+            hold = rd.hard_state is not None or self._hs_unsaved > 0
             for msg in rd.messages:
-                if may_send_early(msg):
+                if not hold and may_send_early(msg):
                     self._send(msg)
                     early = True
                 else:
@@ -383,7 +391,11 @@ class RaftServer:
                     for link in self.peers.values():
                         link.flush_now()
                 t0 = time.perf_counter()
-                self.storage.save(rd.hard_state, rd.entries)
+                try:
+                    self.storage.save(rd.hard_state, rd.entries)
+                except BaseException:
+                    self._disk_failed = True  # see _write_saves
+                    raise
                 dt = time.perf_counter() - t0
                 self._count_fsync(dt)
                 if dt > self._inline_limit_s and self.cfg.inline_fsync == "auto":
@@ -401,6 +413,8 @@ class RaftServer:
         elif self._disk_writer is None:
             self._finish(rd, late)  # nothing to persist and no save before it in flight
             return
+        if rd.hard_state is not None:
+            self._hs_unsaved += 1
         self._saves.append(_Save(rd, late, persist))
         if self._disk_writer is None:
             self._disk_writer = asyncio.get_running_loop().create_task(
@@ -428,8 +442,15 @@ class RaftServer:
                 for s in batch:
                     if s.persist and s.rd.entries:
                         node.persisted(s.rd.entries[-1].index, s.rd.entries[-1].term)
+                    if s.rd.hard_state is not None:
+                        self._hs_unsaved -= 1
                     self._finish(s.rd, s.late)
                 self._wake.set()
+        except BaseException:
+            # The batch's state is unknown (a failed fsync may have lost pages), or we are
+            # stopping: finish nothing more, or an ack could promise what is not on disk.
+            self._disk_failed = True
+            raise
         finally:
             self._disk_writer = None
             if self._saves_idle is not None:

@@ -22,7 +22,7 @@ import heapq
 import random
 from dataclasses import dataclass, field
 
-from raftd.core import (AppendEntriesResponse, ConfChangeInProgressError, Configuration, Entry,
+from raftd.core import (AppendEntries, AppendEntriesResponse, ConfChangeInProgressError, Configuration, Entry,
                         EntryKind, HardState, InstallSnapshot, InvalidConfChangeError,
                         NotLeaderError, SnapshotMeta,
                         PreVote, ProposalDroppedError, RaftConfig, RaftNode, Ready, RequestVote,
@@ -343,8 +343,9 @@ class SimCluster:
             self._note_soft_state(n, rd)
             if rd.must_sync:
                 late = []
+                hold = self._hold_early(n, rd)
                 for msg in rd.messages:
-                    if may_send_early(msg):
+                    if not hold and may_send_early(msg):
                         self._check_persisted_before_send(n, msg)
                         self._send(msg)
                     else:
@@ -364,6 +365,13 @@ class SimCluster:
             lo, hi = (self.p.slow_fsync_ms if self.rng.random() < self.slow_fsync
                       else self.p.disk_ms)
             self._at(self.rng.randint(lo, hi), "batch_done", n.id, n.incarnation)
+
+    @staticmethod
+    def _hold_early(n: SimNode, rd: Ready) -> bool:
+        """ready.py step 2: nothing leaves early while a new term or vote is unsaved (a leader
+        elected alone has its new term in the Ready of its first AppendEntries)."""
+        return rd.hard_state is not None or any(r.hard_state is not None
+                                                for r in n.saves + n.writing)
 
     def _ev_batch_done(self, nid: str, inc: int) -> None:
         n = self.nodes[nid]
@@ -443,6 +451,10 @@ class SimCluster:
             if hs.term != msg.term or hs.voted_for != msg.dst:
                 raise SafetyViolation(f"{n.id} granted a vote to {msg.dst} in term {msg.term} "
                                       f"before persisting it (disk: {hs})")
+        if isinstance(msg, (AppendEntries, InstallSnapshot)) and msg.term > hs.term:
+            # Sent early (before this Ready's save): only safe once the term is durable.
+            raise SafetyViolation(f"{n.id} sent {type(msg).__name__} in term {msg.term} with "
+                                  f"term {hs.term} on disk")
         if isinstance(msg, AppendEntriesResponse) and msg.success:
             if n.disk.last_index < msg.match_index:
                 raise SafetyViolation(f"{n.id} acknowledged index {msg.match_index} with a "

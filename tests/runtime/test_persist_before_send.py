@@ -9,13 +9,13 @@ import pytest
 
 from raftd.client import AsyncClient
 from raftd.config import parse_config
-from raftd.core import AppendEntriesResponse, RequestVoteResponse
+from raftd.core import AppendEntries, AppendEntriesResponse, RequestVoteResponse
 from raftd.runtime.server import RaftServer
 from tests.e2e.harness import free_port
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("inline_fsync", [False, True], ids=["disk-thread", "inline"])
+@pytest.mark.parametrize("inline_fsync", [False, True, "auto"], ids=["disk-thread", "inline", "auto"])
 def test_acks_and_votes_leave_only_after_fsync(tmp_path, inline_fsync):
     asyncio.run(_scenario(tmp_path, inline_fsync))
 
@@ -25,7 +25,7 @@ async def _scenario(tmp_path, inline_fsync=False):
     peers = {nid: f"127.0.0.1:{p}" for nid, p in ports.items()}
     servers = []
     violations = []
-    checked = {"acks": 0, "votes": 0}
+    checked = {"acks": 0, "votes": 0, "appends": 0}
     for nid, addr in peers.items():
         cfg = parse_config({"id": nid, "listen": addr, "data_dir": str(tmp_path / nid),
                             "peers": peers, "tick_ms": 10, "election_timeout_ms": 200,
@@ -53,6 +53,12 @@ async def _scenario(tmp_path, inline_fsync=False):
                 if _d["index"] < msg.match_index and _srv.storage.last_index < msg.match_index:
                     violations.append(f"{_srv.node_id} acked {msg.match_index} with "
                                       f"{_d['index']} durable")
+            if isinstance(msg, AppendEntries):
+                checked["appends"] += 1
+                hs = _d["hs"] or _srv.storage.hard_state
+                if hs.term < msg.term:  # ready.py step 2: early only once the term is durable
+                    violations.append(f"{_srv.node_id} sent AppendEntries in term {msg.term} "
+                                      f"with term {hs.term} durable")
             if isinstance(msg, RequestVoteResponse) and msg.granted:
                 checked["votes"] += 1
                 hs = _d["hs"]

@@ -1,9 +1,11 @@
 """Pipelined saves in the simulation, as raftd's runtime does them (runtime/server.py): a node
 takes the next Ready while an fsync runs, the leader's AppendEntries leave before its own
 write (thesis §10.2.1), and Readies queued meanwhile share one fsync."""
+import pytest
+
 from raftd.core import Role
 from raftd.core.node import RaftNode
-from raftd.sim import run_seed
+from raftd.sim import SimCluster, run_seed
 
 
 def test_pipelined_saves_are_exercised():
@@ -44,3 +46,19 @@ def test_leader_that_counts_itself_before_its_fsync_is_caught(monkeypatch):
             caught = f"seed {seed}: {e}"
             break
     assert caught is not None, "a leader counting unsynced entries went unnoticed"
+
+
+def test_a_leader_elected_alone_sends_nothing_early_before_its_term_is_durable():
+    """One voter (plus learners added by the membership changes): the election and the first
+    AppendEntries come out of one Ready, so 'the term is durable because the RequestVotes
+    waited for it' does not hold.  The runtime and the simulator hold early messages while a
+    hard state is unsaved; the simulator checks every early AppendEntries against its disk."""
+    for seed in range(20):
+        run_seed(seed, 1)
+
+
+def test_the_check_catches_early_append_entries_in_an_unsaved_term(monkeypatch):
+    monkeypatch.setattr(SimCluster, "_hold_early", staticmethod(lambda n, rd: False))
+    with pytest.raises(AssertionError, match="sent AppendEntries in term"):
+        for seed in range(20):
+            run_seed(seed, 1)
