@@ -1,5 +1,6 @@
-"""DurableLog with preallocated segments (what raftd runs): records are written inside a file already
-extended with zeros, and recovery must tell a zero tail from a torn write and from corruption."""
+"""DurableLog with preallocated segments (raftd's wal_preallocate_bytes): records are written inside a
+file already extended with zeros, and recovery must tell a zero tail from a torn write and from
+corruption."""
 from __future__ import annotations
 
 import logging
@@ -10,26 +11,25 @@ import pytest
 
 from raftd.core.types import Entry, EntryKind, HardState
 from raftd.storage import CorruptLogError, DurableLog
-from tests.storage.test_wal import ents, frames, segments
+from tests.storage.test_wal import ents, segments
 
 PRE = 4096
 
 
-def data_end(data: bytes) -> int:
-    """Where the records end: the first zero header (valid records never start with one)."""
-    off = 0
-    for start, end in frames_until_zero(data):
-        off = end
-    return off
-
-
 def frames_until_zero(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of every record before the first zero header, by the documented framing."""
     out, off = [], 0
     while off + 9 <= len(data) and data[off:off + 9] != bytes(9):
-        (start, end), = frames(data[off:off + 9 + int.from_bytes(data[off:off + 4], "little")])
-        out.append((off, off + end))
-        off += end
+        end = off + 9 + int.from_bytes(data[off:off + 4], "little")
+        out.append((off, end))
+        off = end
     return out
+
+
+def data_end(data: bytes) -> int:
+    """Where the records end (valid records never start with a zero header)."""
+    records = frames_until_zero(data)
+    return records[-1][1] if records else 0
 
 
 def test_files_are_extended_ahead_and_reopen_writes_after_the_records(tmp_path):
