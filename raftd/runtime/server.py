@@ -102,7 +102,8 @@ class _ClientConn:
 
     def _flush(self) -> None:
         out, self._out = self._out, []
-        if not self.closed and out:
+        # A client that reset its connection: uvloop raises on writes to a closed transport.
+        if not self.closed and out and not self.writer.transport.is_closing():
             self.writer.write(b"".join(out))
 
 

@@ -90,8 +90,9 @@ class PeerLink:
             else:
                 self.dropped += 1
             return
-        if len(self._out) >= self._limit or w.transport.get_write_buffer_size() > self._max_buffer:
-            self.dropped += 1
+        if len(self._out) >= self._limit or w.transport.is_closing() or \
+                w.transport.get_write_buffer_size() > self._max_buffer:
+            self.dropped += 1  # full, or reset by the peer before our task noticed
             return
         if not self._out:
             asyncio.get_running_loop().call_soon(self._flush)
@@ -105,9 +106,21 @@ class PeerLink:
     def _flush(self) -> None:
         out, self._out = self._out, []
         w = self._writer
-        if w is not None and out:
-            self.sent += len(out)
+        if w is None or not out:
+            return
+        # A reset (the peer was killed) closes the transport at once, before our _run task
+        # wakes to clear _writer; uvloop raises on writes to a closed transport, and this runs
+        # inside the Raft drive loop (flush_now), so a dead peer must never raise here.
+        if w.transport.is_closing():
+            self.dropped += len(out)
+            return
+        try:
             w.write(b"".join(out))
+        except (OSError, RuntimeError) as e:
+            self.dropped += len(out)
+            log.debug("link to %s: write failed: %s", self.peer_id, e)
+            return
+        self.sent += len(out)
 
     async def close(self) -> None:
         self._closing = True
