@@ -139,6 +139,7 @@ class RaftServer:
         self._pending_reads: dict[int, tuple[_ClientConn, int, dict]] = {}
         self._reads_waiting_apply: list[tuple[int, _ClientConn, int, dict]] = []
         self._conns: set[asyncio.StreamWriter] = set()
+        self._conn_tasks: set[asyncio.Task] = set()  # their handlers, awaited by stop()
         self._conns_per_host: dict[str, int] = {}
         self.tls: NodeTLS | None = None
         self.stopped = asyncio.Event()
@@ -311,6 +312,11 @@ class RaftServer:
             await link.close()
         for w in list(self._conns):
             w.close()
+        if self._conn_tasks:
+            # Let the handlers see their closed connections and end on their own: cancelled
+            # by asyncio.run instead, each logged a CancelledError traceback (Python 3.11's
+            # StreamReaderProtocol callback), an ERROR in the log of every clean stop.
+            await asyncio.wait(list(self._conn_tasks), timeout=2.0)
         if self.metrics is not None:
             self.metrics.stop()
         self._disk.shutdown(wait=True)
@@ -857,6 +863,8 @@ class RaftServer:
     async def _on_connection(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:
         self._conns.add(writer)
+        task = asyncio.current_task()
+        self._conn_tasks.add(task)
         peer = writer.get_extra_info("peername")
         host = peer[0] if peer else "?"
         decoder = FrameDecoder(self.cfg.max_frame_size)
@@ -970,6 +978,7 @@ class RaftServer:
             if conn is not None:
                 conn.closed = True
             self._conns.discard(writer)
+            self._conn_tasks.discard(task)
             writer.close()
 
     def _check_peer(self, identity, peer_id: str, host: str) -> None:
