@@ -73,7 +73,11 @@ async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
     nodes.sort(key=lambda n: str(n["id"]))
     leaders = [n for n in nodes if n["reachable"] and n["role"] == "leader"]
     leader = max(leaders, key=lambda n: n["term"]) if leaders else None
+    if leader is not None and leader["_raw"].get("configuration"):
+        configuration = leader["_raw"]["configuration"]  # the leader's is the newest
     conf = configuration or {"voters": [], "learners": [], "joint": False}
+    for n in nodes:
+        n["member"] = membership_of(n["id"], conf) if configuration else None
     return {
         "leader": leader["id"] if leader else None,
         "term": max((n["term"] for n in nodes if n["term"] is not None), default=None),
@@ -83,6 +87,18 @@ async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
                           **({"old_voters": conf.get("old_voters", [])}
                              if conf.get("joint") else {})},
     }
+
+
+def membership_of(nid: str, conf: dict) -> str:
+    """voter, learner, leaving (a voter of C_old only, during a joint change) or removed (in
+    no configuration: a server still running after it was removed)."""
+    if nid in (conf.get("voters") or []):
+        return "voter"
+    if nid in (conf.get("old_voters") or []):
+        return "leaving"
+    if nid in (conf.get("learners") or []):
+        return "learner"
+    return "removed"
 
 
 def public(status: dict) -> dict:

@@ -268,7 +268,10 @@ def node_rows(snap: dict, a: dict | None = None) -> list[list]:
     rows = []
     for n in snap["nodes"]:
         raw = _raw(n)
-        rows.append([n["id"], n["address"], n["role"], n["term"], n["commit_index"],
+        role = n["role"]
+        if role and n.get("member") not in (None, "voter"):
+            role = f"{role} ({n['member']})"  # a learner, a leaving voter, a removed server
+        rows.append([n["id"], n["address"], role, n["term"], n["commit_index"],
                      n["applied_index"], n["last_log_index"], raw.get("snapshot_index"),
                      a["lags"].get(n["id"]), raw.get("last_leader_contact_ms"),
                      "up" if n["reachable"] else "DOWN"])

@@ -9,7 +9,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -28,13 +28,13 @@ def _pct(sorted_vals: list[float], p: float) -> float:
 
 async def run_bench(endpoints: list[str], clients: int, duration: float, value_size: int,
                     keys: int, read_ratio: float, warmup: float = 1.0,
-                    sequential: bool = False) -> dict:
+                    sequential: bool = False, request_timeout: float = 10.0) -> dict:
     rng = random.Random(1)
     value = bytes(rng.getrandbits(8) for _ in range(value_size))
     lat: list[float] = []
     errors: dict[str, int] = {}
     ops = {"put": 0, "get": 0}
-    async with AsyncClient(endpoints, timeout=10) as c:
+    async with AsyncClient(endpoints, timeout=request_timeout) as c:
         await c.put("bench/warm", value)  # find the leader before the clock starts
         loop = asyncio.get_running_loop()
         t_start = loop.time()
@@ -87,11 +87,16 @@ def register(app: typer.Typer) -> None:
               local: Annotated[bool, typer.Option(
                   "--local", help="start a temporary local cluster, run, tear it down")] = False,
               nodes: Annotated[int, typer.Option(help="nodes for --local")] = 3,
-              endpoints: EndpointsOpt = None, output: OutputOpt = None) -> None:
+              endpoints: EndpointsOpt = None, output: OutputOpt = None,
+              timeout: Annotated[Optional[float], typer.Option(
+                  "--timeout", help="seconds one request may take, retries included; one that "
+                                    "runs out counts as an error [default: 10]")] = None) -> None:
         """Measure committed ops/s and latency with CLIENTS requests in flight.
 
         Example: raftctl bench --local --clients 64 --duration 20 -o json"""
-        s = settings(ctx, endpoints, output)
+        s = settings(ctx, endpoints, output, timeout)
+        # a request's own budget (retries included); a request that runs out counts as an error
+        request_timeout = timeout or (ctx.find_root().obj or {}).get("timeout") or 10.0
 
         def body() -> int:
             if clients < 1 or duration <= 0 or not 0 <= read_ratio <= 1:
@@ -107,7 +112,8 @@ def register(app: typer.Typer) -> None:
                 s.out.info(f"bench: {clients} in flight, {duration:g}s, {value_size}-byte values, "
                            f"{keys} keys, read ratio {read_ratio}")
                 res = asyncio.run(run_bench(eps, clients, duration, value_size, keys,
-                                            read_ratio, warmup))
+                                            read_ratio, warmup,
+                                            request_timeout=request_timeout))
             finally:
                 if tmp is not None:
                     _local_down(tmp)

@@ -51,7 +51,8 @@ def register(app: typer.Typer) -> None:
                 s.out.emit_json(h)
             if h["healthy"]:
                 if not s.out.json:
-                    worst = max(h["lag"].values(), default=0)
+                    voters = set(st["configuration"]["voters"])
+                    worst = max((v for k, v in h["lag"].items() if k in voters), default=0)
                     s.out.line(f"healthy: leader {h['leader']}, {h['reachable_voters']}/"
                                f"{h['voters']} voters reachable, max lag {worst} entries")
                 return 0

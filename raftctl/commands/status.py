@@ -14,7 +14,7 @@ import typer
 from .. import dashboard
 from ..cluster import gather_status, public
 from ..context import EndpointsOpt, OutputOpt, TimeoutOpt, run, settings, usage_error
-from ..errors import UNAVAILABLE
+from ..errors import UNAVAILABLE, CliError, fail
 from ..output import _default
 
 
@@ -57,11 +57,10 @@ def register(app: typer.Typer) -> None:
             else:
                 print_status(s.out, st)
             if not any(n["reachable"] for n in st["nodes"]):
-                s.out.info("no node is reachable at " + ",".join(s.endpoints))
-                return UNAVAILABLE
+                return fail(CliError("no node is reachable at " + ",".join(s.endpoints),
+                                     UNAVAILABLE, "unavailable"), s.out.json)
             if st["leader"] is None:
-                s.out.info("no leader")
-                return UNAVAILABLE
+                return fail(CliError("no leader", UNAVAILABLE, "no_leader"), s.out.json)
             return 0
 
         run(s, body)
@@ -69,14 +68,16 @@ def register(app: typer.Typer) -> None:
 
 def print_status(out, st: dict) -> None:
     conf = st["configuration"]
-    title = (f"leader: {st['leader'] or 'none'}   term: {st['term']}   voters: "
-             f"{','.join(conf['voters'])}" + (" (joint)" if conf["joint"] else "")
+    term = st["term"] if st["term"] is not None else "-"
+    title = (f"leader: {st['leader'] or 'none'}   term: {term}   voters: "
+             f"{','.join(conf['voters']) or '-'}"
+             + (f" (joint, old: {','.join(conf.get('old_voters', []))})" if conf["joint"] else "")
              + (f"   learners: {','.join(conf['learners'])}" if conf["learners"] else ""))
-    rows = [[n["id"], n["address"], n["role"] or "-", n["term"], n["commit_index"],
-             n["applied_index"], n["last_log_index"], n.get("snapshot_index"),
+    rows = [[n["id"], n["address"], n.get("member") or "-", n["role"] or "-", n["term"],
+             n["commit_index"], n["applied_index"], n["last_log_index"], n.get("snapshot_index"),
              n.get("first_log_index"), "yes" if n["reachable"] else "NO"]
             for n in st["nodes"]]
-    cols = ["id", "address", "role", "term", "commit_index", "applied_index",
+    cols = ["id", "address", "member", "role", "term", "commit_index", "applied_index",
             "last_log_index", "snapshot_index", "first_log_index", "reachable"]
     if any(n.get("cert_days_left") is not None for n in st["nodes"]):  # a TLS cluster
         cols.append("cert_days_left")

@@ -103,3 +103,62 @@ def test_health_without_quorum(cluster):
     assert h["reachable_voters"] == 1 and h["voters"] == 3
     assert any("quorum" in reason for reason in h["reasons"])
     assert json.loads(r.stderr)["exit_code"] == 3
+
+
+def test_status_marks_a_removed_server_and_health_ignores_it(tmp_path):
+    """A server removed from the configuration but still running shows as `removed` in
+    `raftctl status` (table and JSON) and the dashboard, and its lag does not count in
+    `raftctl health`."""
+    c = LocalCluster(tmp_path / "c", 4).start()
+    try:
+        leader = c.wait_leader()
+        victim = next(n for n in sorted(c.nodes) if n != leader)
+        with c.client() as cl:
+            cl.put("k", b"v")
+        raftctl(c, "member", "remove", victim, "--timeout", "20", check=0)
+        with c.client() as cl:  # the cluster moves on without it
+            for i in range(20):
+                cl.put(f"k{i}", b"v")
+        st = json.loads(raftctl(c, "status", "-o", "json", check=0).stdout)
+        members = {n["id"]: n["member"] for n in st["nodes"]}
+        assert members[victim] == "removed", members
+        assert all(m == "voter" for n, m in members.items() if n != victim), members
+        table = raftctl(c, "status", check=0).stdout
+        row = next(line for line in table.splitlines() if f" {victim} " in line)
+        assert "removed" in row, table
+        r = raftctl(c, "health", "--max-lag", "5", check=0)
+        assert "3/3 voters reachable, max lag" in r.stdout, r.stdout
+        worst = int(r.stdout.split("max lag ")[1].split()[0])
+        assert worst <= 5, r.stdout  # the removed server is 20+ entries behind: not counted
+        from raftctl import dashboard
+        from raftctl.cluster import gather_status
+        import asyncio
+        snap = asyncio.run(gather_status(c.endpoints, 1.5))
+        rows = {r[0]: r for r in dashboard.node_rows(snap)}
+        assert rows[victim][2].endswith("(removed)"), rows[victim]
+    finally:
+        c.stop()
+
+
+def test_usage_and_unreachable_errors_are_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "raftctl.main", "-e", "notanaddress", "kv", "get",
+                        "k"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("raftctl: error: ") and "--endpoints" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "raftctl.main", "-e", "notanaddress", "kv", "get",
+                        "k", "-o", "json"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    err = json.loads(r.stderr)
+    assert r.returncode == 2 and err["exit_code"] == 2 and err["error"] == "usage"
+    r = subprocess.run([sys.executable, "-m", "raftctl.main", "kv", "frobnicate"],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2 and "frobnicate" in r.stderr and len(r.stderr.splitlines()) == 1
+    import socket
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = subprocess.run([sys.executable, "-m", "raftctl.main", "-e", f"127.0.0.1:{port}",
+                        "status", "-o", "json"], capture_output=True, text=True, timeout=60,
+                       cwd=ROOT)
+    err = json.loads(r.stderr)
+    assert r.returncode == 3 and err["exit_code"] == 3 and err["error"] == "unavailable"
+    assert json.loads(r.stdout)["nodes"][0]["reachable"] is False  # the status still prints
