@@ -21,6 +21,7 @@ from raftd.core import Configuration, EntryKind, SnapshotMeta
 from raftd.kv.fsm import KVStateMachine
 from raftd.storage.snapshots import (CorruptSnapshotError, SnapshotStore, read_meta, read_state,
                                      snapshot_name, verify, write_snapshot_file)
+from raftd.storage.lock import in_use
 from raftd.storage.wal import DurableLog
 
 from ..cluster import gather_status
@@ -250,6 +251,9 @@ def _survey(data_dir: Path) -> dict:
     """What one (stopped) node's data directory holds."""
     if not (data_dir / "wal").exists() and not (data_dir / "snapshots").exists():
         raise usage_error(f"{data_dir} is not a raftd data directory (no wal/ or snapshots/)")
+    busy = in_use(str(data_dir))
+    if busy:
+        raise usage_error(busy)  # opening a live WAL could truncate what it is writing
     snap = SnapshotStore(data_dir / "snapshots").latest_valid() \
         if (data_dir / "snapshots").exists() else None
     wal = DurableLog.open(data_dir / "wal")

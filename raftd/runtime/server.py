@@ -29,6 +29,7 @@ from raftd.core.messages import AppendEntries, AppendEntriesResponse, PreVote, R
 from raftd.core.ready import may_send_early
 from raftd.kv.commands import Command, Op, encode_command, session_put
 from raftd.kv.fsm import KVStateMachine
+from raftd.storage.lock import DataDirInUse, DataDirLock
 from raftd.storage.wal import DurableLog
 from raftd.tls import ROLE_NODE, NodeTLS, TLSConfigError, handshake_error, may
 from raftd.wire.codec import (decode_body, decode_hello, decode_message, encode_client_response,
@@ -114,6 +115,7 @@ class RaftServer:
         self.started_at = time.time()
         self._rng = Random(rng_seed if rng_seed is not None else int.from_bytes(os.urandom(8)))
         self.storage: DurableLog | None = None
+        self._dir_lock = DataDirLock(cfg.data_dir)
         self.node: RaftNode | None = None
         self.fsm = KVStateMachine(session_ttl_ms=cfg.session_ttl_ms)
         self.peers: dict[str, PeerLink] = {}
@@ -166,6 +168,16 @@ class RaftServer:
 
     # ------------------------------------------------------------------ lifecycle --
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            # Refused or failed to start: leave the directory free for the next attempt.
+            if self.storage is not None:
+                self.storage.close()
+            self._dir_lock.release()
+            raise
+
+    async def _start(self) -> None:
         cfg = self.cfg
         os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)
         mode = os.stat(cfg.data_dir).st_mode & 0o777
@@ -173,6 +185,10 @@ class RaftServer:
             raise StartupError(f"data_dir {cfg.data_dir} is writable by group or others "
                                f"(mode {mode:o}): anyone could rewrite the log; run "
                                f"`chmod 700 {cfg.data_dir}`")
+        try:
+            self._dir_lock.acquire()  # before anything reads or writes the WAL
+        except DataDirInUse as e:
+            raise StartupError(str(e)) from None
         if cfg.tls is not None:
             try:
                 self.tls = NodeTLS(cfg.tls)
@@ -328,6 +344,7 @@ class RaftServer:
             os.unlink(os.path.join(self.cfg.data_dir, "raftd.pid"))
         except OSError:
             pass
+        self._dir_lock.release()
         self.stopped.set()
 
     # --------------------------------------------------------------- driver loop --

@@ -183,3 +183,37 @@ def test_sigterm_on_the_leader_transfers_leadership_first(cluster_factory):
     with cluster.client() as c:
         assert c.get("before") == b"1"
     assert new != leader
+
+
+def test_one_raftd_per_data_dir_and_offline_tools_refuse_a_live_one(cluster_factory):
+    """A second raftd on the same data_dir is refused (two writers would interleave WAL
+    records); `raftctl snapshot recover` refuses a live node's directory (opening its WAL runs
+    recovery, which may truncate what the node is writing); kill -9 leaves no stale lock."""
+    import subprocess
+    import sys
+
+    cluster = cluster_factory(1).start()
+    cluster.wait_leader()
+    node = cluster.nodes["n1"]
+    with cluster.client() as c:
+        c.put("k", b"v")
+    second = subprocess.run([sys.executable, "-m", "raftd", "--config", str(node.config)],
+                            capture_output=True, text=True, timeout=30)
+    assert second.returncode == 1
+    assert f"data_dir {node.data_dir} is in use by another raftd (pid {node.proc.pid})" in \
+        second.stderr, second.stderr
+    r = subprocess.run([sys.executable, "-m", "raftctl.main", "snapshot", "recover",
+                        str(node.data_dir)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "in use by a running raftd" in r.stderr, r.stderr
+    with cluster.client() as c:  # the first one never noticed
+        assert c.get("k") == b"v"
+    node.kill9()
+    node.start()  # the kernel dropped the lock with the process
+    cluster.wait_leader()
+    with cluster.client() as c:
+        assert c.get("k") == b"v"
+    cluster.stop()
+    r = subprocess.run([sys.executable, "-m", "raftctl.main", "-o", "json", "snapshot",
+                        "recover", str(node.data_dir)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr  # stopped: the survey runs
