@@ -440,7 +440,12 @@ class Client:
         self._thread.start()
 
     def _run(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result()
+        except BaseException:
+            fut.cancel()  # Ctrl-C: stop the request on the loop too, not just stop waiting
+            raise
 
     def put(self, key: str, value: bytes | str) -> int:
         return self._run(self._async.put(key, value))
@@ -465,10 +470,19 @@ class Client:
 
     def close(self) -> None:
         if self._loop.is_running():
-            self._run(self._async.close())
+            self._run(self._shutdown())
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
         self._loop.close()
+
+    async def _shutdown(self) -> None:
+        # Requests interrupted by the caller (Ctrl-C) end before the loop does: a task still
+        # pending when the loop closes is reported as "Task was destroyed but it is pending!".
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in others:
+            t.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        await self._async.close()
 
     def __enter__(self) -> "Client":
         return self

@@ -207,11 +207,18 @@ def bring_up(directory: Path, nodes: int = 3, base_port: int = 7001, host: str =
             n = dead[0]
             raise CliError(f"{n['id']} exited: {_last_log_line(Path(n['data_dir']))} "
                            f"(log: {n['data_dir']}/raftd.log)")
-        if st["leader"] and all(n["reachable"] for n in st["nodes"]):
+        # Our nodes up and some leader (which may be a member added outside this DIR); a
+        # server elsewhere that is down or gone is not ours to wait for.
+        ours = set(endpoints)
+        if st["leader"] and all(n["reachable"] for n in st["nodes"] if n["address"] in ours):
             break
         if time.monotonic() > deadline:
-            raise CliError(f"no leader elected within {timeout:g}s; see the logs in "
-                           f"{directory}/*/raftd.log", UNAVAILABLE, "unavailable")
+            down = [n["id"] for n in st["nodes"] if n["address"] in ours and not n["reachable"]]
+            what = (f"{', '.join(map(str, down))} not answering within {timeout:g}s (leader: "
+                    f"{st['leader']})" if st["leader"] and down
+                    else f"no leader elected within {timeout:g}s")
+            raise CliError(f"{what}; see the logs in {directory}/*/raftd.log",
+                           UNAVAILABLE, "unavailable")
         time.sleep(0.1)
     for n in layout:
         n["pid"] = _read_pid(Path(n["data_dir"])) or n["pid"]

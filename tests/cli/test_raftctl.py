@@ -113,3 +113,23 @@ def test_raftd_bad_config_exits_2_naming_key(tmp_path):
     r = subprocess.run([sys.executable, "-m", "raftd", "--config", str(p)], capture_output=True,
                        text=True, timeout=30)
     assert r.returncode == 2 and "key 'colour'" in r.stderr and str(p) in r.stderr
+
+
+def test_ctrl_c_during_a_request_is_one_line_and_exit_130():
+    """Interrupted while a request waits on a node that never answers: exit 130 and exactly
+    'raftctl: error: interrupted' (the request's task used to outlive the loop and print
+    'Task was destroyed but it is pending!')."""
+    import signal
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)  # accepts and never answers
+        port = s.getsockname()[1]
+        p = subprocess.Popen([sys.executable, "-m", "raftctl.main", "-e", f"127.0.0.1:{port}",
+                              "--timeout", "20", "kv", "get", "x"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+    assert p.returncode == 130 and err == "raftctl: error: interrupted\n", err
