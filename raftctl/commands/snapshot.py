@@ -324,7 +324,7 @@ def recover(ctx: typer.Context,
             s.out.emit_json(report)
         else:
             s.out.line(f"rebuilt {len(fsm)} keys up to index {index} from {best['dir']} into "
-                       f"{nodes} nodes in {directory}; endpoints: {','.join(report['endpoints'])}")
+                       f"{nodes} node{'s' if nodes != 1 else ''} in {directory}; endpoints: {','.join(report['endpoints'])}")
         return 0
 
     run(s, body)
