@@ -160,8 +160,8 @@ class _Connection:
                                           f"another CA? the node's log says why)")
                 elif self._pending:
                     # A TLS node closes a plaintext connection at its first bytes, silently.
-                    reason = type(reason)(f"{reason} before answering anything (a TLS "
-                                          f"cluster? give --cacert/--cert/--key or "
+                    reason = type(reason)(f"{reason} before answering anything (if the "
+                                          f"cluster uses TLS: give --cacert/--cert/--key or "
                                           f"RAFTCTL_CACERT, RAFTCTL_CERT, RAFTCTL_KEY)")
             self._fail_all(reason)
 

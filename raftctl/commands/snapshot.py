@@ -21,7 +21,7 @@ from raftd.core import Configuration, EntryKind, SnapshotMeta
 from raftd.kv.fsm import KVStateMachine
 from raftd.storage.snapshots import (CorruptSnapshotError, SnapshotStore, read_meta, read_state,
                                      snapshot_name, verify, write_snapshot_file)
-from raftd.storage.lock import in_use
+from raftd.storage.lock import DataDirInUse, hold_offline
 from raftd.storage.wal import DurableLog
 
 from ..cluster import gather_status
@@ -251,9 +251,6 @@ def _survey(data_dir: Path) -> dict:
     """What one (stopped) node's data directory holds."""
     if not (data_dir / "wal").exists() and not (data_dir / "snapshots").exists():
         raise usage_error(f"{data_dir} is not a raftd data directory (no wal/ or snapshots/)")
-    busy = in_use(str(data_dir))
-    if busy:
-        raise usage_error(busy)  # opening a live WAL could truncate what it is writing
     snap = SnapshotStore(data_dir / "snapshots").latest_valid() \
         if (data_dir / "snapshots").exists() else None
     wal = DurableLog.open(data_dir / "wal")
@@ -286,45 +283,63 @@ def recover(ctx: typer.Context,
     s = settings(ctx, None, output, timeout or 30.0)
 
     def body() -> int:
-        survey = [_survey(Path(d)) for d in data_dirs]
-        best = max(survey, key=lambda x: (x["last_term"], x["last_index"]))
-        report = {"nodes": [{k: v for k, v in x.items() if not k.startswith("_")}
-                            for x in survey], "newest": best["dir"]}
-        if directory is None:
-            if s.out.json:
-                s.out.emit_json(report)
-            else:
-                s.out.table(["data dir", "snapshot", "first log", "last index", "last term"],
-                            [[x["dir"], x["snapshot_index"], x["first_log_index"],
-                              x["last_index"], x["last_term"]] for x in survey])
-                s.out.line(f"newest: {best['dir']}; rebuild with --dir NEWDIR")
-            return 0
-        fsm = KVStateMachine()
-        if best["_snap"] is not None:
-            _, header, batches = read_state(best["_snap"].path)
-            fsm.restore_stream(header, batches)
-        wal = DurableLog.open(Path(best["dir"]) / "wal")
+        # Held until the command ends: opening a live node's WAL runs recovery, which may
+        # truncate what it is writing, and no raftd may start on these directories meanwhile.
+        locks = []
         try:
-            for e in wal.entries(max(fsm.applied_index + 1, wal.first_index),
-                                 wal.last_index + 1):
-                if e.kind == EntryKind.NORMAL:
-                    fsm.apply(e.index, e.data)
-                else:
-                    fsm.apply_noop(e.index)
+            for d in data_dirs:
+                locks.append(hold_offline(str(d)))
+            return _recover(s, data_dirs, directory, nodes, base_port)
+        except DataDirInUse as e:
+            raise usage_error(str(e)) from None
         finally:
-            wal.close()
-        header, data = fsm.freeze()
-        index = max(fsm.applied_index, 1)
-        seed_cluster(directory, nodes, base_port, index, max(best["last_term"], 1), header,
-                     data)
-        layout, st = bring_up(directory, nodes, timeout=s.timeout, info=s.out.info)
-        report.update({"rebuilt": str(directory), "index": index, "keys": len(fsm),
-                       "endpoints": [n["address"] for n in layout], "leader": st["leader"]})
+            for lock in locks:
+                lock.release()
+
+    run(s, body)
+
+
+def _recover(s, data_dirs, directory, nodes, base_port) -> int:
+    survey = [_survey(Path(d)) for d in data_dirs]
+    best = max(survey, key=lambda x: (x["last_term"], x["last_index"]))
+    report = {"nodes": [{k: v for k, v in x.items() if not k.startswith("_")}
+                        for x in survey], "newest": best["dir"]}
+    if directory is None:
         if s.out.json:
             s.out.emit_json(report)
         else:
-            s.out.line(f"rebuilt {len(fsm)} keys up to index {index} from {best['dir']} into "
-                       f"{nodes} node{'s' if nodes != 1 else ''} in {directory}; endpoints: {','.join(report['endpoints'])}")
+            s.out.table(["data dir", "snapshot", "first log", "last index", "last term"],
+                        [[x["dir"], x["snapshot_index"], x["first_log_index"],
+                          x["last_index"], x["last_term"]] for x in survey])
+            s.out.line(f"newest: {best['dir']}; rebuild with --dir NEWDIR")
         return 0
+    fsm = KVStateMachine()
+    if best["_snap"] is not None:
+        _, header, batches = read_state(best["_snap"].path)
+        fsm.restore_stream(header, batches)
+    wal = DurableLog.open(Path(best["dir"]) / "wal")
+    try:
+        for e in wal.entries(max(fsm.applied_index + 1, wal.first_index),
+                             wal.last_index + 1):
+            if e.kind == EntryKind.NORMAL:
+                fsm.apply(e.index, e.data)
+            else:
+                fsm.apply_noop(e.index)
+    finally:
+        wal.close()
+    header, data = fsm.freeze()
+    index = max(fsm.applied_index, 1)
+    seed_cluster(directory, nodes, base_port, index, max(best["last_term"], 1), header,
+                 data)
+    layout, st = bring_up(directory, nodes, timeout=s.timeout, info=s.out.info)
+    report.update({"rebuilt": str(directory), "index": index, "keys": len(fsm),
+                   "endpoints": [n["address"] for n in layout], "leader": st["leader"]})
+    if s.out.json:
+        s.out.emit_json(report)
+    else:
+        plural = "s" if nodes != 1 else ""
+        s.out.line(f"rebuilt {len(fsm)} keys up to index {index} from {best['dir']} into "
+                   f"{nodes} node{plural} in {directory}; endpoints: "
+                   f"{','.join(report['endpoints'])}")
+    return 0
 
-    run(s, body)

@@ -171,10 +171,15 @@ class RaftServer:
         try:
             await self._start()
         except BaseException:
-            # Refused or failed to start: leave the directory free for the next attempt.
-            if self.storage is not None:
-                self.storage.close()
-            self._dir_lock.release()
+            # Refused or failed to start: leave the port and the directory free for the next
+            # attempt (in-process restarts in tests; the process exits otherwise).
+            try:
+                if self._server is not None:
+                    self._server.close()
+                if self.storage is not None:
+                    self.storage.close()
+            finally:
+                self._dir_lock.release()
             raise
 
     async def _start(self) -> None:
@@ -336,16 +341,18 @@ class RaftServer:
         if self.metrics is not None:
             self.metrics.stop()
         self._disk.shutdown(wait=True)
-        if getattr(self, "snapshots", None) is not None:
-            self.snapshots.close()
-        if self.storage is not None:
-            self.storage.close()
         try:
-            os.unlink(os.path.join(self.cfg.data_dir, "raftd.pid"))
-        except OSError:
-            pass
-        self._dir_lock.release()
-        self.stopped.set()
+            if getattr(self, "snapshots", None) is not None:
+                self.snapshots.close()
+            if self.storage is not None:
+                self.storage.close()
+            try:
+                os.unlink(os.path.join(self.cfg.data_dir, "raftd.pid"))
+            except OSError:
+                pass
+        finally:
+            self._dir_lock.release()
+            self.stopped.set()
 
     # --------------------------------------------------------------- driver loop --
     async def _ticker(self) -> None:

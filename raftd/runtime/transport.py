@@ -156,7 +156,9 @@ class PeerLink:
             except PeerIdentityError as e:
                 if self.reconnects % 50 == 0:  # loud, but not on every retry
                     log.warning("link to %s refused: %s", self.peer_id, e)
-            except (OSError, asyncio.TimeoutError, ConnectionError) as e:
+            except (OSError, asyncio.TimeoutError, ConnectionError, RuntimeError) as e:
+                # (RuntimeError: uvloop's write on a transport the peer already reset; the
+                # link must retry, never end: it is the only way to that peer.)
                 if self.connected or self.reconnects == 0:
                     log.debug("link to %s (%s) down: %s", self.peer_id, self.address, e)
             finally:

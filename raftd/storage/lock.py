@@ -4,13 +4,21 @@ Two processes appending to one WAL would interleave records and corrupt the log,
 offline tool that opens a live node's WAL (recovery truncates a torn tail) could cut records
 the node is writing.  The lock is held for the life of the process; the kernel drops it when
 the process dies, kill -9 included, so there is never a stale lock to clean up.
+
+Where the filesystem cannot lock (ENOLCK, EOPNOTSUPP: some NFS set-ups) the check is skipped
+with a warning rather than refusing to run: the lock is a guard against operator mistakes, not
+part of Raft's safety argument.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
+import logging
 import os
 
 LOCK_NAME = "LOCK"
+log = logging.getLogger("raftd.storage")
+_NO_LOCKING = (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL)
 
 
 class DataDirInUse(Exception):
@@ -26,19 +34,43 @@ def _holder(data_dir: str) -> str:
 
 
 class DataDirLock:
-    def __init__(self, data_dir: str):
-        self.data_dir = data_dir
+    def __init__(self, data_dir: str, create: bool = True):
+        self.data_dir = str(data_dir)
+        self._create = create
         self._fd: int | None = None
 
-    def acquire(self) -> None:
-        fd = os.open(os.path.join(self.data_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+    def acquire(self) -> bool:
+        """Take the lock; DataDirInUse if another process holds it.  False (and nothing held)
+        if it cannot be taken here: no LOCK file and ``create`` is off, a read-only
+        directory, or a filesystem without locks."""
+        path = os.path.join(self.data_dir, LOCK_NAME)
+        try:
+            # O_RDWR: NFS implements flock with fcntl locks, and an exclusive one needs a
+            # descriptor open for writing.
+            fd = os.open(path, os.O_RDWR | (os.O_CREAT if self._create else 0), 0o600)
+        except FileNotFoundError:
+            if self._create:
+                raise
+            return False  # never run by a raftd that locks
+        except (PermissionError, OSError) as e:
+            if self._create and not isinstance(e, PermissionError) and e.errno != errno.EROFS:
+                raise
+            log.warning("cannot lock %s (%s): not checking for another raftd", path, e)
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise DataDirInUse(f"data_dir {self.data_dir} is in use by another raftd"
                                f"{_holder(self.data_dir)}") from None
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in _NO_LOCKING:
+                raise
+            log.warning("cannot lock %s (%s): not checking for another raftd", path, e)
+            return False
         self._fd = fd
+        return True
 
     def release(self) -> None:
         if self._fd is not None:
@@ -46,17 +78,14 @@ class DataDirLock:
             self._fd = None
 
 
-def in_use(data_dir: str) -> str | None:
-    """For offline tools: a message if a raftd holds ``data_dir``, else None.  Takes and
-    drops the lock without creating anything (a directory never run has no LOCK file)."""
+def hold_offline(data_dir: str) -> DataDirLock:
+    """For offline tools: hold ``data_dir``'s lock for as long as the tool reads it, so no
+    raftd starts on it meanwhile.  Raises DataDirInUse (with the message for the operator)
+    while a raftd runs on it.  Creates nothing: a directory never run has no LOCK file."""
+    lock = DataDirLock(data_dir, create=False)
     try:
-        fd = os.open(os.path.join(data_dir, LOCK_NAME), os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return f"{data_dir} is in use by a running raftd{_holder(data_dir)}; stop it first"
-    finally:
-        os.close(fd)  # also drops the lock if we got it
-    return None
+        lock.acquire()
+    except DataDirInUse:
+        raise DataDirInUse(f"{data_dir} is in use by a running raftd{_holder(str(data_dir))}; "
+                           f"stop it first") from None
+    return lock

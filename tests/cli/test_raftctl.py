@@ -129,7 +129,9 @@ def test_ctrl_c_during_a_request_is_one_line_and_exit_130():
         p = subprocess.Popen([sys.executable, "-m", "raftctl.main", "-e", f"127.0.0.1:{port}",
                               "--timeout", "20", "kv", "get", "x"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.5)
+        s.settimeout(30)
+        conn, _ = s.accept()  # the request is on its way: interrupt it now
+        time.sleep(0.3)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=30)
     assert p.returncode == 130 and err == "raftctl: error: interrupted\n", err

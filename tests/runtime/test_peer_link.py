@@ -69,7 +69,7 @@ def test_send_and_flush_on_a_reset_connection_drop_instead_of_raising(kind):
             link._writer.transport.abort()
             before = link.dropped
             link.send(_msg())
-            link.flush_now()  # raised RuntimeError under uvloop before the fix
+            link.flush_now()  # must neither raise nor count the frame as sent
             link.send(_msg())
             await asyncio.sleep(0)  # the call_soon flush runs too
             assert link.dropped >= before + 1
@@ -104,6 +104,53 @@ def test_peer_reset_by_the_other_end_keeps_the_link_usable(kind):
             assert link.reconnects >= 1 and link.connected
         finally:
             await link.close()
+            server.close()
+            await server.wait_closed()
+
+    _run(kind, main())
+
+
+@pytest.mark.parametrize("kind", LOOPS)
+def test_a_reset_before_the_hello_is_written_makes_the_link_retry(kind, monkeypatch):
+    """The peer resets the connection between connect and our HELLO: uvloop's write raises
+    RuntimeError inside the link's task, which must retry rather than end (it is the only
+    way to that peer)."""
+    import raftd.runtime.transport as transport
+
+    real_open = transport.open_peer_connection
+    resets = {"n": 0}
+
+    async def open_then_reset(*args, **kwargs):
+        reader, writer = await real_open(*args, **kwargs)
+        if resets["n"] < 2:  # the first two attempts meet a peer that resets at once
+            resets["n"] += 1
+            writer.transport.abort()
+            await asyncio.sleep(0.05)  # the loop finishes closing the handle
+        return reader, writer
+
+    monkeypatch.setattr(transport, "open_peer_connection", open_then_reset)
+
+    async def main():
+        accepted = []
+
+        async def on_conn(reader, writer):
+            accepted.append(writer)
+
+        server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        link = PeerLink("n1", "n2", f"127.0.0.1:{port}", "127.0.0.1", "test")
+        link.start()
+        try:
+            for _ in range(500):
+                if link.connected and resets["n"] == 2:
+                    break
+                await asyncio.sleep(0.01)
+            assert resets["n"] == 2 and link.connected, (resets, link.reconnects)
+            assert not link._task.done()
+        finally:
+            await link.close()
+            for w in accepted:
+                w.close()
             server.close()
             await server.wait_closed()
 

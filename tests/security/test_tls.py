@@ -76,7 +76,7 @@ def test_no_certificate_foreign_ca_and_plaintext_are_refused(tls_cluster, tmp_pa
     with pytest.raises((Timeout, Unavailable)) as e:
         with Client(c.endpoints, timeout=1.5, tls=False) as cl:
             cl.put("x", b"1")
-    assert "a TLS cluster? give --cacert/--cert/--key" in str(e.value), str(e.value)
+    assert "if the cluster uses TLS: give --cacert/--cert/--key" in str(e.value), str(e.value)
     logs = "".join(n.log_text() for n in c.nodes.values())
     assert "TLS handshake failed: no client certificate presented" in logs
     assert "TLS handshake failed: certificate not signed by this cluster's CA" in logs

@@ -195,7 +195,9 @@ def test_the_server_closing_fails_every_request_in_flight_then_the_client_gives_
             await srv.close()  # closes the connection and stops listening
             results = await asyncio.gather(*tasks, return_exceptions=True)
             assert all(isinstance(r, (Unavailable, Timeout)) for r in results), results
-        for conn in c._conns.values():
-            assert not conn._pending and not conn._deadlines
+            conns = list(c._conns.values())
+            assert conns  # (the connection that failed is still listed, closed)
+            for conn in conns:
+                assert conn.closed and not conn._pending and not conn._deadlines
 
     _run(main())
