@@ -3,6 +3,7 @@
 # 127.0.0.1, 100-byte values over 10,000 keys, 64 requests in flight and one client sequential.
 #
 #   ./benchmarks/side_by_side.sh            # results in benchmarks/results/<timestamp>/
+#   MATRIX=0 ./benchmarks/side_by_side.sh   # the three systems side by side only
 #
 # Needs the anchors set up as in ../shared/anchors/RESULTS.md ("Reproduce": etcd-server,
 # etcd-client, wrk, and /tmp/anchors-venv with pysyncobj); a peer that is missing is skipped.
@@ -33,7 +34,8 @@ for rep in 1 2 3; do
   fi
 done
 
-# 2. The raftd matrix.
+# 2. The raftd matrix (MATRIX=0 skips it: the side-by-side alone takes about 5 minutes).
+if [ "${MATRIX:-1}" = 0 ]; then echo "done: $OUT"; exit 0; fi
 $B --clients 1,8,64,256,1024 >>"$OUT/raftd_curve.jsonl" 2>>"$OUT/errors.log"
 $B --clients 64 --nodes 5 >>"$OUT/raftd_nodes.jsonl" 2>>"$OUT/errors.log"
 $B --clients 64 --nodes 7 >>"$OUT/raftd_nodes.jsonl" 2>>"$OUT/errors.log"
