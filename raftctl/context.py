@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .errors import USAGE, CliError, fail
+from .errors import REJECTED, USAGE, CliError, fail
 from .output import Output
 
 DEFAULT_ENDPOINTS = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
@@ -27,6 +27,7 @@ class Settings:
     endpoints: list[str]
     out: Output
     timeout: float
+    command: str = "raftctl"  # e.g. "raftctl snapshot save", for messages
 
 
 def settings(ctx: typer.Context, endpoints: str | None = None, output: str | None = None,
@@ -46,7 +47,8 @@ def settings(ctx: typer.Context, endpoints: str | None = None, output: str | Non
             split_address(e)
         except ValueError as err:
             raise typer.BadParameter(str(err), param_hint="--endpoints") from None
-    return Settings(endpoints_list, Output(fmt), timeout or root.get("timeout") or 5.0)
+    return Settings(endpoints_list, Output(fmt), timeout or root.get("timeout") or 5.0,
+                    ctx.command_path if ctx is not None else "raftctl")
 
 
 def run(s: Settings, fn: Callable[[], int | None]) -> None:
@@ -56,6 +58,10 @@ def run(s: Settings, fn: Callable[[], int | None]) -> None:
     except typer.Exit:
         raise
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the CLI's error boundary
+        if getattr(e, "code", None) == "permission_denied":
+            # The refused request may be a step of the command (`snapshot save` reads the
+            # status first): name the command the operator ran.
+            e = CliError(f"{s.command}: {e}", REJECTED, "permission_denied")
         raise typer.Exit(fail(e, s.out.json)) from None
     raise typer.Exit(code)
 

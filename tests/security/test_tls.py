@@ -102,6 +102,18 @@ def test_client_role_reads_and_writes_but_may_not_administer(tls_cluster):
             assert "eve (role client) may not" in str(e.value)
         with pytest.raises(RequestError, match="permission|admin"):
             cl.status(c.endpoints[0])
+    # raftctl names the command the operator ran, even when the refused request is one of
+    # its steps (snapshot save reads the status first).
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "raftctl.main", "-e", ",".join(c.endpoints),
+                        "snapshot", "save", "/tmp/never-written.snap"],
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "RAFTCTL_CACERT": str(c.certs / "ca.crt"),
+                            "RAFTCTL_CERT": str(eve.cert), "RAFTCTL_KEY": str(eve.key)})
+    assert r.returncode == 4, r.stderr
+    assert r.stderr.startswith("raftctl: error: raftctl snapshot save: eve (role client) may "
+                               "not"), r.stderr
     st = c.status(c.wait_leader())
     assert sorted(st["configuration"]["voters"]) == ["n1", "n2", "n3"]  # nothing changed
     # A clean stop leaves no traceback in any log (the asyncio loop, which TLS uses, logged a
