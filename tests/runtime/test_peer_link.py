@@ -39,18 +39,29 @@ def _msg():
     return AppendEntriesResponse(term=1, src="n1", dst="n2", success=True, match_index=3)
 
 
-async def _linked_pair():
-    """A PeerLink connected to a listening socket we control; returns (link, server_conn)."""
-    accepted = asyncio.get_running_loop().create_future()
+async def _listener_and_link():
+    """A listening socket we control and a started PeerLink to it; returns (server, link,
+    accepted, got_one): ``accepted`` collects the server side of every connection the link
+    makes, ``got_one`` is set at the first."""
+    accepted: list = []
+    got_one = asyncio.Event()
 
     async def on_conn(reader, writer):
-        accepted.set_result(writer)
+        accepted.append(writer)
+        got_one.set()
 
     server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     link = PeerLink("n1", "n2", f"127.0.0.1:{port}", "127.0.0.1", "test")
     link.start()
-    conn = await asyncio.wait_for(accepted, 5)
+    return server, link, accepted, got_one
+
+
+async def _linked_pair():
+    """A PeerLink connected to a listening socket we control; returns (link, server_conn)."""
+    server, link, accepted, got_one = await _listener_and_link()
+    await asyncio.wait_for(got_one.wait(), 5)
+    conn = accepted[0]
     for _ in range(500):
         if link.connected:
             break
@@ -131,15 +142,7 @@ def test_a_reset_before_the_hello_is_written_makes_the_link_retry(kind, monkeypa
     monkeypatch.setattr(transport, "open_peer_connection", open_then_reset)
 
     async def main():
-        accepted = []
-
-        async def on_conn(reader, writer):
-            accepted.append(writer)
-
-        server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        link = PeerLink("n1", "n2", f"127.0.0.1:{port}", "127.0.0.1", "test")
-        link.start()
+        server, link, accepted, _ = await _listener_and_link()
         try:
             for _ in range(500):
                 if link.connected and resets["n"] == 2:
