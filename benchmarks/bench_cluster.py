@@ -68,7 +68,8 @@ def one_run(args, clients: int) -> list[dict]:
         layout, eps = start(d, args.nodes, tuning)
         try:
             common = dict(endpoints=eps, clients=clients, value_size=args.value_size,
-                          keys=args.keys, read_ratio=args.read_ratio)
+                          keys=args.keys, read_ratio=args.read_ratio,
+                          keep=True)  # a throw-away cluster: no clean-up inside the timing
             if not args.pause_follower:
                 pids = {n["id"]: n["pid"] for n in layout}
                 c0 = {k: cpu_s(p) for k, p in pids.items()}

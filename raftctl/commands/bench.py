@@ -28,14 +28,20 @@ def _pct(sorted_vals: list[float], p: float) -> float:
 
 async def run_bench(endpoints: list[str], clients: int, duration: float, value_size: int,
                     keys: int, read_ratio: float, warmup: float = 1.0,
-                    sequential: bool = False, request_timeout: float = 10.0) -> dict:
+                    sequential: bool = False, request_timeout: float = 10.0,
+                    prefix: str = "bench/", keep: bool = False) -> dict:
+    """Every key the benchmark touches is PREFIX + something, so a user's own keys are never
+    written; the keys it wrote are deleted at the end unless `keep`."""
     rng = random.Random(1)
     value = bytes(rng.getrandbits(8) for _ in range(value_size))
     lat: list[float] = []
     errors: dict[str, int] = {}
     ops = {"put": 0, "get": 0}
+    written: set[str] = set()
+    warm_key = f"{prefix}warm"
     async with AsyncClient(endpoints, timeout=request_timeout) as c:
-        await c.put("bench/warm", value)  # find the leader before the clock starts
+        written.add(warm_key)  # added first: a put that times out may still have been applied
+        await c.put(warm_key, value)  # find the leader before the clock starts
         loop = asyncio.get_running_loop()
         t_start = loop.time()
         t_measure = t_start + warmup
@@ -47,12 +53,13 @@ async def run_bench(endpoints: list[str], clients: int, duration: float, value_s
                 now = loop.time()
                 if now >= t_end:
                     return
-                key = f"k{r.randrange(keys)}"
+                key = f"{prefix}k{r.randrange(keys)}"
                 is_read = r.random() < read_ratio
                 try:
                     if is_read:
                         await c.get(key)
                     else:
+                        written.add(key)
                         await c.put(key, value)
                 except ClientError as e:
                     if now >= t_measure:
@@ -64,6 +71,7 @@ async def run_bench(endpoints: list[str], clients: int, duration: float, value_s
                     ops["get" if is_read else "put"] += 1
 
         await asyncio.gather(*(worker(i) for i in range(1 if sequential else clients)))
+        deleted = 0 if keep else await _delete_keys(c, sorted(written), clients)
     lat.sort()
     n = len(lat)
     return {"ops": n, "ops_per_sec": round(n / duration, 1), "duration_s": duration,
@@ -72,7 +80,21 @@ async def run_bench(endpoints: list[str], clients: int, duration: float, value_s
             "p50_ms": round(_pct(lat, 50) * 1000, 3), "p95_ms": round(_pct(lat, 95) * 1000, 3),
             "p99_ms": round(_pct(lat, 99) * 1000, 3),
             "max_ms": round((lat[-1] if lat else 0) * 1000, 3),
-            "errors": sum(errors.values()), "error_kinds": errors}
+            "errors": sum(errors.values()), "error_kinds": errors,
+            "prefix": prefix, "kept": keep, "keys_written": len(written), "keys_deleted": deleted}
+
+
+async def _delete_keys(c: AsyncClient, keys: list[str], parallel: int) -> int:
+    """Delete the benchmark's keys, `parallel` at a time.  A failure is an error of the
+    command (raised), never silently left behind."""
+    sem = asyncio.Semaphore(max(1, parallel))
+
+    async def one(k: str) -> None:
+        async with sem:
+            await c.delete(k)
+
+    await asyncio.gather(*(one(k) for k in keys))
+    return len(keys)
 
 
 def register(app: typer.Typer) -> None:
@@ -84,6 +106,12 @@ def register(app: typer.Typer) -> None:
               keys: Annotated[int, typer.Option(help="distinct keys")] = 10000,
               read_ratio: Annotated[float, typer.Option(help="fraction of gets")] = 0.0,
               warmup: Annotated[float, typer.Option(help="seconds before measuring")] = 2.0,
+              prefix: Annotated[str, typer.Option(
+                  help="every key the benchmark writes starts with this (never your own keys)")
+              ] = "bench/",
+              keep: Annotated[bool, typer.Option(
+                  "--keep", help="leave the benchmark's keys (default: delete them at the end)")
+              ] = False,
               local: Annotated[bool, typer.Option(
                   "--local", help="start a temporary local cluster, run, tear it down")] = False,
               nodes: Annotated[int, typer.Option(help="nodes for --local")] = 3,
@@ -93,15 +121,17 @@ def register(app: typer.Typer) -> None:
                                     "runs out counts as an error [default: 10]")] = None) -> None:
         """Measure committed ops/s and latency with CLIENTS requests in flight.
 
-        Example: raftctl bench --local --clients 64 --duration 20 -o json"""
+        Keys are PREFIX + k0..k<KEYS-1> (default prefix bench/); they are deleted at the end
+        unless --keep.  Example: raftctl bench --local --clients 64 --duration 20 -o json"""
         s = settings(ctx, endpoints, output, timeout)
         # a request's own budget (retries included); a request that runs out counts as an error
         request_timeout = timeout or (ctx.find_root().obj or {}).get("timeout") or 10.0
 
         def body() -> int:
-            if clients < 1 or duration <= 0 or not 0 <= read_ratio <= 1:
+            if clients < 1 or duration <= 0 or not 0 <= read_ratio <= 1 or not prefix:
                 from ..context import usage_error  # noqa: PLC0415
-                raise usage_error("need --clients >= 1, --duration > 0, 0 <= --read-ratio <= 1")
+                raise usage_error("need --clients >= 1, --duration > 0, 0 <= --read-ratio <= 1 "
+                                  "and a non-empty --prefix")
             tmp = None
             eps = s.endpoints
             try:
@@ -110,10 +140,11 @@ def register(app: typer.Typer) -> None:
                     eps = _local_up(tmp, nodes)
                     s.out.info(f"local cluster of {nodes} in {tmp}: {','.join(eps)}")
                 s.out.info(f"bench: {clients} in flight, {duration:g}s, {value_size}-byte values, "
-                           f"{keys} keys, read ratio {read_ratio}")
+                           f"{keys} keys under {prefix!r}, read ratio {read_ratio}")
                 res = asyncio.run(run_bench(eps, clients, duration, value_size, keys,
                                             read_ratio, warmup,
-                                            request_timeout=request_timeout))
+                                            request_timeout=request_timeout,
+                                            prefix=prefix, keep=keep))
             finally:
                 if tmp is not None:
                     _local_down(tmp)
@@ -127,6 +158,8 @@ def register(app: typer.Typer) -> None:
                 s.out.table(["ops/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "ops", "errors"],
                             [[f"{res['ops_per_sec']:,.0f}", res["p50_ms"], res["p95_ms"],
                               res["p99_ms"], res["max_ms"], res["ops"], res["errors"]]])
+                s.out.info(f"kept {res['keys_written']} keys under {prefix!r}" if keep else
+                           f"deleted the {res['keys_deleted']} keys it wrote under {prefix!r}")
             return 0
 
         run(s, body)

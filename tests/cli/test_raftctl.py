@@ -135,3 +135,23 @@ def test_ctrl_c_during_a_request_is_one_line_and_exit_130():
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=30)
     assert p.returncode == 130 and err == "raftctl: error: interrupted\n", err
+
+
+def test_bench_writes_only_under_its_prefix_and_cleans_up(local):
+    """Operator trial (issue 16 §2): bench wrote k0..k9999 over the user's keys and left them."""
+    d, info = local
+    env = {"RAFTCTL_ENDPOINTS": ",".join(info["endpoints"])}
+    raftctl("kv", "put", "k0", "mine", env=env, check=0)
+    args = ("bench", "--clients", "4", "--duration", "1", "--warmup", "0.2", "--keys", "20",
+            "-o", "json")
+    res = json.loads(raftctl(*args, env=env, check=0).stdout)
+    assert res["ops"] > 0 and res["prefix"] == "bench/" and res["kept"] is False
+    assert res["keys_deleted"] == res["keys_written"] > 1
+    assert raftctl("kv", "get", "k0", env=env, check=0).stdout == "mine\n"
+    listed = json.loads(raftctl("kv", "list", "bench/", "-o", "json", env=env, check=0).stdout)
+    assert listed["items"] == {}, listed
+
+    res = json.loads(raftctl(*args, "--keep", "--prefix", "b2/", env=env, check=0).stdout)
+    listed = json.loads(raftctl("kv", "list", "b2/", "-o", "json", env=env, check=0).stdout)
+    assert res["kept"] is True and len(listed["items"]) == res["keys_written"] > 1
+    assert raftctl("bench", "--prefix", "", env=env, check=2).stderr.count("\n") == 1
