@@ -20,6 +20,13 @@ class CliError(Exception):
         self.kind = kind
 
 
+def error_kind(class_name: str) -> str:
+    """JSON error codes are snake_case everywhere: CorruptSnapshotError -> corrupt_snapshot."""
+    name = class_name.removesuffix("Error") or class_name
+    return "".join("_" + c.lower() if c.isupper() and i else c.lower()
+                   for i, c in enumerate(name))
+
+
 def fail(err: BaseException, output_json: bool) -> int:
     """Print ``err`` the raftctl way and return the exit code."""
     from raftd.client import RequestError, Timeout, Unavailable  # noqa: PLC0415
@@ -39,7 +46,7 @@ def fail(err: BaseException, output_json: bool) -> int:
     elif isinstance(err, KeyboardInterrupt):
         code, kind = INTERRUPTED, "interrupted"
     else:
-        code, kind = FAILED, type(err).__name__
+        code, kind = FAILED, error_kind(type(err).__name__)
     msg = str(err) or kind
     if os.environ.get("RAFTCTL_DEBUG") == "1":
         import traceback  # noqa: PLC0415

@@ -22,6 +22,7 @@ from raftd.kv.fsm import KVStateMachine
 from raftd.storage.snapshots import (CorruptSnapshotError, SnapshotStore, read_meta, read_state,
                                      snapshot_name, verify, write_snapshot_file)
 from raftd.storage.lock import DataDirInUse, hold_offline
+from raftd.storage.durable import fsync_dir
 from raftd.storage.wal import DurableLog
 
 from ..cluster import gather_status
@@ -107,41 +108,36 @@ def list_(ctx: typer.Context, endpoints: EndpointsOpt = None, output: OutputOpt 
 
 @app.command("save")
 def save(ctx: typer.Context, file: Annotated[Path, typer.Argument(metavar="FILE")],
+         force: Annotated[bool, typer.Option(
+             "--force", help="replace FILE if it exists")] = False,
          endpoints: EndpointsOpt = None, output: OutputOpt = None,
          timeout: TimeoutOpt = None) -> None:
     """Save a consistent backup: the leader takes a snapshot now and streams it to FILE.
 
-    Example: raftctl snapshot save backup.snap"""
+    FILE holds the whole keyspace: it is written with mode 0600, never replaces an existing
+    file without --force, and appears only once complete and verified (a partial download is
+    removed).  Example: raftctl snapshot save backup.snap"""
     s = settings(ctx, endpoints, output, timeout or 120.0)
 
     def body() -> int:
+        _check_backup_target(file, force)
         (leader,) = _targets(s, None, False)
         snap = asyncio.run(_ask(leader["address"], "snapshot", {}, s.timeout))
         tmp = file.with_name(file.name + ".part")
-
-        async def fetch() -> None:
-            async with AsyncClient([leader["address"]], timeout=s.timeout) as c:
-                offset = 0
-                with open(tmp, "wb") as f:
-                    while True:
-                        r = await c.request("snapshot_read", {"index": snap["index"],
-                                                              "offset": offset,
-                                                              "length": 1 << 20},
-                                            attempt_timeout=s.timeout)
-                        f.write(r["data"])
-                        offset += len(r["data"])
-                        if r["eof"]:
-                            break
-                    f.flush()
-                    os.fsync(f.fileno())
-
-        asyncio.run(fetch())
         try:
+            asyncio.run(_fetch(leader["address"], snap["index"], tmp, s.timeout))
             verify(tmp)
+            if not force and file.exists():  # appeared while we fetched: still never replace
+                raise CliError(f"{file} already exists; use --force to replace it",
+                               kind="file_exists")
+            os.replace(tmp, file)
+            fsync_dir(file.parent)  # the new name is durable only once its directory is
         except CorruptSnapshotError as e:
+            raise CliError(f"the backup did not verify: {e}", kind="corrupt_snapshot") from None
+        except OSError as e:
+            raise CliError(f"cannot write {file}: {e.strerror or e}", kind="io_error") from None
+        finally:
             tmp.unlink(missing_ok=True)
-            raise CliError(f"the backup did not verify: {e}") from None
-        os.replace(tmp, file)
         info = read_meta(file).describe()
         info.update({"file": str(file), "node": leader["id"]})
         info.pop("path", None)
@@ -153,6 +149,35 @@ def save(ctx: typer.Context, file: Annotated[Path, typer.Argument(metavar="FILE"
         return 0
 
     run(s, body)
+
+
+def _check_backup_target(file: Path, force: bool) -> None:
+    """Refuse, before asking the cluster for anything, what can only end in an error."""
+    if file.is_dir():
+        raise usage_error(f"{file} is a directory; give a file name, e.g. {file / 'backup.snap'}")
+    if not file.parent.is_dir():
+        raise usage_error(f"directory {file.parent} does not exist")
+    if file.exists() and not force:
+        raise CliError(f"{file} already exists; use --force to replace it", kind="file_exists")
+
+
+async def _fetch(address: str, index: int, tmp: Path, timeout: float) -> None:
+    """Stream snapshot `index` into `tmp` (mode 0600: it holds every key) and fsync it."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a stale .part left by a crash
+    async with AsyncClient([address], timeout=timeout) as c:
+        offset = 0
+        with open(fd, "wb") as f:
+            while True:
+                r = await c.request("snapshot_read", {"index": index, "offset": offset,
+                                                      "length": 1 << 20},
+                                    attempt_timeout=timeout)
+                f.write(r["data"])
+                offset += len(r["data"])
+                if r["eof"]:
+                    break
+            f.flush()
+            os.fsync(f.fileno())
 
 
 @app.command("inspect")

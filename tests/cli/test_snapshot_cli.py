@@ -34,6 +34,17 @@ def test_create_list_save_inspect_restore(cluster_factory, tmp_path):
     saved = json.loads(raftctl("-e", eps, "-o", "json", "snapshot", "save", str(backup),
                                check=0).stdout)
     assert saved["keys"] == 300 and backup.exists()
+    assert backup.stat().st_mode & 0o777 == 0o600  # the whole keyspace: owner only
+    # Issue 16 §3: never replace a backup silently, one line for a directory, no .part left.
+    before = backup.read_bytes()
+    r = raftctl("-e", eps, "-o", "json", "snapshot", "save", str(backup), check=1)
+    assert json.loads(r.stderr)["error"] == "file_exists" and backup.read_bytes() == before
+    r = raftctl("-e", eps, "snapshot", "save", str(tmp_path), check=2)
+    assert "is a directory" in r.stderr and len(r.stderr.splitlines()) == 1
+    backup.chmod(0o644)
+    raftctl("-e", eps, "snapshot", "save", str(backup), "--force", check=0)
+    assert backup.stat().st_mode & 0o777 == 0o600
+    assert not list(tmp_path.glob("*.part"))
     info = json.loads(raftctl("-o", "json", "snapshot", "inspect", str(backup), check=0).stdout)
     assert info["keys"] == 300 and info["index"] == saved["index"]
     assert sorted(info["configuration"]["voters"]) == ["n1", "n2", "n3"]
@@ -44,6 +55,8 @@ def test_create_list_save_inspect_restore(cluster_factory, tmp_path):
     bad.write_bytes(bytes(data))
     r = raftctl("snapshot", "inspect", str(bad))
     assert r.returncode != 0 and "checksum" in r.stderr
+    r = raftctl("-o", "json", "snapshot", "inspect", str(bad))
+    assert json.loads(r.stderr)["error"] == "corrupt_snapshot"  # snake_case, not a class name
 
     port = free_base_port(3)
     restored = tmp_path / "restored"
