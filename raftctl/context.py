@@ -35,19 +35,26 @@ def settings(ctx: typer.Context, endpoints: str | None = None, output: str | Non
     """Merge per-command options over the global ones (both spellings work:
     `raftctl -o json status` and `raftctl status -o json`)."""
     root = (ctx.find_root().obj or {}) if ctx is not None else {}
-    eps = endpoints or root.get("endpoints") or os.environ.get("RAFTCTL_ENDPOINTS") \
-        or DEFAULT_ENDPOINTS
+    # The first one given wins, even if empty: `-e ""` is a mistake, never "the demo's nodes".
+    eps = next((e for e in (endpoints, root.get("endpoints"), os.environ.get("RAFTCTL_ENDPOINTS"))
+                if e is not None), DEFAULT_ENDPOINTS)
     fmt = output or root.get("output") or "table"
     if fmt not in ("table", "json"):
         raise typer.BadParameter(f"must be table or json, not {fmt!r}", param_hint="--output")
     endpoints_list = [e.strip() for e in eps.split(",") if e.strip()]
+    if not endpoints_list:
+        raise typer.BadParameter("no endpoint given (host:port,...)", param_hint="--endpoints")
+    timeout = timeout if timeout is not None else root.get("timeout")
+    if timeout is not None and not timeout > 0:
+        raise typer.BadParameter(f"must be a number of seconds above 0, not {timeout:g}",
+                                 param_hint="--timeout")
     from raftd.config import split_address  # noqa: PLC0415
     for e in endpoints_list:
         try:
             split_address(e)
         except ValueError as err:
             raise typer.BadParameter(str(err), param_hint="--endpoints") from None
-    return Settings(endpoints_list, Output(fmt), timeout or root.get("timeout") or 5.0,
+    return Settings(endpoints_list, Output(fmt), timeout or 5.0,
                     ctx.command_path if ctx is not None else "raftctl")
 
 

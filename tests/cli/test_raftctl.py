@@ -155,3 +155,12 @@ def test_bench_writes_only_under_its_prefix_and_cleans_up(local):
     listed = json.loads(raftctl("kv", "list", "b2/", "-o", "json", env=env, check=0).stdout)
     assert res["kept"] is True and len(listed["items"]) == res["keys_written"] > 1
     assert raftctl("bench", "--prefix", "", env=env, check=2).stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("args", [("-e", "", "kv", "get", "k"), ("kv", "get", "k", "-e", " , "),
+                                  ("--timeout", "-1", "kv", "get", "k"),
+                                  ("kv", "get", "k", "--timeout", "0")])
+def test_empty_endpoints_and_non_positive_timeout_are_usage_errors(args):
+    """Issue 16 §7: `-e ""` fell back to the demo's endpoints; `--timeout -1` was accepted."""
+    r = raftctl(*args, "-o", "json", check=2)
+    assert json.loads(r.stderr)["error"] == "usage" and r.stdout == ""
