@@ -15,15 +15,29 @@ from ..dashboard import analyze
 from ..errors import UNAVAILABLE
 
 
-def check_health(status: dict, max_lag: int) -> dict:
-    """The documented JSON form of `raftctl health` for one gather_status result."""
+def check_health(status: dict, max_lag: int, allow_down: int = 0) -> dict:
+    """The documented JSON form of `raftctl health` for one gather_status result.
+
+    A voter that is down does not cost the quorum yet, but it costs the margin: with one of
+    three down, one more failure stops every write.  So it is unhealthy ("degraded") unless the
+    operator accepts it with `allow_down` (e.g. during a rolling restart)."""
     a = analyze(status, max_lag)
-    return {"healthy": a["healthy"], "leader": a["leader"],
+    by_id = {n["id"]: n for n in status["nodes"]}
+    down = sorted(v for v in a["voters"] if not by_id.get(v, {}).get("reachable"))
+    reasons = list(a["reasons"])
+    if a["quorum"] and len(down) > allow_down:
+        spare = a["reachable_voters"] - a["need"]
+        margin = ("one more failure loses the quorum" if spare == 0 else
+                  f"the quorum survives {spare} more failure{'s' if spare > 1 else ''}")
+        reasons.append(f"degraded: {', '.join(down)} unreachable; {margin}")
+    return {"healthy": a["healthy"] and not reasons, "leader": a["leader"],
             "reachable_voters": a["reachable_voters"], "voters": len(a["voters"]),
             "quorum": a["quorum"], "max_lag": max_lag, "lagging": a["lagging"],
-            "reasons": a["reasons"],
+            "down": down, "allow_down": allow_down, "reasons": reasons,
             "lag": {n["id"]: a["lags"][n["id"]] for n in status["nodes"]
-                    if n["reachable"] and a["lags"].get(n["id"]) is not None}}
+                    if n["reachable"] and a["lags"].get(n["id"]) is not None},
+            "voter_status": [{"id": v, "reachable": v not in down, "lag": a["lags"].get(v)}
+                             for v in a["voters"]]}
 
 
 def register(app: typer.Typer) -> None:
@@ -32,21 +46,24 @@ def register(app: typer.Typer) -> None:
                max_lag: Annotated[int, typer.Option(
                    "--max-lag", help="most entries a reachable voter may be behind the "
                                      "leader")] = 1000,
+               allow_down: Annotated[int, typer.Option(
+                   "--allow-down", help="voters that may be down (e.g. during a rolling "
+                                        "restart) without failing the check")] = 0,
                endpoints: EndpointsOpt = None, output: OutputOpt = None,
                timeout: TimeoutOpt = None) -> None:
-        """Exit 0 if there is a leader, a quorum of voters is reachable and no reachable voter
-        lags more than --max-lag entries behind the leader; otherwise exit 3 and print the
-        reason on stderr.
+        """Exit 0 if there is a leader, every voter is reachable (but --allow-down of them) and
+        no reachable voter lags more than --max-lag entries behind the leader; otherwise exit 3
+        and print the reason on stderr.  Lists each voter's reachability and lag.
 
         \b
         Example: raftctl health --max-lag 500 && echo ok"""
         s = settings(ctx, endpoints, output, timeout)
 
         def body() -> int:
-            if max_lag < 0:
-                raise usage_error("--max-lag must be >= 0")
+            if max_lag < 0 or allow_down < 0:
+                raise usage_error("--max-lag and --allow-down must be >= 0")
             st = asyncio.run(gather_status(s.endpoints, min(s.timeout, 1.5)))
-            h = check_health(st, max_lag)
+            h = check_health(st, max_lag, allow_down)
             if s.out.json:
                 s.out.emit_json(h)
             if h["healthy"]:
@@ -55,7 +72,10 @@ def register(app: typer.Typer) -> None:
                     worst = max((v for k, v in h["lag"].items() if k in voters), default=0)
                     s.out.line(f"healthy: leader {h['leader']}, {h['reachable_voters']}/"
                                f"{h['voters']} voters reachable, max lag {worst} entries")
+                    _voter_lines(s, h)
                 return 0
+            if not s.out.json:
+                _voter_lines(s, h)
             reason = "; ".join(h["reasons"]) or "unhealthy"
             if s.out.json:
                 sys.stderr.write(json.dumps({"error": "unhealthy", "message": reason,
@@ -65,3 +85,9 @@ def register(app: typer.Typer) -> None:
             return UNAVAILABLE
 
         run(s, body)
+
+
+def _voter_lines(s, h: dict) -> None:
+    for v in h["voter_status"]:
+        lag = "lag unknown" if v["lag"] is None else f"{v['lag']} entries behind"
+        s.out.line(f"  {v['id']}: {'reachable' if v['reachable'] else 'DOWN'}, {lag}")

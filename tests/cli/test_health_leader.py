@@ -93,10 +93,23 @@ def test_leader_transfer_refused(cluster):
 def test_health_without_quorum(cluster):
     leader = cluster.wait_leader()
     victims = [n for n in sorted(cluster.nodes) if n != leader]
-    for nid in victims:
-        cluster.nodes[nid].kill9()
+    # Issue 16 §9: one voter down still has a quorum but no margin: degraded, exit 3.
+    cluster.nodes[victims[0]].kill9()
     r = raftctl(cluster, "health", check=3)
-    assert r.stdout == "" and len(r.stderr.splitlines()) == 1 and "quorum" in r.stderr
+    assert r.stderr == (f"raftctl: unhealthy: degraded: {victims[0]} unreachable; "
+                        f"one more failure loses the quorum\n"), r.stderr
+    assert f"  {victims[0]}: DOWN" in r.stdout and f"  {victims[1]}: reachable, " in r.stdout
+    h = json.loads(raftctl(cluster, "health", "-o", "json", check=3).stdout)
+    assert h["down"] == [victims[0]] and h["quorum"] is True and h["healthy"] is False
+    assert {v["id"]: v["reachable"] for v in h["voter_status"]} == {
+        leader: True, victims[0]: False, victims[1]: True}
+    h = json.loads(raftctl(cluster, "health", "--allow-down", "1", "-o", "json", check=0).stdout)
+    assert h["healthy"] is True and h["down"] == [victims[0]] and h["allow_down"] == 1
+
+    cluster.nodes[victims[1]].kill9()
+    r = raftctl(cluster, "health", check=3)
+    assert len(r.stderr.splitlines()) == 1 and "quorum" in r.stderr
+    assert r.stdout.count("DOWN") == 2
     r = raftctl(cluster, "health", "-o", "json", check=3)
     h = json.loads(r.stdout)
     assert h["healthy"] is False and h["quorum"] is False
