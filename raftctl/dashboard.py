@@ -73,6 +73,22 @@ def node_lag(snap: dict, node: dict) -> int | None:
     return max(0, last - applied)
 
 
+def fault_tolerance(conf: dict) -> int | None:
+    """How many voters may fail while a quorum remains (a majority of n survives
+    (n - 1) // 2 failures).  In a joint configuration a decision needs a majority of both
+    C_old and C_new (Raft §6), so the smaller of the two.  None without a configuration."""
+    sets = [conf.get("voters") or []]
+    if conf.get("joint"):
+        sets.append(conf.get("old_voters") or [])
+    if not all(sets):
+        return None
+    return min((len(s) - 1) // 2 for s in sets)
+
+
+def tolerates(n: int | None) -> str:
+    return "" if n is None else f"tolerates {n} failure{'' if n == 1 else 's'}"
+
+
 def analyze(snap: dict, max_lag: int | None = None) -> dict:
     """Quorum and lag of one snapshot: what the dashboard header and `raftctl health` show.
 
@@ -102,6 +118,7 @@ def analyze(snap: dict, max_lag: int | None = None) -> dict:
             "learners": list(conf.get("learners") or []), "joint": bool(conf.get("joint")),
             "reachable_voters": len(reachable_voters), "need": need, "quorum": quorum,
             "lags": lags, "lagging": lagging, "reasons": reasons,
+            "fault_tolerance": fault_tolerance(conf),
             "healthy": quorum and not lagging and not reasons}
 
 
@@ -241,6 +258,8 @@ def header_text(snap: dict, a: dict | None = None) -> Text:
                  else "unhealthy", style="bold red")
     t.append(f" ({a['reachable_voters']}/{len(a['voters'])} voters reachable, need "
              f"{a['need']}{', a leader' if a['leader'] is None else ''})")
+    if a["fault_tolerance"] is not None:
+        t.append(f"   {tolerates(a['fault_tolerance'])}")
     if "time" in snap:
         t.append("   updated: ", style="bold")
         t.append(format_time(snap["time"], ms=False))
@@ -364,7 +383,9 @@ def plain_title(snap: dict, history: Sequence[dict] = ()) -> str:
             f"voters: {','.join(a['voters']) or '-'}"
             + (f" learners: {','.join(a['learners'])}" if a["learners"] else "")
             + f"  quorum: {'ok' if a['quorum'] else 'LOST'} ({a['reachable_voters']}/"
-            f"{len(a['voters'])})" + (f"  commits/s: {rates[-1]:.1f}" if rates else ""))
+            f"{len(a['voters'])})"
+            + (f"  {tolerates(a['fault_tolerance'])}" if a["fault_tolerance"] is not None else "")
+            + (f"  commits/s: {rates[-1]:.1f}" if rates else ""))
 
 
 def render_plain(snap: dict, history: Sequence[dict] = ()) -> Table:

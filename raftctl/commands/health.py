@@ -11,7 +11,7 @@ import typer
 
 from ..cluster import gather_status
 from ..context import EndpointsOpt, OutputOpt, TimeoutOpt, run, settings, usage_error
-from ..dashboard import analyze
+from ..dashboard import analyze, tolerates
 from ..errors import UNAVAILABLE
 
 
@@ -32,8 +32,8 @@ def check_health(status: dict, max_lag: int, allow_down: int = 0) -> dict:
         reasons.append(f"degraded: {', '.join(down)} unreachable; {margin}")
     return {"healthy": a["healthy"] and not reasons, "leader": a["leader"],
             "reachable_voters": a["reachable_voters"], "voters": len(a["voters"]),
-            "quorum": a["quorum"], "max_lag": max_lag, "lagging": a["lagging"],
-            "down": down, "allow_down": allow_down, "reasons": reasons,
+            "quorum": a["quorum"], "fault_tolerance": a["fault_tolerance"],
+            "max_lag": max_lag, "lagging": a["lagging"], "down": down, "allow_down": allow_down, "reasons": reasons,
             "lag": {n["id"]: a["lags"][n["id"]] for n in status["nodes"]
                     if n["reachable"] and a["lags"].get(n["id"]) is not None},
             "voter_status": [{"id": v, "reachable": v not in down, "lag": a["lags"].get(v)}
@@ -71,7 +71,8 @@ def register(app: typer.Typer) -> None:
                     voters = set(st["configuration"]["voters"])
                     worst = max((v for k, v in h["lag"].items() if k in voters), default=0)
                     s.out.line(f"healthy: leader {h['leader']}, {h['reachable_voters']}/"
-                               f"{h['voters']} voters reachable, max lag {worst} entries")
+                               f"{h['voters']} voters reachable, max lag {worst} entries, "
+                               f"{tolerates(h['fault_tolerance'])}")
                     _voter_lines(s, h)
                 return 0
             if not s.out.json:

@@ -77,7 +77,7 @@ def test_render_dashboard_snapshots():
     text = render_text(dashboard.render(history()))
     assert "leader: n1" in text and "term: 2" in text
     assert "configuration: stable" in text and "voters: n1,n2,n3" in text
-    assert "quorum: healthy (2/3 voters reachable, need 2)" in text
+    assert "quorum: healthy (2/3 voters reachable, need 2)   tolerates 1 failure" in text
     # node rows: n2 up with no lag; n3 down, its lag from the leader's match_index (250 - 90)
     n2 = row_of(text, "10.0.0.2:7000").split()
     assert n2[:3] == ["n2", "10.0.0.2:7000", "follower"] and n2[-1] == "up"
@@ -323,3 +323,17 @@ def test_watch_dashboard_in_a_terminal(cluster, tmp_path):
         assert "Traceback" not in after
     finally:
         tmux.kill()
+
+
+def test_fault_tolerance_of_stable_and_joint_configurations():
+    """Issue 18 §4: how many voters may fail while a quorum remains; joint: the smaller."""
+    ft = dashboard.fault_tolerance
+    assert ft({"voters": ["n1"]}) == 0
+    assert ft({"voters": ["n1", "n2", "n3"]}) == 1
+    assert ft({"voters": ["n1", "n2", "n3", "n4"]}) == 1
+    assert ft({"voters": [f"n{i}" for i in range(5)]}) == 2
+    assert ft({"voters": [f"n{i}" for i in range(5)], "joint": True,
+               "old_voters": ["n1", "n2", "n3"]}) == 1
+    assert ft({"voters": []}) is None
+    assert dashboard.tolerates(1) == "tolerates 1 failure"
+    assert dashboard.tolerates(2) == "tolerates 2 failures"

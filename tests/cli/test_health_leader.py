@@ -42,7 +42,8 @@ def test_health_ok(cluster):
     assert r.stdout.startswith(f"healthy: leader {leader}, 3/3 voters reachable") and not r.stderr
     h = json.loads(raftctl(cluster, "health", "-o", "json", check=0).stdout)
     assert h["healthy"] is True and h["leader"] == leader and h["quorum"] is True
-    assert h["reachable_voters"] == 3 and h["voters"] == 3
+    assert h["reachable_voters"] == 3 and h["voters"] == 3 and h["fault_tolerance"] == 1
+    assert r.stdout.splitlines()[0].endswith("tolerates 1 failure")
     assert h["max_lag"] == 1000 and h["lagging"] == [] and h["reasons"] == []
     assert set(h["lag"]) == {"n1", "n2", "n3"}
 
