@@ -5,20 +5,69 @@ Exit codes: 0 ok; 1 operation failed (key not found, cas did not swap); 2 usage 
 """
 from __future__ import annotations
 
-import typer
-
-from .commands import bench, kv, local, member, snapshot, status
+import importlib
 import os
 from typing import Annotated, Optional
 
-from .commands import health, leader
-from .commands import bootstrap, certs
+import typer
+from typer.core import TyperGroup
+
 from .context import EndpointsOpt, OutputOpt, TimeoutOpt
 from .errors import CliError, fail
 
+# Every subcommand's module is imported only when that command runs: importing them all cost
+# about 240 ms on every `raftctl kv get` (bench, bootstrap and ssh pull in paramiko,
+# cryptography, ...).  name -> (module, attribute: a Typer app, or None for a module whose
+# register(app) adds the command), and the one-line help `raftctl --help` shows without
+# importing anything (tests/cli/test_startup.py checks it against the commands' own).
+COMMANDS: dict[str, tuple[str, str | None, str]] = {
+    "status": ("status", None, "Show every node of the cluster: role, term, log, lag."),
+    "health": ("health", None, "Exit 0 if the cluster is healthy, 3 with the reason if not."),
+    "bench": ("bench", None, "Measure committed ops/s and latency (keys under bench/)."),
+    "bootstrap": ("bootstrap", None, "Install and start raftd on every host over SSH."),
+    "teardown": ("bootstrap", None, "Stop raftd on every host of an SSH-deployed cluster."),
+    "local": ("local", "app", "Run a cluster of raftd processes on this machine."),
+    "kv": ("kv", "app", "Read and write keys."),
+    "member": ("member", "app", "List and change the cluster's members."),
+    "snapshot": ("snapshot", "app", "Snapshots, backups, restore and disaster recovery."),
+    "leader": ("leader", "app", "Leadership operations."),
+    "ssh": ("bootstrap", "ssh_app", "Day-2 operations on a cluster deployed over SSH."),
+    "certs": ("certs", "app", "Make a CA and issue certificates for mutual TLS."),
+}
+
+
+def load_command(name: str):
+    """The click command for `name`, importing only its module."""
+    module_name, attr, _ = COMMANDS[name]
+    module = importlib.import_module(f"raftctl.commands.{module_name}")
+    if attr is not None:
+        sub = getattr(module, attr)
+        sub.info.name = name
+        sub.rich_markup_mode = None  # plain click help, like the root's
+        return typer.main.get_group(sub)
+    holder = typer.Typer(rich_markup_mode=None)
+    holder.callback()(lambda: None)  # a callback makes it a group, so commands keep names
+    module.register(holder)
+    return typer.main.get_group(holder).commands[name]
+
+
+class LazyGroup(TyperGroup):
+    def list_commands(self, ctx) -> list[str]:
+        return list(dict.fromkeys([*COMMANDS, *super().list_commands(ctx)]))
+
+    def get_command(self, ctx, name: str):
+        if name in COMMANDS:
+            return load_command(name)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx, formatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, short) for name, (_, _, short) in COMMANDS.items()])
+
+
 app = typer.Typer(
     name="raftctl", help=__doc__, no_args_is_help=True, add_completion=True,
-    pretty_exceptions_enable=False, rich_markup_mode=None,
+    pretty_exceptions_enable=False, rich_markup_mode=None, cls=LazyGroup,
     context_settings={"help_option_names": ["-h", "--help"]})
 
 
@@ -39,19 +88,6 @@ def root(ctx: typer.Context, endpoints: EndpointsOpt = None, output: OutputOpt =
                         ("RAFTCTL_KEY", key)):
         if value:
             os.environ[name] = os.path.abspath(value)
-
-
-app.add_typer(local.app, name="local")
-app.add_typer(kv.app, name="kv")
-app.add_typer(member.app, name="member")
-app.add_typer(snapshot.app, name="snapshot")
-status.register(app)
-health.register(app)
-app.add_typer(leader.app, name="leader")
-bench.register(app)
-bootstrap.register(app)
-app.add_typer(bootstrap.ssh_app, name="ssh")
-app.add_typer(certs.app, name="certs")
 
 
 def _wants_json(argv: list[str]) -> bool:
