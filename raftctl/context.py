@@ -22,6 +22,12 @@ TimeoutOpt = Annotated[Optional[float], typer.Option(
     "--timeout", help="seconds to wait for the cluster [default: 5]")]
 
 
+# raftctl gives up this soon when every endpoint refuses the connection (nothing listens,
+# so nothing was sent): `no raftd at ADDR (connection refused)`, exit 3, instead of retrying
+# for the whole --timeout.
+REFUSED_GRACE = 0.3
+
+
 @dataclass
 class Settings:
     endpoints: list[str]

@@ -242,13 +242,19 @@ def _expire(fut: asyncio.Future) -> None:
 class AsyncClient:
     def __init__(self, endpoints: Sequence[str] | str, timeout: float = 5.0,
                  max_frame_size: int = 16 << 20,
-                 tls: TLSFiles | ssl.SSLContext | bool | None = None):
+                 tls: TLSFiles | ssl.SSLContext | bool | None = None,
+                 refused_grace: float | None = None):
+        """``refused_grace``: give up (Unavailable, "no raftd at ...") once every endpoint has
+        refused the connection for this many seconds, instead of retrying until ``timeout``:
+        nothing listens there, so nothing was sent.  None (the default) retries until
+        ``timeout``, for callers that start nodes and talk to them at once."""
         if isinstance(endpoints, str):
             endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
         if not endpoints:
             raise ValueError("at least one endpoint (host:port) is needed")
         self.endpoints = list(endpoints)
         self.timeout = timeout
+        self.refused_grace = refused_grace
         self._max = max_frame_size
         self._conns: dict[str, _Connection] = {}
         self._leader: str | None = None
@@ -337,6 +343,14 @@ class AsyncClient:
         self._rr = (self._rr + 1) % len(self.endpoints)
         return self.endpoints[self._rr]
 
+    def _give_up_if_all_refused(self, op: str, refused: dict[str, float], now: float) -> None:
+        """Every endpoint refused the connection for refused_grace seconds: no raftd listens
+        there, so nothing of this request was sent (a write was certainly not applied)."""
+        if self.refused_grace is None or not all(e in refused for e in self.endpoints):
+            return
+        if now - min(refused[e] for e in self.endpoints) >= self.refused_grace:
+            raise Unavailable(f"no raftd at {', '.join(self.endpoints)} (connection refused)")
+
     async def request(self, op: str, args: dict, attempt_timeout: float | None = None,
                       write: bool = False) -> dict:
         """Send ``op`` to the leader, following hints and retrying until ``timeout``.  A
@@ -356,6 +370,7 @@ class AsyncClient:
             last_error = "no endpoint answered"
             attempts = 0
             sent_unanswered = False
+            refused: dict[str, float] = {}  # endpoint -> when it first refused the connection
             # One attempt may not use the whole budget: a paused or partitioned node must not
             # keep us from trying the others (a retried write is safe: same session, same seq).
             per_attempt = attempt_timeout or max(0.5, self.timeout / 4)
@@ -372,6 +387,9 @@ class AsyncClient:
                 except (OSError, asyncio.TimeoutError) as e:
                     last_error = f"{address}: {_describe(e)}"
                     self._leader = None
+                    if isinstance(e, ConnectionRefusedError):
+                        refused.setdefault(address, loop.time())
+                        self._give_up_if_all_refused(op, refused, loop.time())
                     await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
                     backoff = min(backoff * 2, 0.2)
                     continue
@@ -411,7 +429,7 @@ class AsyncClient:
                     backoff = min(backoff * 2, 0.2)
                     continue
                 raise RequestError(code, err.get("message", code))
-            if sent_unanswered and op in ("put", "delete", "cas"):
+            if sent_unanswered and op in WRITE_OPS:
                 raise Timeout(f"{op} {args.get('key', '')!r} timed out after {self.timeout:g}s; "
                               f"it may or may not have been applied (last: {last_error})")
             raise Unavailable(f"{op} failed: no leader reachable within {self.timeout:g}s "
@@ -419,6 +437,9 @@ class AsyncClient:
         finally:
             if session is not None:
                 self._free_sessions.append(session)
+
+
+WRITE_OPS = ("put", "delete", "cas")
 
 
 def _describe(e: BaseException) -> str:

@@ -8,14 +8,14 @@ import typer
 
 from raftd.client import Client
 
-from ..context import EndpointsOpt, OutputOpt, TimeoutOpt, run, settings
+from ..context import EndpointsOpt, OutputOpt, REFUSED_GRACE, TimeoutOpt, run, settings
 from ..errors import FAILED
 
 app = typer.Typer(help="Read and write keys.", no_args_is_help=True)
 
 
 def _client(s) -> Client:
-    return Client(s.endpoints, timeout=s.timeout)
+    return Client(s.endpoints, timeout=s.timeout, refused_grace=REFUSED_GRACE)
 
 
 @app.command("put")

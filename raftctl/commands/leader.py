@@ -11,7 +11,7 @@ import typer
 from raftd.client import AsyncClient
 
 from ..cluster import gather_status
-from ..context import EndpointsOpt, OutputOpt, TimeoutOpt, run, settings
+from ..context import EndpointsOpt, OutputOpt, REFUSED_GRACE, TimeoutOpt, run, settings
 from ..errors import REJECTED, UNAVAILABLE, CliError
 
 app = typer.Typer(help="Leadership operations.\n\nExample: raftctl leader transfer n2",
@@ -36,7 +36,8 @@ async def transfer(endpoints: list[str], target: str | None, timeout: float) -> 
                            f"cluster (voters: {','.join(st['configuration']['voters'])})",
                            REJECTED, "bad_request")
     t0 = time.monotonic()
-    async with AsyncClient(endpoints, timeout=max(0.5, deadline - loop.time())) as c:
+    async with AsyncClient(endpoints, timeout=max(0.5, deadline - loop.time()),
+                           refused_grace=REFUSED_GRACE) as c:
         r = await c.admin("transfer_leader", {"target": target})  # RequestError -> exit 4
     chosen = r.get("target", target)
     want = target or chosen

@@ -12,7 +12,8 @@ import typer
 from raftd.client import Client
 
 from ..cluster import gather_status
-from ..context import EndpointsOpt, OutputOpt, TimeoutOpt, run, settings, usage_error
+from ..context import (REFUSED_GRACE, EndpointsOpt, OutputOpt, TimeoutOpt, run, settings,
+                       usage_error)
 from ..errors import UNAVAILABLE, CliError
 
 app = typer.Typer(help="List and change the cluster's members.", no_args_is_help=True)
@@ -21,7 +22,7 @@ app = typer.Typer(help="List and change the cluster's members.", no_args_is_help
 def change(s, add: dict[str, str] | None = None, remove: list[str] | None = None,
            promote: list[str] | None = None, learner: bool = False) -> dict:
     """Send one change_config request to the leader and wait for its outcome."""
-    with Client(s.endpoints, timeout=s.timeout) as c:
+    with Client(s.endpoints, timeout=s.timeout, refused_grace=REFUSED_GRACE) as c:
         return c.admin("change_config", {"add": add or {}, "remove": remove or [],
                                          "promote": promote or [], "learner": learner})
 

@@ -176,3 +176,24 @@ def test_usage_and_unreachable_errors_are_one_line(tmp_path):
     err = json.loads(r.stderr)
     assert r.returncode == 3 and err["exit_code"] == 3 and err["error"] == "unavailable"
     assert json.loads(r.stdout)["nodes"][0]["reachable"] is False  # the status still prints
+
+
+def test_nothing_listening_fails_fast_and_says_so():
+    """Issue 16 §5: against ports where nothing listens, kv waited the whole timeout (29
+    attempts) and a put said it "may or may not have been applied" though nothing was sent."""
+    import socket
+    import time
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    eps = ",".join(f"127.0.0.1:{p}" for p in ports)
+    for args in (("kv", "put", "k", "v"), ("kv", "get", "k"), ("kv", "list")):
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "raftctl.main", "-e", eps, "--timeout", "30",
+                            *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert r.returncode == 3, (args, r.stderr)
+        assert r.stderr == f"raftctl: error: no raftd at {eps.replace(',', ', ')} " \
+                           f"(connection refused)\n", r.stderr
+        assert time.monotonic() - t0 < 10  # not the 30 s timeout
