@@ -359,7 +359,9 @@ class AsyncClient:
         args = dict(args)
         session = None
         if write:
-            session = self._free_sessions.pop() if self._free_sessions else [uuid.uuid4().hex, 0]
+            session = self._free_sessions.pop() if self._free_sessions else None
+            if session is None:
+                session = await self._open_session(attempt_timeout)
             session[1] += 1
             args["client_id"] = session[0]
             args["seq"] = session[1]
@@ -428,6 +430,8 @@ class AsyncClient:
                     await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
                     backoff = min(backoff * 2, 0.2)
                     continue
+                if code == "session_expired":
+                    session = None  # never reuse it: every later seq would be refused too
                 raise RequestError(code, err.get("message", code))
             if sent_unanswered and op in WRITE_OPS:
                 raise Timeout(f"{op} {args.get('key', '')!r} timed out after {self.timeout:g}s; "
@@ -437,6 +441,20 @@ class AsyncClient:
         finally:
             if session is not None:
                 self._free_sessions.append(session)
+
+    async def _open_session(self, attempt_timeout: float | None) -> list:
+        """Register a new session (thesis §6.3: RegisterClient); its writes use seq 2, 3...
+        Registering first is what lets the server answer ``session_expired`` (instead of
+        applying again) when a write arrives for a session it no longer holds."""
+        client_id = uuid.uuid4().hex
+        try:
+            await self.request("open_session", {"client_id": client_id, "seq": 1},
+                               attempt_timeout)
+        except RequestError as e:
+            if e.code != "unknown_op":
+                raise
+            return [client_id, 0]  # a server of an earlier version: seq 1 opens the session
+        return [client_id, 1]
 
 
 WRITE_OPS = ("put", "delete", "cas")

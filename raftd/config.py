@@ -50,6 +50,7 @@ class NodeConfig:
     max_inflight_msgs: int = 64
     max_frame_size: int = 16 << 20
     peer_queue_limit: int = 4096  # messages queued per peer before dropping (Raft retries)
+    # Session limits are replicated (a leader proposes these when the cluster's differ).
     session_ttl_ms: int = 3_600_000
     snapshot_entries: int = 20_000  # take a snapshot after this many entries since the last
     snapshot_bytes: int = 64 << 20  # ... or this many bytes of entries
@@ -67,7 +68,8 @@ class NodeConfig:
     max_requests_per_second: int = 100_000  # per client connection (token bucket, 1 s burst)
     max_key_size: int = 4096  # bytes
     max_value_size: int = 1 << 20  # bytes
-    max_sessions: int = 50_000  # client sessions (exactly-once table); new ones are refused
+    max_sessions: int = 100_000  # client sessions (exactly-once table); LRU evicted beyond
+    max_sessions_per_connection: int = 1024  # new client ids one connection may open
 
     @property
     def host(self) -> str:
@@ -99,7 +101,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "log_level": str, "metrics_listen": (str, type(None)),
     "tls": (dict, type(None)), "max_connections_per_address": int,
     "max_requests_per_second": int, "max_key_size": int, "max_value_size": int,
-    "max_sessions": int,
+    "max_sessions": int, "max_sessions_per_connection": int,
 }
 _TLS_KEYS = {"ca", "cert", "key", "client_ca"}
 _REQUIRED = ("id", "listen", "data_dir")
@@ -176,7 +178,8 @@ def parse_config(raw: Any, source: str = "<config>") -> NodeConfig:
                 "session_ttl_ms",
                 "snapshot_entries", "snapshot_bytes", "snapshot_keep", "catchup_rounds",
                 "catchup_round_timeout_ms", "max_connections_per_address",
-                "max_requests_per_second", "max_key_size", "max_value_size", "max_sessions"):
+                "max_requests_per_second", "max_key_size", "max_value_size", "max_sessions",
+                "max_sessions_per_connection"):
         if key in values and values[key] <= 0:
             raise err(key, "must be positive")
     if values.get("max_sessions", 0) > DEFAULT_MAX_SESSIONS:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 ROLE_NODE, ROLE_ADMIN, ROLE_CLIENT = "node", "admin", "client"
 ROLES = (ROLE_NODE, ROLE_ADMIN, ROLE_CLIENT)
-CLIENT_OPS = frozenset({"put", "get", "delete", "cas", "list"})  # the `client` role
+CLIENT_OPS = frozenset({"put", "get", "delete", "cas", "list", "open_session"})  # the `client` role
 EXPIRY_WARNING_DAYS = 30
 ENV = {"ca": "RAFTCTL_CACERT", "cert": "RAFTCTL_CERT", "key": "RAFTCTL_KEY"}
 

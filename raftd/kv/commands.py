@@ -8,9 +8,10 @@ The encoding is stored in the log forever (and replayed by nodes that join later
 ``Op`` values and the field order of format 1 must never change; a new layout gets a new
 version number and ``decode_command`` keeps accepting the old ones.
 
-``timestamp_ms`` is the leader's wall-clock time when it proposed the command.  It is the
-only notion of time the state machine has (session expiry, see fsm.py): the state machine
-itself never reads a clock, so every node computes the same thing from the same log.
+``timestamp_ms`` is the cluster time when the leader proposed the command (see
+raftd/runtime/clusterclock.py: it moves forward only by elapsed time and survives leader
+changes).  It is the only notion of time the state machine has (session expiry, see fsm.py):
+the state machine never reads a clock, so every node computes the same thing from the log.
 """
 from __future__ import annotations
 
@@ -28,6 +29,28 @@ class Op(enum.IntEnum):
     PUT = 1  # set key to value
     DELETE = 2  # remove key (no error if absent)
     CAS = 3  # set key to value iff its current value == expected (None: key must be absent)
+    OPEN_SESSION = 4  # register client_id (seq 1); later writes of it use seq >= 2 (§6.3)
+    SESSION_LIMITS = 5  # value = msgpack [session_ttl_ms, max_sessions]: replicated settings
+
+
+# Ops that are about the session table, not a key: their key is "".
+_KEYLESS = (Op.OPEN_SESSION, Op.SESSION_LIMITS)
+
+
+def encode_limits(session_ttl_ms: int, max_sessions: int) -> bytes:
+    """The value of a SESSION_LIMITS command."""
+    return msgpack.packb([session_ttl_ms, max_sessions])
+
+
+def decode_limits(value: bytes) -> tuple[int, int]:
+    """Inverse of ``encode_limits``; ValueError on anything else."""
+    try:
+        ttl, cap = msgpack.unpackb(value, raw=False)
+    except Exception:  # noqa: BLE001 - msgpack errors, unpacking mismatches
+        raise ValueError("SESSION_LIMITS value must be msgpack [ttl_ms, max_sessions]") from None
+    if not (_is_int(ttl) and _is_int(cap) and ttl >= 0 and cap >= 1):
+        raise ValueError(f"bad session limits ttl={ttl!r} max_sessions={cap!r}")
+    return ttl, cap
 
 
 def _is_int(x: object) -> bool:
@@ -59,7 +82,9 @@ class Command:
         except ValueError:
             raise ValueError(f"unknown op {self.op!r}") from None
         object.__setattr__(self, "op", op)
-        if not isinstance(self.key, str) or not self.key:
+        if op in _KEYLESS:
+            self._check_keyless(op)
+        elif not isinstance(self.key, str) or not self.key:
             raise ValueError(f"key must be a non-empty str, got {self.key!r}")
         for name in ("value", "expected"):
             v = getattr(self, name)
@@ -79,6 +104,17 @@ class Command:
             raise ValueError("seq > 0 needs a client_id")
         if not _is_int(self.timestamp_ms) or self.timestamp_ms < 0:
             raise ValueError(f"timestamp_ms must be an int >= 0, got {self.timestamp_ms!r}")
+
+    def _check_keyless(self, op: Op) -> None:
+        if self.key != "" or self.expected is not None:
+            raise ValueError(f"{op.name} takes no key and no expected value")
+        if op is Op.OPEN_SESSION:
+            if self.value is not None or self.client_id is None or self.seq != 1:
+                raise ValueError("OPEN_SESSION needs a client_id and seq 1, and no value")
+        elif not isinstance(self.value, bytes):
+            raise ValueError("SESSION_LIMITS needs a value")
+        else:
+            decode_limits(self.value)
 
     @property
     def has_session(self) -> bool:

@@ -6,9 +6,9 @@ which must therefore be identical on every node of a cluster), so all nodes agre
 data, the session table, every result and ``digest()``.
 
 Time.  The only time the state machine knows is ``now_ms``: the largest ``timestamp_ms`` of
-any command applied so far.  Each command carries its leader's wall clock when it was
-proposed; taking the max makes ``now_ms`` monotonic even when a new leader's clock is behind
-the old one's.
+any command applied so far.  Commands carry the cluster time of the leader that proposed
+them (raftd/runtime/clusterclock.py); taking the max keeps ``now_ms`` monotonic across
+leader changes.
 
 Exactly-once (Raft thesis §6.3).  A command with a ``client_id`` and ``seq > 0`` belongs to a
 client session.  The table keeps, per client, the last sequence number applied, its result
@@ -17,14 +17,14 @@ without applying again; an even older request gets a ``stale_sequence`` error, b
 response is no longer kept (a client has one request outstanding at a time, so it has
 already seen that response).
 
-Sessions are registered implicitly: the first command from an unknown client_id opens a
-session, whatever its seq.  The thesis instead has clients register explicitly and answers
-SESSION_EXPIRED for unknown sessions, so a client learns that its session is gone.  We
-trade that for a simpler protocol: if a client's session expired (``session_ttl_ms`` of log
-time without activity) or was evicted (more than ``max_sessions`` clients), a retry that is
-still in flight is applied a second time.  With a TTL (1 h) far longer than any client
-retries, and a cap far above the number of live clients, this needs a client that stalls
-for an hour mid-request, or an eviction storm.
+Sessions are opened by OPEN_SESSION (seq 1); the client's writes then use seq 2, 3, ...  A
+write with seq >= 2 from a client_id the table does not hold gets ``session_expired`` and is
+not applied: its session expired or was evicted, so a retry could otherwise apply twice.
+(A write with seq 1 from an unknown client opens its session implicitly, as clients of
+earlier versions expect.)  The session limits (``session_ttl_ms`` of log time without
+activity, ``max_sessions`` with least-recently-used eviction) are replicated state, set by
+SESSION_LIMITS commands and kept in snapshots: per-node settings would let two replicas
+expire different sessions and then apply one retry a different number of times.
 
 Expiry and eviction are both driven by an ordering on (last_active_ms, client_id), kept in a
 heap with lazy deletion: it depends only on the table's contents, not on the order in which
@@ -45,7 +45,7 @@ from sortedcontainers import SortedList
 
 from raftd.core.types import Entry, EntryKind
 
-from .commands import Command, Op, decode_command
+from .commands import Command, Op, decode_command, decode_limits
 
 SNAPSHOT_VERSION = 1
 DEFAULT_SESSION_TTL_MS = 60 * 60 * 1000
@@ -97,7 +97,7 @@ class KVStateMachine:
         self._heap: list[tuple[int, str]] = []
         # Node-local counters for monitoring: not replicated state, not in digest/snapshot.
         self.stats: dict[str, int] = {"puts": 0, "deletes": 0, "cas": 0, "duplicates": 0,
-                                      "stale": 0, "invalid": 0}
+                                      "stale": 0, "invalid": 0, "expired": 0}
 
     # ------------------------------------------------------------------ writes (the log)
 
@@ -147,6 +147,11 @@ class KVStateMachine:
         if cmd.has_session:
             assert cmd.client_id is not None
             session = self._sessions.get(cmd.client_id)
+            if session is None and cmd.seq > 1:
+                self.stats["expired"] += 1
+                return {"index": index, "error": "session_expired", "seq": cmd.seq,
+                        "message": f"session {cmd.client_id} expired or was evicted; "
+                                   f"request {cmd.seq} was not applied again"}
             if session is not None and cmd.seq <= session.last_seq:
                 self._touch(cmd.client_id, session.last_seq, session.last_result)
                 if cmd.seq == session.last_seq:
@@ -170,6 +175,13 @@ class KVStateMachine:
 
     def _execute(self, index: int, cmd: Command) -> dict[str, Any]:
         key = cmd.key
+        if cmd.op is Op.OPEN_SESSION:
+            return {"index": index}
+        if cmd.op is Op.SESSION_LIMITS:
+            assert cmd.value is not None
+            self.set_limits(*decode_limits(cmd.value))
+            return {"index": index, "session_ttl_ms": self.session_ttl_ms,
+                    "max_sessions": self.max_sessions}
         if cmd.op is Op.PUT:
             assert cmd.value is not None
             self._set(key, cmd.value)
@@ -245,6 +257,13 @@ class KVStateMachine:
         heapq.heappop(self._heap)
         del self._sessions[oldest[1]]
 
+    def set_limits(self, session_ttl_ms: int, max_sessions: int) -> None:
+        """Apply new session limits (from a committed SESSION_LIMITS command)."""
+        self.session_ttl_ms, self.max_sessions = session_ttl_ms, max_sessions
+        self._expire_sessions()
+        while len(self._sessions) > self.max_sessions:
+            self._pop_oldest_session()
+
     def _expire_sessions(self) -> None:
         """Drop sessions with last_active_ms < now_ms - session_ttl_ms.  O(log n) per
         expired session, O(1) when nothing expires (only the heap minimum is looked at)."""
@@ -285,7 +304,8 @@ class KVStateMachine:
         h = hashlib.sha256()
         packer = msgpack.Packer(use_bin_type=True)
         h.update(packer.pack(["kv-digest", SNAPSHOT_VERSION, self.applied_index, self.now_ms,
-                              len(self._keys), len(self._sessions)]))
+                              len(self._keys), len(self._sessions), self.session_ttl_ms,
+                              self.max_sessions]))
         for k in self._keys:
             h.update(packer.pack([k, self._lookup(k)]))
         for cid in sorted(self._sessions):
@@ -297,12 +317,14 @@ class KVStateMachine:
     # ------------------------------------------------------------------ snapshots
 
     def snapshot(self) -> bytes:
-        """Serialise the replicated state (not ``stats``, not the constructor parameters)."""
+        """Serialise the replicated state (not ``stats``)."""
         return msgpack.packb(
             {
                 "version": SNAPSHOT_VERSION,
                 "applied_index": self.applied_index,
                 "now_ms": self.now_ms,
+                "session_ttl_ms": self.session_ttl_ms,
+                "max_sessions": self.max_sessions,
                 "data": [[k, self._lookup(k)] for k in self._keys],
                 "sessions": [[cid, s.last_seq, s.last_active_ms, s.last_result]
                              for cid, s in sorted(self._sessions.items())],
@@ -319,7 +341,8 @@ class KVStateMachine:
         if self._overlay is not None:
             raise RuntimeError("a snapshot is already being taken (call thaw() first)")
         header = {"version": SNAPSHOT_VERSION, "applied_index": self.applied_index,
-                  "now_ms": self.now_ms,
+                  "now_ms": self.now_ms, "session_ttl_ms": self.session_ttl_ms,
+                  "max_sessions": self.max_sessions,
                   "sessions": [[cid, s.last_seq, s.last_active_ms, s.last_result]
                                for cid, s in self._sessions.items()]}
         self._overlay = {}
@@ -345,6 +368,11 @@ class KVStateMachine:
             applied_index, now_ms = header["applied_index"], header["now_ms"]
             if not (isinstance(applied_index, int) and isinstance(now_ms, int)):
                 raise ValueError("applied_index and now_ms must be ints")
+            # Snapshots of earlier versions hold no limits: they ran with the defaults.
+            ttl = header.get("session_ttl_ms", DEFAULT_SESSION_TTL_MS)
+            cap = header.get("max_sessions", DEFAULT_MAX_SESSIONS)
+            if not (type(ttl) is int and type(cap) is int and ttl >= 0 and cap >= 1):
+                raise ValueError(f"bad session limits {ttl!r}, {cap!r}")
             kv: dict[str, bytes] = {}
             for batch in batches:
                 for k, v in batch:
@@ -363,6 +391,7 @@ class KVStateMachine:
             raise ValueError(f"bad kv snapshot: {type(e).__name__}: {e}") from None
         self.applied_index = applied_index
         self.now_ms = now_ms
+        self.session_ttl_ms, self.max_sessions = ttl, cap
         self._data = kv
         self._overlay = None  # a snapshot being written keeps its own reference to the old dict
         self._keys = SortedList(kv)

@@ -27,7 +27,7 @@ from raftd.core import (Configuration, ConfChangeInProgressError, EntryKind, Ins
                         RaftNode, Ready, Role)
 from raftd.core.messages import AppendEntries, AppendEntriesResponse, PreVote, RequestVote
 from raftd.core.ready import may_send_early
-from raftd.kv.commands import Command, Op, encode_command, session_put
+from raftd.kv.commands import Command, Op, encode_command, encode_limits, session_put
 from raftd.kv.fsm import KVStateMachine
 from raftd.storage.lock import DataDirInUse, DataDirLock
 from raftd.storage.wal import DurableLog
@@ -37,6 +37,7 @@ from raftd.wire.codec import (decode_body, decode_hello, decode_message, encode_
 from raftd.wire.framing import (FrameDecoder, FrameTooLarge, FrameType, RemoteProtocolError,
                                  UnsupportedVersion)
 
+from .clusterclock import ClusterClock
 from .metrics import RaftMetrics
 from .reconfig import ChangeError, ChangeRequest, Reconfigurator, _describe
 from .snapshotting import Snapshotter
@@ -44,7 +45,10 @@ from .transport import PeerIdentityError, PeerLink
 
 log = logging.getLogger("raftd")
 
-_WRITE_OPS = {"put": Op.PUT, "delete": Op.DELETE, "cas": Op.CAS}
+_WRITE_OPS = {"put": Op.PUT, "delete": Op.DELETE, "cas": Op.CAS,
+              "open_session": Op.OPEN_SESSION}
+# Errors of the state machine that the client must see by name (not as bad_request).
+_FSM_ERRORS = ("session_expired", "stale_sequence")
 # What a server outside our configuration may send us (see _from_member_or_allowed).
 _NON_MEMBER_OK = (AppendEntries, InstallSnapshot, PreVote, RequestVote)
 _MAX_EVENTS = 200
@@ -81,6 +85,7 @@ class _ClientConn:
         self.rate = rate
         self._tokens = float(rate)
         self._refilled = time.monotonic()
+        self.client_ids: set[str] = set()  # sessions this connection opened (a cap, see §12)
 
     def take_token(self) -> bool:
         if self._tokens < 1:
@@ -117,7 +122,11 @@ class RaftServer:
         self.storage: DurableLog | None = None
         self._dir_lock = DataDirLock(cfg.data_dir)
         self.node: RaftNode | None = None
-        self.fsm = KVStateMachine(session_ttl_ms=cfg.session_ttl_ms)
+        # Session limits start at the state machine's defaults on every node: they are
+        # replicated state, changed only through the log (_propose_session_limits).
+        self.fsm = KVStateMachine()
+        self.clock = ClusterClock(time.monotonic)
+        self._limits_term = -1
         self.peers: dict[str, PeerLink] = {}
         self._wake = asyncio.Event()
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raftd-disk")
@@ -600,12 +609,37 @@ class RaftServer:
             result = fsm.apply_command(e.index, pw.cmd) if e.kind == normal else \
                 fsm.apply_entry(e)
             if result is not None and "error" in result:
-                pw.conn.reply(pw.rid, error={"code": "bad_request",
+                code = result["error"] if result["error"] in _FSM_ERRORS else "bad_request"
+                pw.conn.reply(pw.rid, error={"code": code,
                                              "message": f"{result['error']}: "
                                                         f"{result.get('message', '')}".strip()})
             else:
                 pw.conn.reply(pw.rid, result)
-        self.node.applied(rd.committed_entries[-1].index)
+        last = rd.committed_entries[-1]
+        self.node.applied(last.index)
+        if last.term > self._limits_term:
+            self._propose_session_limits(last.term)
+
+    def _propose_session_limits(self, applied_term: int) -> None:
+        """Session limits are replicated state (see raftd.kv.fsm): once per term, after the
+        leader has applied an entry of its own term (so the state machine reflects every
+        earlier entry, §5.4.2), it proposes its configured limits if the cluster's differ."""
+        node, fsm, cfg = self.node, self.fsm, self.cfg
+        if node.role != Role.LEADER or applied_term != node.term:
+            return
+        self._limits_term = node.term
+        wanted = (cfg.session_ttl_ms, cfg.max_sessions)
+        if wanted == (fsm.session_ttl_ms, fsm.max_sessions):
+            return
+        cmd = Command(Op.SESSION_LIMITS, "", value=encode_limits(*wanted),
+                      timestamp_ms=self.clock.now_ms(node.term, fsm.now_ms))
+        try:
+            node.propose(encode_command(cmd))
+        except (NotLeaderError, ProposalDroppedError):
+            return
+        log.info("proposed session limits session_ttl_ms=%d max_sessions=%d (the cluster had "
+                 "%d, %d)", *wanted, fsm.session_ttl_ms, fsm.max_sessions)
+        self._wake.set()
 
     # --------------------------------------------------------------- reads (§6.4) --
     def _on_read_state(self, rid: int, index: int | None) -> None:
@@ -697,13 +731,14 @@ class RaftServer:
         if node.role != Role.LEADER:
             conn.reply(rid, error=self._leader_error())
             return
-        key = _field(req, "key", str)
-        if not key:
+        key = "" if op == "open_session" else _field(req, "key", str)
+        if not key and op != "open_session":
             raise _BadRequest("key must be a non-empty string")
         client_id = req.get("client_id")
         seq = req.get("seq", 0)
-        if client_id is not None and not isinstance(client_id, str) or not isinstance(seq, int):
-            raise _BadRequest("client_id must be a string and seq an integer")
+        if client_id is not None and not isinstance(client_id, str) \
+                or type(seq) is not int or seq < 0:
+            raise _BadRequest("client_id must be a string and seq an integer >= 0")
         cfg = self.cfg
         value, expected = req.get("value"), req.get("expected")
         # (A str of n characters is at most 4n bytes of UTF-8: most keys skip the encode.)
@@ -712,19 +747,22 @@ class RaftServer:
         for data in (value, expected):
             if type(data) is bytes and len(data) > cfg.max_value_size:
                 return self._too_large(conn, rid, "value", len(data), cfg.max_value_size)
-        if client_id and client_id not in self.fsm.sessions \
-                and len(self.fsm.sessions) >= cfg.max_sessions:
-            self.limit_rejections["sessions"] += 1
-            conn.reply(rid, error={"code": "too_many_sessions", "message":
-                                   f"{len(self.fsm.sessions)} client sessions are open "
-                                   f"(max_sessions); retry later or without a client_id"})
-            return
-        now_ms = int(time.time() * 1000)
+        if client_id and client_id not in conn.client_ids:
+            # The state machine evicts the least recently used sessions beyond max_sessions;
+            # this cap keeps one connection from evicting everybody else's (issue 19 §12).
+            if len(conn.client_ids) >= cfg.max_sessions_per_connection:
+                self.limit_rejections["sessions"] += 1
+                conn.reply(rid, error={"code": "too_many_sessions", "message":
+                                       f"this connection opened {len(conn.client_ids)} client "
+                                       f"sessions (max_sessions_per_connection)"})
+                return
+            conn.client_ids.add(client_id)
+        now_ms = self.clock.now_ms(node.term, self.fsm.now_ms)
         cmd = session_put(key, value, client_id, seq, now_ms) if op == "put" else None
         if cmd is None:
             try:
                 cmd = Command(_WRITE_OPS[op], key,
-                              value=_field(req, "value", bytes) if op != "delete" else None,
+                              value=_field(req, "value", bytes) if op in ("put", "cas") else None,
                               expected=req.get("expected") if op == "cas" else None,
                               client_id=client_id, seq=seq if client_id else 0,
                               timestamp_ms=now_ms)
@@ -872,6 +910,11 @@ class RaftServer:
                           "transfers": dict(self.snapshots.transfers),
                           "in_progress": self.snapshots.in_progress is not None},
             "fsm": dict(self.fsm.stats),
+            # Replicated (identical on every node that applied as far): see raftd.kv.fsm.
+            "sessions": {"count": len(self.fsm.sessions),
+                         "session_ttl_ms": self.fsm.session_ttl_ms,
+                         "max_sessions": self.fsm.max_sessions,
+                         "cluster_time_ms": self.fsm.now_ms},
             "uptime_s": round(time.time() - self.started_at, 3),
             "counters": dict(self.counters),
             "limit_rejections": dict(self.limit_rejections),

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from raftd.core.types import Entry, EntryKind
 from raftd.kv import (AppliedIndexError, Command, KVStateMachine, Op, decode_command,
                       encode_command)
-from raftd.kv.commands import session_put
+from raftd.kv.commands import decode_limits, encode_limits, session_put
 
 
 # ---------------------------------------------------------------- helpers
@@ -62,6 +62,10 @@ class ReferenceKV:
         self.sessions = {c: s for c, s in self.sessions.items() if s[2] >= self.now - self.ttl}
         cid, seq = cmd.client_id, cmd.seq
         tracked = cid is not None and seq > 0
+        if tracked and cid not in self.sessions and seq > 1:
+            return {"index": index, "error": "session_expired", "seq": seq,
+                    "message": f"session {cid} expired or was evicted; "
+                               f"request {seq} was not applied again"}
         if tracked and cid in self.sessions:
             last_seq, last_result, _ = self.sessions[cid]
             if seq <= last_seq:
@@ -70,7 +74,18 @@ class ReferenceKV:
                     return dict(last_result)
                 return {"index": index, "error": "stale_sequence", "seq": seq,
                         "last_seq": last_seq}
-        if cmd.op is Op.PUT:
+        if cmd.op is Op.OPEN_SESSION:
+            result = {"index": index}
+        elif cmd.op is Op.SESSION_LIMITS:
+            self.ttl, self.max_sessions = decode_limits(cmd.value)
+            self.sessions = {c: s for c, s in self.sessions.items()
+                             if s[2] >= self.now - self.ttl}
+            while len(self.sessions) > self.max_sessions:
+                victim = min(self.sessions, key=lambda c: (self.sessions[c][2], c))
+                del self.sessions[victim]
+            result = {"index": index, "session_ttl_ms": self.ttl,
+                      "max_sessions": self.max_sessions}
+        elif cmd.op is Op.PUT:
             self.data[cmd.key] = cmd.value
             result = {"index": index}
         elif cmd.op is Op.DELETE:
@@ -101,6 +116,11 @@ def commands(draw, ts=st.integers(min_value=0, max_value=10**6)):
     op = draw(st.sampled_from(list(Op)))
     cid = draw(client_ids)
     seq = draw(st.integers(min_value=0, max_value=5)) if cid is not None else 0
+    if op is Op.OPEN_SESSION:
+        return Command(op, "", None, None, cid or "c0", 1, draw(ts))
+    if op is Op.SESSION_LIMITS:
+        limits = encode_limits(draw(st.integers(0, 10**6)), draw(st.integers(1, 5)))
+        return Command(op, "", limits, None, cid, seq, draw(ts))
     key = draw(keys)
     value = None if op is Op.DELETE else draw(values)
     expected = draw(st.one_of(st.none(), values)) if op is Op.CAS else None
@@ -121,7 +141,7 @@ def command_sequences(draw, max_size=40):
             continue
         t = max(0, t + draw(st.integers(min_value=-100, max_value=400)))
         cmd = draw(commands(ts=st.just(t)))
-        if cmd.client_id is not None and cmd.seq > 0:
+        if cmd.client_id is not None and cmd.seq > 0 and cmd.op is not Op.OPEN_SESSION:
             # Mostly well-behaved clients: next request, retry, or a late stale retry.
             prev = last_seq.get(cmd.client_id, 0)
             seq = draw(st.sampled_from([prev + 1, prev + 1, max(prev, 1), max(prev - 1, 1),

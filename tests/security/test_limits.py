@@ -65,20 +65,46 @@ def test_request_rate_per_connection(limited):
     assert rejections(c)["request_rate"] == len(limited_)
 
 
-def test_client_sessions(limited):
+def test_client_sessions_are_evicted_lru_never_locked_out(limited):
+    """Issue 19 §12: more client ids than max_sessions (3) evict the least recently used
+    session instead of locking every new client out; a write on an evicted session gets
+    session_expired and is not applied a second time."""
     c = limited
-    clients = [Client(c.endpoints, timeout=5) for _ in range(4)]
+    clients = [Client(c.endpoints, timeout=5) for _ in range(4)]  # max 4 connections
     try:
-        for i, cl in enumerate(clients[:3]):
+        for i, cl in enumerate(clients):
             cl.put(f"s{i}", b"1")  # each client library instance opens one session
+        assert clients[1].status(c.endpoints[0], 2.0, False)["sessions"]["count"] == 3
         with pytest.raises(RequestError) as e:
-            clients[3].put("s3", b"1")
-        assert e.value.code == "too_many_sessions" and "max_sessions" in str(e.value)
-        clients[0].put("s0", b"2")  # known sessions keep working
+            clients[0].put("s0", b"2")  # its session was the least recently used: evicted
+        assert e.value.code == "session_expired"
+        assert clients[1].get("s0") == b"1"  # not applied
+        clients[0].put("s0", b"3")  # a new session: served again
+        clients[3].put("s3", b"2")  # a recent session keeps working
+        assert clients[2].get("s0") == b"3" and clients[2].get("s3") == b"2"
     finally:
         for cl in clients:
             cl.close()
-    assert rejections(c)["sessions"] == 1
+
+
+def test_sessions_per_connection_capped(cluster_factory):
+    c = cluster_factory(1, max_sessions_per_connection=2).start()
+    c.wait_leader()
+
+    async def flood():
+        async with AsyncClient(c.endpoints, timeout=5) as cl:
+            for i in range(2):
+                await cl.request("open_session", {"client_id": f"x{i}", "seq": 1})
+            with pytest.raises(RequestError) as e:
+                await cl.request("open_session", {"client_id": "x2", "seq": 1})
+            assert e.value.code == "too_many_sessions"
+            assert "max_sessions_per_connection" in str(e.value)
+            await cl.request("put", {"key": "k", "value": b"v", "client_id": "x1", "seq": 2})
+    asyncio.run(flood())
+    with c.client() as cl:
+        cl.put("other", b"v")  # another connection is served
+        assert cl.get("k") == b"v"
+
 
 
 def test_connections_per_address(limited):

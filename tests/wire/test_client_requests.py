@@ -22,6 +22,7 @@ class ScriptedServer:
     def __init__(self, answer):
         self.answer = answer
         self.requests: list[dict] = []
+        self.sessions_opened = 0
         self.writers: list[asyncio.StreamWriter] = []
 
     async def start(self) -> str:
@@ -35,6 +36,10 @@ class ScriptedServer:
             for ftype, body in dec.feed(data):
                 assert ftype == FrameType.CLIENT_REQUEST
                 req = decode_body(body)
+                if req["op"] == "open_session":  # as raftd does: the session is registered
+                    self.sessions_opened += 1
+                    writer.write(encode_client_response({"id": req["id"], **ok({"index": 0})}))
+                    continue
                 self.requests.append(req)
                 asyncio.get_running_loop().create_task(self._reply(writer, req))
 
