@@ -294,9 +294,19 @@ class AsyncClient:
                                        "value": _as_bytes(new)}, write=True)
         return r["swapped"]
 
-    async def list(self, prefix: str = "", linearizable: bool = True) -> dict[str, bytes]:
-        r = await self.request("list", {"prefix": prefix, "linearizable": linearizable})
-        return r["items"]
+    async def list(self, prefix: str = "", linearizable: bool = True,
+                   page_size: int = 1000) -> dict[str, bytes]:
+        """Keys starting with ``prefix`` and their values, in key order, fetched a page at a
+        time (each page is linearizable on its own; the whole listing is not one snapshot)."""
+        items: dict[str, bytes] = {}
+        start_after = None
+        while True:
+            r = await self.request("list", {"prefix": prefix, "linearizable": linearizable,
+                                            "limit": page_size, "start_after": start_after})
+            items.update(r["items"])
+            if not r.get("more") or not r["items"]:
+                return items
+            start_after = next(reversed(r["items"]))
 
     async def status(self, endpoint: str, timeout: float | None = None,
                      digest: bool = False) -> dict:
@@ -498,8 +508,9 @@ class Client:
     def cas(self, key: str, expected: bytes | str | None, new: bytes | str) -> bool:
         return self._run(self._async.cas(key, expected, new))
 
-    def list(self, prefix: str = "", linearizable: bool = True) -> dict[str, bytes]:
-        return self._run(self._async.list(prefix, linearizable))
+    def list(self, prefix: str = "", linearizable: bool = True,
+             page_size: int = 1000) -> dict[str, bytes]:
+        return self._run(self._async.list(prefix, linearizable, page_size))
 
     def status(self, endpoint: str, timeout: float | None = None, digest: bool = False) -> dict:
         return self._run(self._async.status(endpoint, timeout, digest))

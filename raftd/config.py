@@ -70,6 +70,9 @@ class NodeConfig:
     max_value_size: int = 1 << 20  # bytes
     max_sessions: int = 100_000  # client sessions (exactly-once table); LRU evicted beyond
     max_sessions_per_connection: int = 1024  # new client ids one connection may open
+    max_unsent_bytes: int = 64 << 20  # replies a client has not read: then it is closed
+    client_idle_timeout_ms: int = 300_000  # close a client connection silent this long (0: never)
+    frame_timeout_ms: int = 30_000  # close any connection that leaves a frame unfinished this long
 
     @property
     def host(self) -> str:
@@ -101,7 +104,8 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "log_level": str, "metrics_listen": (str, type(None)),
     "tls": (dict, type(None)), "max_connections_per_address": int,
     "max_requests_per_second": int, "max_key_size": int, "max_value_size": int,
-    "max_sessions": int, "max_sessions_per_connection": int,
+    "max_sessions": int, "max_sessions_per_connection": int, "max_unsent_bytes": int,
+    "client_idle_timeout_ms": int, "frame_timeout_ms": int,
 }
 _TLS_KEYS = {"ca", "cert", "key", "client_ca"}
 _REQUIRED = ("id", "listen", "data_dir")
@@ -179,9 +183,11 @@ def parse_config(raw: Any, source: str = "<config>") -> NodeConfig:
                 "snapshot_entries", "snapshot_bytes", "snapshot_keep", "catchup_rounds",
                 "catchup_round_timeout_ms", "max_connections_per_address",
                 "max_requests_per_second", "max_key_size", "max_value_size", "max_sessions",
-                "max_sessions_per_connection"):
+                "max_sessions_per_connection", "max_unsent_bytes", "frame_timeout_ms"):
         if key in values and values[key] <= 0:
             raise err(key, "must be positive")
+    if values.get("client_idle_timeout_ms", 0) < 0:
+        raise err("client_idle_timeout_ms", "must be >= 0 (0: never)")
     if values.get("max_sessions", 0) > DEFAULT_MAX_SESSIONS:
         raise err("max_sessions", f"at most {DEFAULT_MAX_SESSIONS} (the state machine's table)")
     if values.get("tls") is not None:

@@ -292,6 +292,25 @@ class KVStateMachine:
             out[k] = self._lookup(k)
         return out
 
+    def page(self, prefix: str, start_after: str | None, limit: int,
+             max_bytes: int) -> tuple[dict[str, bytes], bool]:
+        """One page of ``list``: keys with ``prefix`` after ``start_after``, at most ``limit``
+        of them and about ``max_bytes`` of keys and values (always at least one item).
+        Returns (items, more): ``more`` is True when keys remain after the last one."""
+        out: dict[str, bytes] = {}
+        size = 0
+        after = start_after is not None and start_after >= prefix
+        lo = start_after if after else prefix
+        for k in self._keys.irange(minimum=lo, inclusive=(not after, True)):
+            if not k.startswith(prefix):
+                break
+            v = self._lookup(k)
+            size += len(k) + len(v) + 16  # + msgpack overhead, roughly
+            if out and (len(out) >= limit or size > max_bytes):
+                return out, True
+            out[k] = v
+        return out, False
+
     def __len__(self) -> int:
         return len(self._keys)
 

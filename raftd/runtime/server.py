@@ -38,6 +38,7 @@ from raftd.wire.framing import (FrameDecoder, FrameTooLarge, FrameType, RemotePr
                                  UnsupportedVersion)
 
 from .clusterclock import ClusterClock
+from .connguard import ConnectionGuard
 from .metrics import RaftMetrics
 from .reconfig import ChangeError, ChangeRequest, Reconfigurator, _describe
 from .snapshotting import Snapshotter
@@ -76,10 +77,16 @@ class _ClientConn:
     Responses produced in one pass of the event loop leave in one write (one syscall for a
     whole batch of commits instead of one per request)."""
 
-    def __init__(self, writer: asyncio.StreamWriter, identity=None, rate: int = 0):
+    def __init__(self, writer: asyncio.StreamWriter, identity=None, rate: int = 0,
+                 max_unsent: int = 64 << 20, on_overflow=None):
         self.writer = writer
         self.closed = False
         self._out: list[bytes] = []
+        self._out_bytes = 0
+        # Replies the client does not read pile up here and in the transport: past
+        # max_unsent bytes the connection is closed (issue 19 §10), memory stays bounded.
+        self.max_unsent = max_unsent
+        self._on_overflow = on_overflow
         self.identity = identity  # raftd.tls.Identity over TLS, None in plaintext
         # Token bucket: ``rate`` requests per second, bursts of up to one second's worth.
         self.rate = rate
@@ -102,12 +109,21 @@ class _ClientConn:
             return
         if not self._out:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._out.append(encode_client_response(
+        frame = encode_client_response(
             {"id": rid, "ok": error is None, "result": result if error is None else None,
-             "error": error}))
+             "error": error})
+        self._out.append(frame)
+        self._out_bytes += len(frame)
+        if self._out_bytes + self.writer.transport.get_write_buffer_size() > self.max_unsent:
+            self.closed = True
+            self._out, self._out_bytes = [], 0
+            if self._on_overflow is not None:
+                self._on_overflow(self)
+            self.writer.transport.abort()
 
     def _flush(self) -> None:
         out, self._out = self._out, []
+        self._out_bytes = 0
         # A client that reset its connection: uvloop raises on writes to a closed transport.
         if not self.closed and out and not self.writer.transport.is_closing():
             self.writer.write(b"".join(out))
@@ -173,7 +189,13 @@ class RaftServer:
         # Requests refused by a limit (docs/SECURITY.md), by limit name.
         self.limit_rejections = {"frame_size": 0, "connections_per_address": 0,
                                  "request_rate": 0, "key_size": 0, "value_size": 0,
-                                 "sessions": 0}
+                                 "sessions": 0, "unsent_bytes": 0, "idle_connections": 0,
+                                 "slow_frame_connections": 0}
+        # A list reply stays well under a frame (issue 19 §13: 17.8 MB replies were refused
+        # by every client, which then retried for ever).
+        self._page_bytes = min(4 << 20, cfg.max_frame_size // 2)
+        self.guard = ConnectionGuard(cfg.client_idle_timeout_ms / 1000,
+                                     cfg.frame_timeout_ms / 1000, self._connection_timed_out)
 
     # ------------------------------------------------------------------ lifecycle --
     async def start(self) -> None:
@@ -247,7 +269,8 @@ class RaftServer:
         self._write_pid()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._drive(), name="drive"),
-                       loop.create_task(self._ticker(), name="ticker")]
+                       loop.create_task(self._ticker(), name="ticker"),
+                       loop.create_task(self._guard_connections(), name="guard")]
         for t in self._tasks:
             t.add_done_callback(self._on_task_done)
         log.info("listening on %s", cfg.listen)
@@ -377,6 +400,20 @@ class RaftServer:
             self._wake.set()
             if self.metrics is not None:
                 self.metrics.maybe_refresh()
+
+    async def _guard_connections(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.guard.sweep(time.monotonic())
+
+    def _connection_timed_out(self, reason: str) -> None:
+        self.limit_rejections[f"{reason}_connections"] += 1
+
+    def _unsent_overflow(self, conn: _ClientConn) -> None:
+        self.limit_rejections["unsent_bytes"] += 1
+        peer = conn.writer.get_extra_info("peername")
+        log.warning("closing client connection from %s: over %d bytes of replies not read "
+                    "(max_unsent_bytes)", peer[0] if peer else "?", conn.max_unsent)
 
     async def _drive(self) -> None:
         node = self.node
@@ -667,9 +704,18 @@ class RaftServer:
     def _answer_read(self, conn: _ClientConn, rid, req: dict) -> None:
         if req["op"] == "get":
             conn.reply(rid, {"value": self.fsm.get(req["key"]), "index": self.fsm.applied_index})
-        else:
-            conn.reply(rid, {"items": self.fsm.list(req.get("prefix", "")),
-                             "index": self.fsm.applied_index})
+        elif "limit" in req:  # paged (issue 19 §13): raftctl and the client page through
+            items, more = self.fsm.page(req.get("prefix", ""), req.get("start_after"),
+                                        req["limit"], self._page_bytes)
+            conn.reply(rid, {"items": items, "more": more, "index": self.fsm.applied_index})
+        else:  # clients of earlier versions: everything, unless that exceeds a page
+            items, more = self.fsm.page(req.get("prefix", ""), None, 1 << 62, self._page_bytes)
+            if more:
+                conn.reply(rid, error={"code": "too_large", "message":
+                                       "the listing is larger than one reply; this client "
+                                       "must page (send limit and start_after)"})
+                return
+            conn.reply(rid, {"items": items, "index": self.fsm.applied_index})
 
     # ------------------------------------------------------------ client requests --
     def _leader_error(self, message: str | None = None) -> dict:
@@ -686,6 +732,9 @@ class RaftServer:
         self.counters["client_requests"] += 1
         rid = req.get("id")
         op = req.get("op")
+        if type(op) is not str:  # e.g. ["put"]: unhashable, and no op of ours (issue 19 §14)
+            conn.reply(rid, error={"code": "bad_request", "message": "op must be a string"})
+            return
         if conn.rate and not conn.take_token():
             self.limit_rejections["request_rate"] += 1
             conn.reply(rid, error={"code": "rate_limited", "message":
@@ -725,6 +774,11 @@ class RaftServer:
                 conn.reply(rid, error={"code": "unknown_op", "message": f"unknown op {op!r}"})
         except _BadRequest as e:
             conn.reply(rid, error={"code": "bad_request", "message": str(e)})
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            # A field of a shape no check above foresaw: refuse the request, keep serving.
+            log.warning("bad %r request: %s: %s", op, type(e).__name__, e)
+            conn.reply(rid, error={"code": "bad_request",
+                                   "message": f"malformed {op} request: {e}"})
 
     def _handle_write(self, conn: _ClientConn, rid, op: str, req: dict) -> None:
         node = self.node
@@ -791,6 +845,10 @@ class RaftServer:
             _field(req, "key", str)
         elif not isinstance(req.get("prefix", ""), str):
             raise _BadRequest("prefix must be a string")
+        elif not isinstance(req.get("start_after"), (str, type(None))):
+            raise _BadRequest("start_after must be a string")
+        elif "limit" in req and not (type(req["limit"]) is int and 1 <= req["limit"] <= 100_000):
+            raise _BadRequest("limit must be an integer from 1 to 100000")
         if not req.get("linearizable", True):
             self._answer_read(conn, rid, req)  # local, possibly stale read: the caller asked
             return
@@ -809,6 +867,8 @@ class RaftServer:
             conn.reply(rid, error=self._leader_error())
             return
         target = req.get("target") or self._best_transfer_target()
+        if not isinstance(target, str):
+            raise _BadRequest("target must be a server id")
         try:
             node.transfer_leadership(target)
         except (InvalidConfChangeError, ConfChangeInProgressError) as e:
@@ -822,8 +882,10 @@ class RaftServer:
         add = req.get("add") or {}
         remove = req.get("remove") or []
         promote = req.get("promote") or []
+        # A str is iterable: "n9" must not become the ids "n" and "9" (issue 19 §14).
         if (not isinstance(add, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                  for k, v in add.items())
+                or type(remove) is not list or type(promote) is not list
                 or not all(isinstance(x, str) for x in [*remove, *promote])):
             raise _BadRequest("add is {id: address}; remove and promote are lists of ids")
         if not (add or remove or promote):
@@ -855,9 +917,13 @@ class RaftServer:
     def _handle_snapshot_read(self, conn: _ClientConn, rid, req: dict) -> None:
         """Read part of a snapshot file (backups: raftctl snapshot save)."""
         index, offset = req.get("index"), req.get("offset", 0)
-        length = min(int(req.get("length", 1 << 20)), 4 << 20)
+        length = req.get("length", 1 << 20)
+        if type(length) is not int or not 0 < length <= 4 << 20:
+            raise _BadRequest("length must be an integer from 1 to 4194304")
+        if type(offset) is not int or offset < 0:
+            raise _BadRequest("offset must be an integer >= 0")
         info = next((i for i in self.snapshots.store.list() if i.meta.index == index), None)
-        if info is None or not isinstance(offset, int) or offset < 0:
+        if info is None:
             raise _BadRequest(f"no snapshot at index {index!r} on {self.node_id}")
         with open(info.path, "rb") as f:
             f.seek(offset)
@@ -960,12 +1026,18 @@ class RaftServer:
                                 host, handshake_error(e))
                     return
                 identity = self.tls.identity(writer.get_extra_info("ssl_object"))
-            conn = _ClientConn(writer, identity, self.cfg.max_requests_per_second)
+            conn = _ClientConn(writer, identity, self.cfg.max_requests_per_second,
+                               self.cfg.max_unsent_bytes, self._unsent_overflow)
+            watch = self.guard.track(host, writer.transport.abort, time.monotonic())
             while True:
+                if writer.transport.get_write_buffer_size() > self.cfg.max_unsent_bytes // 4:
+                    await writer.drain()  # stop reading requests until the replies are read
                 data = await reader.read(1 << 18)
                 if not data:
                     break
-                for ftype, body in decoder.feed(data):
+                frames = decoder.feed(data)
+                watch.read(time.monotonic(), decoder.buffered > 0)
+                for ftype, body in frames:
                     if ftype == FrameType.CLIENT_REQUEST:
                         if peer_id is not None:
                             raise RemoteProtocolError("client request on a peer connection")
@@ -975,6 +1047,7 @@ class RaftServer:
                         self._handle_request(conn, req)
                     elif ftype == FrameType.HELLO:
                         peer_id, cluster = decode_hello(body)
+                        watch.is_peer = True
                         if self.tls is not None:
                             self._check_peer(identity, peer_id, host)
                         announced = decode_body(body).get("address")
@@ -1018,8 +1091,6 @@ class RaftServer:
                         self._wake.set()
                     else:
                         raise RemoteProtocolError(f"unexpected frame type {ftype}")
-                if writer.transport.get_write_buffer_size() > 64 << 20:
-                    raise RemoteProtocolError("client is not reading its responses")
         except PeerIdentityError as e:
             self.counters["peers_refused"] += 1
             log.warning("refused peer connection from %s: %s", host, e)
@@ -1044,6 +1115,7 @@ class RaftServer:
             self.snapshots.abort_incoming(snap_state)
             if conn is not None:
                 conn.closed = True
+                self.guard.untrack(watch)
             self._conns.discard(writer)
             self._conn_tasks.discard(task)
             writer.close()
