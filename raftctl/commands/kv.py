@@ -8,7 +8,8 @@ import typer
 
 from raftd.client import Client
 
-from ..context import EndpointsOpt, OutputOpt, REFUSED_GRACE, TimeoutOpt, run, settings
+from ..context import (EndpointsOpt, OutputOpt, REFUSED_GRACE, TimeoutOpt, run, settings,
+                       usage_error)
 from ..errors import FAILED
 
 app = typer.Typer(help="Read and write keys.", no_args_is_help=True)
@@ -18,17 +19,46 @@ def _client(s) -> Client:
     return Client(s.endpoints, timeout=s.timeout, refused_grace=REFUSED_GRACE)
 
 
-@app.command("put")
-def put(ctx: typer.Context, key: str, value: str, endpoints: EndpointsOpt = None,
-        output: OutputOpt = None, timeout: TimeoutOpt = None) -> None:
-    """Set KEY to VALUE; prints the log index it was committed at.
+def _check_key(key: str) -> None:
+    """One error for an empty key, on every kv command (before anything is sent)."""
+    if not key:
+        raise usage_error("KEY must not be empty")
 
-    Example: raftctl kv put config/flag on"""
+
+def _read_value(value: str | None, path: str | None) -> bytes:
+    """VALUE as given, `-` for stdin, or --file PATH (for values too big for a command line)."""
+    if (value is None) == (path is None):
+        raise usage_error("give exactly one of VALUE (- for stdin) or --file PATH")
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise usage_error(f"cannot read --file {path}: {e.strerror or e}") from None
+    if value == "-":
+        return sys.stdin.buffer.read()
+    return value.encode()
+
+
+@app.command("put")
+def put(ctx: typer.Context, key: str,
+        value: Annotated[Optional[str], typer.Argument(
+            help="the value; - reads it from stdin")] = None,
+        file: Annotated[Optional[str], typer.Option(
+            "--file", help="read the value from this file")] = None,
+        endpoints: EndpointsOpt = None,
+        output: OutputOpt = None, timeout: TimeoutOpt = None) -> None:
+    """Set KEY to VALUE (or stdin with -, or --file PATH); prints the log index it was
+    committed at.
+
+    Example: raftctl kv put config/flag on; raftctl kv put cert - < cert.pem"""
     s = settings(ctx, endpoints, output, timeout)
 
     def body() -> int:
+        _check_key(key)
+        data = _read_value(value, file)
         with _client(s) as c:
-            index = c.put(key, value.encode())
+            index = c.put(key, data)
         s.out.emit_json({"key": key, "index": index}) if s.out.json else s.out.line(f"OK {index}")
         return 0
 
@@ -46,6 +76,7 @@ def get(ctx: typer.Context, key: str,
     s = settings(ctx, endpoints, output, timeout)
 
     def body() -> int:
+        _check_key(key)
         with _client(s) as c:
             value = c.get(key, linearizable=not stale)
         if s.out.json:
@@ -61,14 +92,23 @@ def get(ctx: typer.Context, key: str,
 
 
 @app.command("delete")
-def delete(ctx: typer.Context, key: str, endpoints: EndpointsOpt = None,
+def delete(ctx: typer.Context,
+           key: Annotated[Optional[str], typer.Argument()] = None,
+           prefix: Annotated[Optional[str], typer.Option(
+               "--prefix", help="delete every key starting with this (prints the count)")] = None,
+           endpoints: EndpointsOpt = None,
            output: OutputOpt = None, timeout: TimeoutOpt = None) -> None:
-    """Delete KEY; exits 1 if it did not exist.
+    """Delete KEY (exits 1 if it did not exist), or every key under --prefix P.
 
-    Example: raftctl kv delete config/flag"""
+    Example: raftctl kv delete config/flag; raftctl kv delete --prefix tmp/"""
     s = settings(ctx, endpoints, output, timeout)
 
     def body() -> int:
+        if (key is None) == (prefix is None):
+            raise usage_error("give exactly one of KEY or --prefix P")
+        if prefix is not None:
+            return _delete_prefix(s, prefix)
+        _check_key(key)
         with _client(s) as c:
             deleted = c.delete(key)
         if s.out.json:
@@ -97,8 +137,8 @@ def cas(ctx: typer.Context, key: str, new: str,
     s = settings(ctx, endpoints, output, timeout)
 
     def body() -> int:
+        _check_key(key)
         if (expected is None) == (not absent):
-            from ..context import usage_error  # noqa: PLC0415
             raise usage_error("give exactly one of --expected VALUE or --absent")
         with _client(s) as c:
             swapped = c.cas(key, None if absent else expected.encode(), new.encode())
@@ -111,18 +151,37 @@ def cas(ctx: typer.Context, key: str, new: str,
     run(s, body)
 
 
+def _delete_prefix(s, prefix: str) -> int:
+    """Delete the keys under a non-empty prefix, one write each (not atomic: a key written
+    under the prefix meanwhile may stay), and print how many were deleted."""
+    if not prefix:
+        raise usage_error("--prefix must not be empty (it would delete every key)")
+    deleted = 0
+    with _client(s) as c:
+        for k in c.list(prefix):
+            deleted += bool(c.delete(k))
+    if s.out.json:
+        s.out.emit_json({"prefix": prefix, "deleted": deleted})
+    else:
+        s.out.line(f"deleted {deleted}")
+    return 0
+
+
 @app.command("list")
 def list_(ctx: typer.Context, prefix: Annotated[str, typer.Argument()] = "",
+          stale: Annotated[bool, typer.Option(
+              help="serve from any node without ReadIndex")] = False,
           endpoints: EndpointsOpt = None, output: OutputOpt = None,
           timeout: TimeoutOpt = None) -> None:
-    """List keys starting with PREFIX (all keys if omitted) and their values.
+    """List keys starting with PREFIX (all keys if omitted) and their values, a page at a
+    time from the server.
 
     Example: raftctl kv list config/ -o json"""
     s = settings(ctx, endpoints, output, timeout)
 
     def body() -> int:
         with _client(s) as c:
-            items = c.list(prefix)
+            items = c.list(prefix, linearizable=not stale)
         if s.out.json:
             s.out.emit_json({"prefix": prefix, "items": items})
         else:

@@ -164,3 +164,37 @@ def test_empty_endpoints_and_non_positive_timeout_are_usage_errors(args):
     """Issue 16 §7: `-e ""` fell back to the demo's endpoints; `--timeout -1` was accepted."""
     r = raftctl(*args, "-o", "json", check=2)
     assert json.loads(r.stderr)["error"] == "usage" and r.stdout == ""
+
+
+def test_kv_values_from_stdin_and_file_stale_list_prefix_delete_and_empty_keys(local, tmp_path):
+    """Issue 16 §4: `kv put KEY -` reads stdin (it stored a literal '-'), --file reads a file
+    (a 10 MB value does not fit on a command line), kv list --stale, kv delete --prefix, and
+    one error for an empty key on every kv command."""
+    d, info = local
+    env = {"RAFTCTL_ENDPOINTS": ",".join(info["endpoints"])}
+    r = subprocess.run([sys.executable, "-m", "raftctl.main", "kv", "put", "s", "-"],
+                       input=b"from\x00stdin", capture_output=True, timeout=60,
+                       env={**os.environ, **env})
+    assert r.returncode == 0, r.stderr
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(900_000))
+    raftctl("kv", "put", "f", "--file", str(big), env=env, check=0)
+    got = subprocess.run([sys.executable, "-m", "raftctl.main", "kv", "get", "s"],
+                         capture_output=True, timeout=60, env={**os.environ, **env})
+    assert got.stdout == b"from\x00stdin\n"
+    out = json.loads(raftctl("kv", "list", "--stale", "-o", "json", env=env, check=0).stdout)
+    assert set(out["items"]) == {"s", "f"}
+    for i in range(5):
+        raftctl("kv", "put", f"tmp/{i}", "x", env=env, check=0)
+    assert raftctl("kv", "delete", "--prefix", "tmp/", env=env, check=0).stdout == "deleted 5\n"
+    assert json.loads(raftctl("kv", "list", "tmp/", "-o", "json", env=env,
+                              check=0).stdout)["items"] == {}
+    for args in (["put", "", "v"], ["get", ""], ["delete", ""], ["cas", "", "v", "--absent"],
+                 ["put", "k", "v", "--file", str(big)], ["put", "k"],
+                 ["put", "k", "--file", str(tmp_path / "missing")],
+                 ["delete", "--prefix", ""]):
+        r = raftctl("kv", *args, env=env, check=2)
+        assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+    got = subprocess.run([sys.executable, "-m", "raftctl.main", "kv", "get", "f"],
+                         capture_output=True, timeout=60, env={**os.environ, **env})
+    assert got.stdout.rstrip(b"\n") == big.read_bytes().rstrip(b"\n")
