@@ -54,5 +54,6 @@ def fail(err: BaseException, output_json: bool) -> int:
     if output_json:
         sys.stderr.write(json.dumps({"error": kind, "message": msg, "exit_code": code}) + "\n")
     else:
-        sys.stderr.write(f"raftctl: error: {msg}\n")
+        # One line per failure (e.g. one per node that did not start), each one readable alone.
+        sys.stderr.write("".join(f"raftctl: error: {line}\n" for line in msg.splitlines()))
     return code

@@ -38,10 +38,12 @@ class Output:
         self.console.print(t)
 
     def line(self, text: str) -> None:
-        self.console.print(text, highlight=False, markup=False)
+        self.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
     def info(self, text: str) -> None:
-        self.err.print(text, highlight=False, markup=False)
+        # soft_wrap: a long path must stay on its line (a script greps for it; the terminal
+        # wraps it anyway), not be cut into two lines at the console width.
+        self.err.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 def _default(o: Any) -> Any:

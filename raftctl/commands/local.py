@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 import yaml
@@ -169,16 +169,29 @@ def _last_log_line(d: Path) -> str:
         return ""
 
 
-def bring_up(directory: Path, nodes: int = 3, base_port: int = 7001, host: str = "127.0.0.1",
-             distinct_ips: bool = False, fsync: bool = True, timeout: float = 20.0,
-             info=lambda text: None, tls: bool = False) -> tuple[list[dict], dict]:
-    """Start (or restart) the local cluster in ``directory``; wait for a leader.  Returns the
-    layout (with pids) and the cluster status."""
+def bring_up(directory: Path, nodes: int | None = None, base_port: int | None = None,
+             host: str = "127.0.0.1", distinct_ips: bool = False, fsync: bool = True,
+             timeout: float = 20.0, info=lambda text: None,
+             tls: bool = False) -> tuple[list[dict], dict]:
+    """Start (or restart) the local cluster in ``directory``; wait until every node answers
+    at its address and there is a leader.  Returns the layout (with pids) and the status.
+    If a node it started fails, it stops the nodes it started and raises (one line each)."""
+    explicit = {"--nodes": nodes, "--base-port": base_port}
+    nodes = 3 if nodes is None else nodes
+    base_port = 7001 if base_port is None else base_port
     if nodes < 1:
         raise usage_error("--nodes must be at least 1")
+    if not 1 <= base_port <= 65536 - nodes:
+        raise usage_error(f"--base-port must be from 1 to {65536 - nodes} for {nodes} nodes, "
+                          f"not {base_port}")
     directory.mkdir(parents=True, exist_ok=True)
     if (directory / "cluster.yaml").exists():
         layout = load_cluster(directory)
+        ignored = [k for k, v in explicit.items() if v is not None]
+        if ignored:
+            info(f"{directory} already holds a cluster ({len(layout)} nodes at "
+                 f"{', '.join(n['address'] for n in layout)}): {' and '.join(ignored)} "
+                 f"ignored")
         if tls and not cluster_tls(directory):
             raise usage_error(f"{directory} holds a plaintext cluster; --tls applies when a "
                               f"cluster is created (use a new --dir)")
@@ -199,19 +212,54 @@ def bring_up(directory: Path, nodes: int = 3, base_port: int = 7001, host: str =
     info(f"started {', '.join(started)} in {directory}" if started
          else f"all {len(layout)} nodes already running in {directory}")
     endpoints = [n["address"] for n in layout]
+    try:
+        st = _wait_until_up(directory, layout, set(started), timeout)
+    except CliError:
+        _stop([n for n in layout if n["id"] in started])  # leave nothing half-started behind
+        raise
+    for n in layout:
+        n["pid"] = _read_pid(Path(n["data_dir"])) or n["pid"]
+    return layout, st
+
+
+def _failures(layout: list[dict], started: set[str], st: dict) -> list[str]:
+    """Why each node this command started is not (yet known to be) the one serving at its
+    address: it exited, or another process answers there (another cluster on those ports)."""
+    answering = {n["address"]: n for n in st["nodes"] if n["reachable"]}
+    out = []
+    for n in layout:
+        if n["id"] not in started:
+            continue
+        if not _pid_alive(n["pid"]):
+            out.append(f"{n['id']} exited: {_last_log_line(Path(n['data_dir']))} "
+                       f"(log: {n['data_dir']}/raftd.log)")
+            continue
+        other = answering.get(n["address"])
+        if other is not None and other.get("pid") not in (None, n["pid"]):
+            out.append(f"{n['id']}: {n['address']} is answered by another raftd (pid "
+                       f"{other['pid']}, id {other['id']}), not by the one started (pid "
+                       f"{n['pid']})")
+    return out
+
+
+def _wait_until_up(directory: Path, layout: list[dict], started: set[str],
+                   timeout: float) -> dict:
+    """Wait until every node of ``layout`` answers at its address (the ones this command
+    started: with their own pid) and there is a leader.  One line per failed node."""
+    endpoints = [n["address"] for n in layout]
+    ours = set(endpoints)
     deadline = time.monotonic() + timeout
     while True:
         st = asyncio.run(gather_status(endpoints, 0.5))
-        dead = [n for n in layout if not _pid_alive(n["pid"])]
-        if dead:
-            n = dead[0]
-            raise CliError(f"{n['id']} exited: {_last_log_line(Path(n['data_dir']))} "
-                           f"(log: {n['data_dir']}/raftd.log)")
+        failed = _failures(layout, started, st)
+        if failed:
+            if any(not _pid_alive(n["pid"]) for n in layout if n["id"] in started) \
+                    or time.monotonic() > deadline:
+                raise CliError("\n".join(failed))
         # Our nodes up and some leader (which may be a member added outside this DIR); a
         # server elsewhere that is down or gone is not ours to wait for.
-        ours = set(endpoints)
-        if st["leader"] and all(n["reachable"] for n in st["nodes"] if n["address"] in ours):
-            break
+        elif st["leader"] and all(n["reachable"] for n in st["nodes"] if n["address"] in ours):
+            return st
         if time.monotonic() > deadline:
             down = [n["id"] for n in st["nodes"] if n["address"] in ours and not n["reachable"]]
             what = (f"{', '.join(map(str, down))} not answering within {timeout:g}s (leader: "
@@ -220,9 +268,19 @@ def bring_up(directory: Path, nodes: int = 3, base_port: int = 7001, host: str =
             raise CliError(f"{what}; see the logs in {directory}/*/raftd.log",
                            UNAVAILABLE, "unavailable")
         time.sleep(0.1)
-    for n in layout:
-        n["pid"] = _read_pid(Path(n["data_dir"])) or n["pid"]
-    return layout, st
+
+
+def _stop(nodes: list[dict], grace: float = 5.0) -> None:
+    """SIGTERM the given nodes' processes, SIGKILL after ``grace`` seconds."""
+    pids = [n["pid"] for n in nodes if _pid_alive(n.get("pid"))]
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
+        time.sleep(0.05)
+    for pid in pids:
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 def bring_down(directory: Path, grace: float = 5.0) -> dict:
@@ -248,9 +306,12 @@ def bring_down(directory: Path, grace: float = 5.0) -> dict:
 
 @app.command("up")
 def up(ctx: typer.Context,
-       nodes: Annotated[int, typer.Option("--nodes", "-n", help="number of nodes")] = 3,
+       nodes: Annotated[Optional[int], typer.Option(
+           "--nodes", "-n", help="number of nodes [default: 3]", show_default=False)] = None,
        directory: DirOpt = Path("./raftd-local"),
-       base_port: Annotated[int, typer.Option("--base-port", help="port of n1; n2 is +1")] = 7001,
+       base_port: Annotated[Optional[int], typer.Option(
+           "--base-port", help="port of n1; n2 is +1 [default: 7001]",
+           show_default=False)] = None,
        host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
        distinct_ips: Annotated[bool, typer.Option(
            "--distinct-ips", help="give node i the address 127.0.0.(10+i) so firewall rules "

@@ -257,7 +257,7 @@ def restore(ctx: typer.Context, file: Annotated[Path, typer.Argument(metavar="FI
         info, header, batches = read_state(file)
         seed_cluster(directory, nodes, base_port, info.meta.index, info.meta.term, header,
                      batches, keys=info.keys)
-        layout, st = bring_up(directory, nodes, timeout=s.timeout, info=s.out.info)
+        layout, st = bring_up(directory, timeout=s.timeout, info=s.out.info)
         result = {"endpoints": [n["address"] for n in layout], "leader": st["leader"],
                   "index": info.meta.index, "keys": info.keys,
                   "nodes": [{k: n[k] for k in ("id", "address", "pid", "data_dir")}
@@ -356,7 +356,7 @@ def _recover(s, data_dirs, directory, nodes, base_port) -> int:
     index = max(fsm.applied_index, 1)
     seed_cluster(directory, nodes, base_port, index, max(best["last_term"], 1), header,
                  data)
-    layout, st = bring_up(directory, nodes, timeout=s.timeout, info=s.out.info)
+    layout, st = bring_up(directory, timeout=s.timeout, info=s.out.info)
     report.update({"rebuilt": str(directory), "index": index, "keys": len(fsm),
                    "endpoints": [n["address"] for n in layout], "leader": st["leader"]})
     if s.out.json:

@@ -198,3 +198,31 @@ def test_kv_values_from_stdin_and_file_stale_list_prefix_delete_and_empty_keys(l
     got = subprocess.run([sys.executable, "-m", "raftctl.main", "kv", "get", "f"],
                          capture_output=True, timeout=60, env={**os.environ, **env})
     assert got.stdout.rstrip(b"\n") == big.read_bytes().rstrip(b"\n")
+
+
+def test_local_up_on_taken_ports_fails_per_node_and_leaves_nothing_running(local, tmp_path):
+    """Issue 16 §1: `local up` on the ports of a running cluster printed the old cluster's
+    leader and endpoints and exited 0 while each new node had died (address in use)."""
+    d, info = local
+    base = int(info["endpoints"][0].rsplit(":", 1)[1])
+    second = tmp_path / "second"
+    r = raftctl("local", "up", "--dir", str(second), "--base-port", str(base), "--timeout", "10")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("raftctl: error:")]
+    assert [ln.split(":")[2].split()[0] for ln in lines] == ["n1", "n2", "n3"], r.stderr
+    assert all("address already in use" in ln.lower() or "another raftd" in ln for ln in lines)
+    for n in ("n1", "n2", "n3"):
+        pid_file = second / n / "raftd.pid"
+        if pid_file.exists():
+            pid = int(pid_file.read_text())
+            assert not os.path.exists(f"/proc/{pid}") or \
+                open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    # the first cluster is untouched
+    st = json.loads(raftctl("-e", ",".join(info["endpoints"]), "status", "-o", "json",
+                            check=0).stdout)
+    assert {n["pid"] for n in st["nodes"]} == {n["pid"] for n in info["nodes"]}
+    # on an existing DIR, --nodes/--base-port are ignored, and it says so
+    r = raftctl("local", "up", "--dir", str(d), "--nodes", "5", check=0)
+    assert "--nodes ignored" in r.stderr
+    r = raftctl("local", "up", "--dir", str(tmp_path / "x"), "--base-port", "70000", check=2)
+    assert "--base-port" in r.stderr and len(r.stderr.strip().splitlines()) == 1
