@@ -217,6 +217,14 @@ def bring_up(directory: Path, nodes: int | None = None, base_port: int | None = 
     except CliError:
         _stop([n for n in layout if n["id"] in started])  # leave nothing half-started behind
         raise
+    removed = _removed(layout, st)
+    if removed:
+        # Removed by `raftctl member remove`/`replace` while this DIR still lists them: they
+        # must not run (a removed server only disrupts), so stop them and say so.
+        _stop(removed)
+        info(f"not running {', '.join(n['id'] for n in removed)}: removed from the cluster's "
+             f"configuration (`raftctl local remove ID --dir {directory}` forgets it)")
+        layout = [n for n in layout if n not in removed]
     for n in layout:
         n["pid"] = _read_pid(Path(n["data_dir"])) or n["pid"]
     return layout, st
@@ -270,6 +278,13 @@ def _wait_until_up(directory: Path, layout: list[dict], started: set[str],
         time.sleep(0.1)
 
 
+def _removed(layout: list[dict], st: dict) -> list[dict]:
+    """Nodes of ``layout`` that the leader's configuration no longer has."""
+    conf = st["configuration"]
+    members = {*conf["voters"], *conf["learners"], *conf.get("old_voters", [])}
+    return [n for n in layout if members and n["id"] not in members]
+
+
 def _stop(nodes: list[dict], grace: float = 5.0) -> None:
     """SIGTERM the given nodes' processes, SIGKILL after ``grace`` seconds."""
     pids = [n["pid"] for n in nodes if _pid_alive(n.get("pid"))]
@@ -284,8 +299,14 @@ def _stop(nodes: list[dict], grace: float = 5.0) -> None:
 
 
 def bring_down(directory: Path, grace: float = 5.0) -> dict:
-    """SIGTERM every running node of the local cluster, SIGKILL after ``grace`` seconds."""
+    """SIGTERM every running node of the local cluster, SIGKILL after ``grace`` seconds: the
+    nodes in DIR/cluster.yaml and any other raftd running from a node directory of DIR (one
+    started by hand and added with `raftctl member add`, one removed but still running)."""
     layout = load_cluster(directory)
+    known = {Path(n["data_dir"]).resolve() for n in layout}
+    for cfg in sorted(directory.glob("*/raftd.yaml")):
+        if cfg.parent.resolve() not in known:
+            layout.append({"id": cfg.parent.name, "data_dir": str(cfg.parent.resolve())})
     pids = {}
     for n in layout:
         pid = _read_pid(Path(n["data_dir"]))
@@ -450,7 +471,15 @@ def remove(ctx: typer.Context, node_id: Annotated[str, typer.Argument(metavar="I
         if node is None:
             raise usage_error(f"no node {node_id} in {directory}")
         s.endpoints = [n["address"] for n in layout]
-        result = change(s, remove=[node_id])
+        st = asyncio.run(gather_status(s.endpoints, 1.0))
+        if st["leader"] and node in _removed(layout, st):
+            # Already removed (e.g. by `raftctl member remove`): nothing to change, but its
+            # process may still run: stop it below.
+            s.out.info(f"{node_id} is not in the configuration any more; stopping it")
+            conf = st["configuration"]
+            result = {"configuration": {"voters": conf["voters"]}, "phases": []}
+        else:
+            result = change(s, remove=[node_id])
         for p in result["phases"]:
             s.out.info(f"- {p}")
         pid = _read_pid(Path(node["data_dir"]))

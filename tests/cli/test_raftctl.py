@@ -226,3 +226,37 @@ def test_local_up_on_taken_ports_fails_per_node_and_leaves_nothing_running(local
     assert "--nodes ignored" in r.stderr
     r = raftctl("local", "up", "--dir", str(tmp_path / "x"), "--base-port", "70000", check=2)
     assert "--base-port" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_local_tooling_follows_membership(local):
+    """Issue 16 §8: after `member remove`, `local up` restarted the removed server; `local
+    remove` of a removed node left it running; `local down` missed nodes it did not list."""
+    import yaml
+
+    d, info = local
+    env = {"RAFTCTL_ENDPOINTS": ",".join(info["endpoints"])}
+    raftctl("member", "remove", "n3", env=env, check=0)
+    raftctl("local", "down", "--dir", str(d), check=0)
+    r = raftctl("local", "up", "--dir", str(d), check=0)
+    assert "not running n3" in r.stderr
+    n3_pid = d / "n3" / "raftd.pid"
+    deadline = time.monotonic() + 10
+    while n3_pid.exists() and os.path.exists(f"/proc/{int(n3_pid.read_text())}") \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    r = raftctl("local", "remove", "n3", "--dir", str(d), check=0)
+    assert "not in the configuration" in r.stderr
+    # a node started by hand from DIR (then added with member add) is stopped by local down
+    n9 = d / "n9"
+    n9.mkdir(mode=0o700)
+    port = free_port("127.0.0.1")
+    (n9 / "raftd.yaml").write_text(yaml.safe_dump(
+        {"id": "n9", "listen": f"127.0.0.1:{port}", "data_dir": str(n9), "join": True}))
+    proc = subprocess.Popen([sys.executable, "-m", "raftd", "--config", str(n9 / "raftd.yaml")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not (n9 / "raftd.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    out = json.loads(raftctl("local", "down", "--dir", str(d), "-o", "json", check=0).stdout)
+    assert "n9" in out["stopped"]
+    assert proc.wait(timeout=10) is not None
