@@ -5,28 +5,42 @@ import asyncio
 
 from raftd.client import AsyncClient, RequestError
 
+# How long status/health wait for one node: a paused (SIGSTOPped) or partitioned node is
+# reported unreachable after this, so the whole command answers in about a second.
+STATUS_TIMEOUT = 0.7
+
 NODE_FIELDS = ("id", "address", "role", "term", "commit_index", "applied_index",
                "last_log_index", "snapshot_index", "first_log_index", "reachable", "pid")
 
 
-async def _one(address: str, timeout: float) -> dict | None:
+async def _one(address: str, timeout: float) -> dict | str:
+    """The node's status, or why it could not be had (a str)."""
     c = AsyncClient([address], timeout=timeout)
     try:
         return await asyncio.wait_for(c.status(address, timeout), timeout)
     except RequestError as e:
         if e.code in ("permission_denied", "tls"):
             raise  # reachable, but we may not look: say so instead of "unreachable"
-        return None
-    except Exception:  # noqa: BLE001 - any failure means "unreachable" here
-        return None
+        return str(e)
+    except asyncio.TimeoutError:
+        return f"no answer within {timeout:g}s"
+    except Exception as e:  # noqa: BLE001 - any failure means "unreachable" here
+        return str(e) or type(e).__name__
     finally:
         await c.close()
+
+
+def unreachable_reason(st: dict) -> str:
+    """For "no node is reachable": the most telling reason a node gave (a TLS hint first)."""
+    reasons = [n["error"] for n in st["nodes"] if not n["reachable"] and n.get("error")]
+    hinted = [r for r in reasons if "TLS" in r]
+    return (hinted or reasons or [""])[0]
 
 
 async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
     """Status of every node reachable from ``endpoints`` and of every member they know of.
     Never hangs: each node gets ``timeout`` seconds, all in parallel."""
-    seen: dict[str, dict | None] = {}
+    seen: dict[str, dict | str] = {}
     todo = list(dict.fromkeys(endpoints))
     for _ in range(3):  # endpoints, then members they told us about
         if not todo:
@@ -40,7 +54,7 @@ async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
             seen[a] = r
         todo = []
         for r in results:
-            if r:
+            if isinstance(r, dict):
                 for addr in r.get("configuration", {}).get("addresses", {}).values():
                     if addr not in seen and addr not in todo:
                         todo.append(addr)
@@ -49,7 +63,7 @@ async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
     configuration = None
     best_term = -1
     for r in seen.values():
-        if r:
+        if isinstance(r, dict):
             for nid, addr in r.get("configuration", {}).get("addresses", {}).items():
                 id_of.setdefault(addr, nid)
             if r.get("term", 0) > best_term:
@@ -57,7 +71,7 @@ async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
                 configuration = r.get("configuration")
     nodes = []
     for addr, r in seen.items():
-        if r:
+        if isinstance(r, dict):
             row = {k: r.get(k) for k in NODE_FIELDS}
             row["address"] = addr
             row["reachable"] = True
@@ -68,7 +82,8 @@ async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
         else:
             row = {k: None for k in NODE_FIELDS}
             row.update({"id": id_of.get(addr, addr), "address": addr, "reachable": False,
-                        "cert_days_left": None, "cert_warning": None, "_raw": None})
+                        "cert_days_left": None, "cert_warning": None, "_raw": None,
+                        "error": r})
         nodes.append(row)
     nodes.sort(key=lambda n: str(n["id"]))
     leaders = [n for n in nodes if n["reachable"] and n["role"] == "leader"]

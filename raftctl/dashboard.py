@@ -32,6 +32,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from .cluster import unreachable_reason
+
 WINDOW_S = 60.0  # throughput history shown
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 WATCH_SOURCE = "watch"  # the "node" of events the dashboard derives itself
@@ -106,7 +108,8 @@ def analyze(snap: dict, max_lag: int | None = None) -> dict:
                      if max_lag is not None and (lags.get(v) or 0) > max_lag)
     reasons = []
     if not any(n["reachable"] for n in snap["nodes"]):
-        reasons.append("no node is reachable")
+        why = unreachable_reason(snap)
+        reasons.append(f"no node is reachable ({why})" if why else "no node is reachable")
     elif leader is None:
         reasons.append("no leader")
     if len(reachable_voters) < need or not voters:

@@ -59,6 +59,11 @@ class RequestError(ClientError):
         super().__init__(message)
 
 
+class ClosedBeforeAnswer(ConnectionResetError):
+    """The server closed the connection before answering anything: what a TLS node does to a
+    plaintext client (and a node to a client whose certificate it refuses)."""
+
+
 class TLSError(RequestError):
     """The TLS handshake failed: no or wrong client certificate, or a server not signed by
     the CA we trust.  Not retried: another attempt would fail the same way."""
@@ -155,14 +160,15 @@ class _Connection:
                 if self._ssl is not None:
                     # A server that refuses our certificate closes right after the handshake;
                     # the TLS alert saying why is often lost with the connection.
-                    reason = type(reason)(f"{reason} before answering anything (over TLS: is "
-                                          f"our client certificate missing, expired or from "
-                                          f"another CA? the node's log says why)")
+                    cls = TLSError if isinstance(reason, TLSError) else ClosedBeforeAnswer
+                    reason = cls(f"{reason} before answering anything (over TLS: is "
+                                 f"our client certificate missing, expired or from "
+                                 f"another CA? the node's log says why)")
                 elif self._pending:
                     # A TLS node closes a plaintext connection at its first bytes, silently.
-                    reason = type(reason)(f"{reason} before answering anything (if the "
-                                          f"cluster uses TLS: give --cacert/--cert/--key or "
-                                          f"RAFTCTL_CACERT, RAFTCTL_CERT, RAFTCTL_KEY)")
+                    reason = ClosedBeforeAnswer(f"{reason} before answering anything (if the "
+                                                f"cluster uses TLS: give --cacert/--cert/--key "
+                                                f"or RAFTCTL_CACERT, RAFTCTL_CERT, RAFTCTL_KEY)")
             self._fail_all(reason)
 
     def _fail_all(self, exc: Exception) -> None:
@@ -353,13 +359,16 @@ class AsyncClient:
         self._rr = (self._rr + 1) % len(self.endpoints)
         return self.endpoints[self._rr]
 
-    def _give_up_if_all_refused(self, op: str, refused: dict[str, float], now: float) -> None:
-        """Every endpoint refused the connection for refused_grace seconds: no raftd listens
-        there, so nothing of this request was sent (a write was certainly not applied)."""
+    def _give_up_if_all_refused(self, op: str, refused: dict[str, float], now: float,
+                                why: str | None = None) -> None:
+        """Every endpoint refused the connection (or closed it unread, ``why``) for
+        refused_grace seconds: no raftd we can talk to listens there, so nothing of this
+        request was applied."""
         if self.refused_grace is None or not all(e in refused for e in self.endpoints):
             return
         if now - min(refused[e] for e in self.endpoints) >= self.refused_grace:
-            raise Unavailable(f"no raftd at {', '.join(self.endpoints)} (connection refused)")
+            raise Unavailable(f"{op} failed: {why}" if why else
+                              f"no raftd at {', '.join(self.endpoints)} (connection refused)")
 
     async def request(self, op: str, args: dict, attempt_timeout: float | None = None,
                       write: bool = False) -> dict:
@@ -371,7 +380,7 @@ class AsyncClient:
         if write:
             session = self._free_sessions.pop() if self._free_sessions else None
             if session is None:
-                session = await self._open_session(attempt_timeout)
+                session = await self._open_session(op, attempt_timeout)
             session[1] += 1
             args["client_id"] = session[0]
             args["seq"] = session[1]
@@ -415,9 +424,15 @@ class AsyncClient:
                         self._rr = self.endpoints.index(address)
                     continue
                 except (OSError, ConnectionError) as e:
-                    sent_unanswered = True
                     last_error = f"{address}: {_describe(e)}"
                     self._leader = None
+                    if isinstance(e, ClosedBeforeAnswer):
+                        # Closed at our first bytes, never read: nothing was applied.  When
+                        # every endpoint does that, waiting helps no more than for refusals.
+                        refused.setdefault(address, loop.time())
+                        self._give_up_if_all_refused(op, refused, loop.time(), last_error)
+                    else:
+                        sent_unanswered = True
                     await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
                     backoff = min(backoff * 2, 0.2)
                     continue
@@ -452,7 +467,7 @@ class AsyncClient:
             if session is not None:
                 self._free_sessions.append(session)
 
-    async def _open_session(self, attempt_timeout: float | None) -> list:
+    async def _open_session(self, op: str, attempt_timeout: float | None) -> list:
         """Register a new session (thesis §6.3: RegisterClient); its writes use seq 2, 3...
         Registering first is what lets the server answer ``session_expired`` (instead of
         applying again) when a write arrives for a session it no longer holds."""
@@ -464,6 +479,10 @@ class AsyncClient:
             if e.code != "unknown_op":
                 raise
             return [client_id, 0]  # a server of an earlier version: seq 1 opens the session
+        except Unavailable as e:  # name the caller's write, not this internal step
+            if not str(e).startswith("open_session "):
+                raise
+            raise Unavailable(f"{op} {str(e).removeprefix('open_session ')}") from None
         return [client_id, 1]
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ..cluster import gather_status
+from ..cluster import STATUS_TIMEOUT, gather_status
 from ..context import EndpointsOpt, OutputOpt, TimeoutOpt, run, settings, usage_error
 from ..dashboard import analyze, tolerates
 from ..errors import UNAVAILABLE
@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         def body() -> int:
             if max_lag < 0 or allow_down < 0:
                 raise usage_error("--max-lag and --allow-down must be >= 0")
-            st = asyncio.run(gather_status(s.endpoints, min(s.timeout, 1.5)))
+            st = asyncio.run(gather_status(s.endpoints, min(s.timeout, STATUS_TIMEOUT)))
             h = check_health(st, max_lag, allow_down)
             if s.out.json:
                 s.out.emit_json(h)

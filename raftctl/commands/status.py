@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import dashboard
-from ..cluster import gather_status, public
+from ..cluster import STATUS_TIMEOUT, gather_status, public, unreachable_reason
 from ..context import EndpointsOpt, OutputOpt, TimeoutOpt, run, settings, usage_error
 from ..errors import UNAVAILABLE, CliError, fail
 from ..output import _default
@@ -51,13 +51,15 @@ def register(app: typer.Typer) -> None:
                 return watch_status(s, interval, count)
             if count is not None:
                 raise usage_error("--count needs --watch")
-            st = asyncio.run(gather_status(s.endpoints, min(s.timeout, 1.5)))
+            st = asyncio.run(gather_status(s.endpoints, min(s.timeout, STATUS_TIMEOUT)))
             if s.out.json:
                 s.out.emit_json(public(st))
             else:
                 print_status(s.out, st)
             if not any(n["reachable"] for n in st["nodes"]):
-                return fail(CliError("no node is reachable at " + ",".join(s.endpoints),
+                why = unreachable_reason(st)
+                return fail(CliError("no node is reachable at " + ",".join(s.endpoints)
+                                     + (f" ({why})" if why else ""),
                                      UNAVAILABLE, "unavailable"), s.out.json)
             if st["leader"] is None:
                 return fail(CliError("no leader", UNAVAILABLE, "no_leader"), s.out.json)

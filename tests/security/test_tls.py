@@ -393,3 +393,30 @@ def test_client_ca_and_ca_rotation(tls_cluster, tmp_path):
         idx = cl.put("after-rotation", b"1")
     c.wait_applied(idx)
     assert c.status("n2")["peers"]["n1"]["connected"]
+
+
+def test_raftctl_without_or_with_foreign_certificates_gets_a_tls_hint_fast(tls_cluster, tmp_path):
+    """Issue 16 §5: a plaintext raftctl against a TLS cluster said `no node is reachable`
+    (status) or waited the whole timeout (kv); each command now says TLS, within a second."""
+    import subprocess
+    import sys
+
+    c = tls_cluster
+    other = tmp_path / "other"
+    pki.init_ca(other, cluster="test")
+    mallory = pki.issue_client(other, "admin", "admin")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTCTL_")}
+    env["RAFTCTL_ENDPOINTS"] = ",".join(c.endpoints)
+    foreign = ["--cacert", str(c.certs / "ca.crt"), "--cert", str(mallory.cert),
+               "--key", str(mallory.key)]
+    for extra in ([], foreign):
+        for args in (["status"], ["health"], ["kv", "get", "a"], ["kv", "put", "a", "b"]):
+            t0 = time.monotonic()
+            r = subprocess.run([sys.executable, "-m", "raftctl.main", *extra, *args],
+                               capture_output=True, text=True, timeout=60, env=env)
+            took = time.monotonic() - t0
+            assert r.returncode in (3, 4), (args, r.stdout, r.stderr)
+            assert "TLS" in r.stderr or "certificate" in r.stderr, (extra, args, r.stderr)
+            assert took < 3, (args, took)
+    with c.client() as cl:
+        assert cl.get("a") is None
