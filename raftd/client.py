@@ -385,87 +385,84 @@ class AsyncClient:
             args["client_id"] = session[0]
             args["seq"] = session[1]
         try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.timeout
-            backoff = 0.01
-            last_error = "no endpoint answered"
-            attempts = 0
-            sent_unanswered = False
-            refused: dict[str, float] = {}  # endpoint -> when it first refused the connection
+            st = _Retry(asyncio.get_running_loop(), self.timeout)
             # One attempt may not use the whole budget: a paused or partitioned node must not
             # keep us from trying the others (a retried write is safe: same session, same seq).
             per_attempt = attempt_timeout or max(0.5, self.timeout / 4)
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
+            while (remaining := st.remaining()) > 0:
                 address = self._next_endpoint()
-                attempts += 1
+                st.attempts += 1
                 conn = self._conns.get(address)
                 try:
                     if conn is None or conn.closed:
                         conn = await self._connection(address, min(remaining, 1.0))
                 except (OSError, asyncio.TimeoutError) as e:
-                    last_error = f"{address}: {_describe(e)}"
-                    self._leader = None
-                    if isinstance(e, ConnectionRefusedError):
-                        refused.setdefault(address, loop.time())
-                        self._give_up_if_all_refused(op, refused, loop.time())
-                    await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
-                    backoff = min(backoff * 2, 0.2)
+                    self._failed(op, st, address, e, sent=False)
+                    await asyncio.sleep(st.pause())
                     continue
                 try:
                     resp = await conn.send(op, args, min(remaining, per_attempt))
                 except asyncio.TimeoutError:
-                    sent_unanswered = True
-                    last_error = f"{address} did not answer in time"
+                    st.sent_unanswered = True
+                    st.last_error = f"{address} did not answer in time"
                     self._leader = None
                     if address in self.endpoints:
                         self._rr = self.endpoints.index(address)
                     continue
                 except (OSError, ConnectionError) as e:
-                    last_error = f"{address}: {_describe(e)}"
-                    self._leader = None
-                    if isinstance(e, ClosedBeforeAnswer):
-                        # Closed at our first bytes, never read: nothing was applied.  When
-                        # every endpoint does that, waiting helps no more than for refusals.
-                        refused.setdefault(address, loop.time())
-                        self._give_up_if_all_refused(op, refused, loop.time(), last_error)
-                    else:
-                        sent_unanswered = True
-                    await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
-                    backoff = min(backoff * 2, 0.2)
+                    self._failed(op, st, address, e, sent=True)
+                    await asyncio.sleep(st.pause())
                     continue
                 if resp.get("ok"):
                     self._leader = address
                     return resp.get("result") or {}
                 err = resp.get("error") or {}
-                code = err.get("code", "error")
-                if code == "not_leader":
-                    hint = err.get("leader_address")
-                    self._leader = hint if hint and hint != address else None
-                    last_error = f"{address} is not the leader"
+                if self._retry_later(st, address, err):
                     if not self._leader:
-                        await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
-                        backoff = min(backoff * 2, 0.2)
+                        await asyncio.sleep(st.pause())
                     continue
-                if code in ("unavailable", "timeout"):
-                    last_error = f"{address}: {err.get('message', code)}"
-                    self._leader = None
-                    await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
-                    backoff = min(backoff * 2, 0.2)
-                    continue
+                code = err.get("code", "error")
                 if code == "session_expired":
                     session = None  # never reuse it: every later seq would be refused too
                 raise RequestError(code, err.get("message", code))
-            if sent_unanswered and op in WRITE_OPS:
+            if st.sent_unanswered and op in WRITE_OPS:
                 raise Timeout(f"{op} {args.get('key', '')!r} timed out after {self.timeout:g}s; "
-                              f"it may or may not have been applied (last: {last_error})")
+                              f"it may or may not have been applied (last: {st.last_error})")
             raise Unavailable(f"{op} failed: no leader reachable within {self.timeout:g}s "
-                              f"({attempts} attempts; last: {last_error})")
+                              f"({st.attempts} attempts; last: {st.last_error})")
         finally:
             if session is not None:
                 self._free_sessions.append(session)
+
+    def _failed(self, op: str, st: "_Retry", address: str, e: BaseException,
+                sent: bool) -> None:
+        """Connecting to ``address`` (sent=False) or a request on it (sent=True) failed."""
+        st.last_error = f"{address}: {_describe(e)}"
+        self._leader = None
+        if isinstance(e, ConnectionRefusedError) and not sent:
+            st.refused.setdefault(address, st.loop.time())
+            self._give_up_if_all_refused(op, st.refused, st.loop.time())
+        elif isinstance(e, ClosedBeforeAnswer):
+            # Closed at our first bytes, never read: nothing was applied.  When every
+            # endpoint does that, waiting helps no more than for refusals.
+            st.refused.setdefault(address, st.loop.time())
+            self._give_up_if_all_refused(op, st.refused, st.loop.time(), st.last_error)
+        elif sent:
+            st.sent_unanswered = True
+
+    def _retry_later(self, st: "_Retry", address: str, err: dict) -> bool:
+        """Is this error answer one to retry (elsewhere, or after a pause)?"""
+        code = err.get("code", "error")
+        if code == "not_leader":
+            hint = err.get("leader_address")
+            self._leader = hint if hint and hint != address else None
+            st.last_error = f"{address} is not the leader"
+            return True
+        if code in ("unavailable", "timeout"):
+            st.last_error = f"{address}: {err.get('message', code)}"
+            self._leader = None
+            return True
+        return False
 
     async def _open_session(self, op: str, attempt_timeout: float | None) -> list:
         """Register a new session (thesis §6.3: RegisterClient); its writes use seq 2, 3...
@@ -487,6 +484,31 @@ class AsyncClient:
 
 
 WRITE_OPS = ("put", "delete", "cas")
+
+
+class _Retry:
+    """One request's retry state: its deadline, back-off and why the last attempt failed."""
+
+    __slots__ = ("loop", "deadline", "backoff", "last_error", "attempts", "sent_unanswered",
+                 "refused")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop = loop
+        self.deadline = loop.time() + timeout
+        self.backoff = 0.01
+        self.last_error = "no endpoint answered"
+        self.attempts = 0
+        self.sent_unanswered = False
+        self.refused: dict[str, float] = {}  # endpoint -> when it first refused us
+
+    def remaining(self) -> float:
+        return self.deadline - self.loop.time()
+
+    def pause(self) -> float:
+        """Seconds to wait before the next attempt (doubling, at most 0.2 s)."""
+        delay = min(self.backoff, max(0.0, self.remaining()))
+        self.backoff = min(self.backoff * 2, 0.2)
+        return delay
 
 
 def _describe(e: BaseException) -> str:

@@ -208,108 +208,123 @@ class _StatusCollector(Collector):
                                 "Age of the status these values were read from", value=age)
         if not st:
             return
+        yield from _node_metrics(st)
+        yield from _counter_metrics(st)
+        yield from _snapshot_and_storage_metrics(st)
+        yield from _peer_metrics(st)
 
-        def gauge(name: str, doc: str, value) -> GaugeMetricFamily:
-            return GaugeMetricFamily(name, doc, value=_num(value))
 
-        def counter(name: str, doc: str, value) -> CounterMetricFamily:
-            return CounterMetricFamily(name, doc, value=_num(value))
+def _gauge(name: str, doc: str, value) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=_num(value))
 
-        role = st.get("role")
-        yield gauge("raftd_term", "Current term", st.get("term"))
-        roles = GaugeMetricFamily("raftd_role", "1 for the node's current role", labels=["role"])
-        for r in ROLES + ((role,) if role and role not in ROLES else ()):
-            roles.add_metric([r], 1.0 if r == role else 0.0)
-        yield roles
-        yield gauge("raftd_is_leader", "1 if this node is the leader",
-                    1 if role == "leader" else 0)
-        yield gauge("raftd_commit_index", "Highest log index known committed",
-                    st.get("commit_index"))
-        yield gauge("raftd_applied_index", "Highest log index applied to the state machine",
-                    st.get("applied_index"))
-        yield gauge("raftd_last_log_index", "Index of the last log entry",
-                    st.get("last_log_index"))
-        yield gauge("raftd_snapshot_index", "Last index covered by the snapshot",
-                    st.get("snapshot_index"))
-        yield gauge("raftd_keys", "Keys in the state machine", st.get("keys"))
 
-        c = st.get("counters") or {}
-        yield counter("raftd_leader_changes", "Leaders this node has seen elected",
-                      c.get("leader_changes"))
-        yield counter("raftd_proposals", "Client writes proposed on this node",
-                      c.get("proposals"))
-        yield counter("raftd_fsyncs", "Write-ahead log fsyncs", c.get("fsyncs"))
-        yield counter("raftd_inline_fsync_backoffs", "Slow fsyncs that moved saves off the "
-                      "event loop for a while (inline_fsync: auto)",
-                      c.get("inline_fsync_backoffs"))
-        yield counter("raftd_bad_frames", "Connections closed for protocol errors",
-                      c.get("bad_frames"))
-        yield counter("raftd_client_requests", "Client requests received",
-                      c.get("client_requests"))
-        yield counter("raftd_tls_handshake_failures", "Connections refused in the TLS "
-                      "handshake (plaintext, no or foreign certificate)",
-                      c.get("tls_handshake_failures"))
-        yield counter("raftd_peers_refused", "Peer connections refused (certificate name "
-                      "not a member, or not a node certificate)", c.get("peers_refused"))
-        yield counter("raftd_peer_messages_dropped", "Raft messages dropped from peers outside "
-                      "the configuration (TLS)", c.get("peer_messages_dropped"))
-        yield counter("raftd_permission_denied", "Client requests refused for their role",
-                      c.get("permission_denied"))
-        limits = CounterMetricFamily("raftd_limit_rejections",
-                                     "Requests and connections refused by a limit",
-                                     labels=["limit"])
-        for name, n in sorted((st.get("limit_rejections") or {}).items()):
-            limits.add_metric([str(name)], _num(n))
-        yield limits
-        tls = st.get("tls") or {}
-        if tls.get("enabled"):
-            yield gauge("raftd_tls_cert_expiry_days", "Days until this node's certificate "
-                        "expires", tls.get("days_left"))
+def _counter(name: str, doc: str, value) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=_num(value))
 
-        snaps = st.get("snapshots") or {}
-        if not isinstance(snaps, dict):
-            snaps = {}
-        last = snaps.get("last") if isinstance(snaps.get("last"), dict) else {}
-        yield counter("raftd_snapshots", "Snapshots this node has taken", snaps.get("count"))
-        yield gauge("raftd_snapshot_bytes", "Size of the latest snapshot this node took",
-                    last.get("size", snaps.get("bytes")))
-        transfers = CounterMetricFamily("raftd_snapshot_transfers",
-                                        "Snapshot transfers to/from peers by result",
-                                        labels=["result"])
-        for result, n in sorted((snaps.get("transfers") or {}).items()):
-            transfers.add_metric([str(result)], _num(n))
-        yield transfers
 
-        storage = st.get("storage") or {}
-        yield counter("raftd_wal_bytes_written", "Bytes appended to the write-ahead log",
-                      storage.get("bytes_written"))
-        yield gauge("raftd_uptime_seconds", "Seconds since the node started", st.get("uptime_s"))
-        contact = st.get("last_leader_contact_ms")
-        if isinstance(contact, (int, float)):
-            yield gauge("raftd_last_leader_contact_seconds",
-                        "Seconds since the last AppendEntries from the leader", contact / 1000)
+def _node_metrics(st: dict):
+    role = st.get("role")
+    yield _gauge("raftd_term", "Current term", st.get("term"))
+    roles = GaugeMetricFamily("raftd_role", "1 for the node's current role", labels=["role"])
+    for r in ROLES + ((role,) if role and role not in ROLES else ()):
+        roles.add_metric([r], 1.0 if r == role else 0.0)
+    yield roles
+    yield _gauge("raftd_is_leader", "1 if this node is the leader",
+                 1 if role == "leader" else 0)
+    yield _gauge("raftd_commit_index", "Highest log index known committed",
+                 st.get("commit_index"))
+    yield _gauge("raftd_applied_index", "Highest log index applied to the state machine",
+                 st.get("applied_index"))
+    yield _gauge("raftd_last_log_index", "Index of the last log entry",
+                 st.get("last_log_index"))
+    yield _gauge("raftd_snapshot_index", "Last index covered by the snapshot",
+                 st.get("snapshot_index"))
+    yield _gauge("raftd_keys", "Keys in the state machine", st.get("keys"))
 
-        lag = GaugeMetricFamily("raftd_peer_replication_lag_entries",
-                                "Leader only: entries a peer is behind (last_log_index - "
-                                "match_index)", labels=["peer"])
-        if role == "leader":
-            last = _num(st.get("last_log_index"))
-            for peer, pr in sorted((st.get("progress") or {}).items()):
-                lag.add_metric([str(peer)], max(0.0, last - _num((pr or {}).get("match_index"))))
-        yield lag
 
-        connected = GaugeMetricFamily("raftd_peer_connected",
-                                      "1 while the link to the peer is connected", labels=["peer"])
-        sent = CounterMetricFamily("raftd_peer_sent_messages",
-                                   "Messages sent to the peer", labels=["peer"])
-        dropped = CounterMetricFamily("raftd_peer_dropped_messages",
-                                      "Messages to the peer dropped (queue full or link down)",
-                                      labels=["peer"])
-        for peer, p in sorted((st.get("peers") or {}).items()):
-            p = p or {}
-            connected.add_metric([str(peer)], 1.0 if p.get("connected") else 0.0)
-            sent.add_metric([str(peer)], _num(p.get("sent")))
-            dropped.add_metric([str(peer)], _num(p.get("dropped")))
-        yield connected
-        yield sent
-        yield dropped
+def _counter_metrics(st: dict):
+    c = st.get("counters") or {}
+    yield _counter("raftd_leader_changes", "Leaders this node has seen elected",
+                   c.get("leader_changes"))
+    yield _counter("raftd_proposals", "Client writes proposed on this node",
+                   c.get("proposals"))
+    yield _counter("raftd_fsyncs", "Write-ahead log fsyncs", c.get("fsyncs"))
+    yield _counter("raftd_inline_fsync_backoffs", "Slow fsyncs that moved saves off the "
+                   "event loop for a while (inline_fsync: auto)",
+                   c.get("inline_fsync_backoffs"))
+    yield _counter("raftd_bad_frames", "Connections closed for protocol errors",
+                   c.get("bad_frames"))
+    yield _counter("raftd_client_requests", "Client requests received",
+                   c.get("client_requests"))
+    yield _counter("raftd_tls_handshake_failures", "Connections refused in the TLS "
+                   "handshake (plaintext, no or foreign certificate)",
+                   c.get("tls_handshake_failures"))
+    yield _counter("raftd_peers_refused", "Peer connections refused (certificate name "
+                   "not a member, or not a node certificate)", c.get("peers_refused"))
+    yield _counter("raftd_peer_messages_dropped", "Raft messages dropped from peers outside "
+                   "the configuration (TLS)", c.get("peer_messages_dropped"))
+    yield _counter("raftd_permission_denied", "Client requests refused for their role",
+                   c.get("permission_denied"))
+    limits = CounterMetricFamily("raftd_limit_rejections",
+                                 "Requests and connections refused by a limit",
+                                 labels=["limit"])
+    for name, n in sorted((st.get("limit_rejections") or {}).items()):
+        limits.add_metric([str(name)], _num(n))
+    yield limits
+    tls = st.get("tls") or {}
+    if tls.get("enabled"):
+        yield _gauge("raftd_tls_cert_expiry_days", "Days until this node's certificate "
+                     "expires", tls.get("days_left"))
+
+
+def _snapshot_and_storage_metrics(st: dict):
+    snaps = st.get("snapshots") or {}
+    if not isinstance(snaps, dict):
+        snaps = {}
+    last = snaps.get("last") if isinstance(snaps.get("last"), dict) else {}
+    yield _counter("raftd_snapshots", "Snapshots this node has taken", snaps.get("count"))
+    yield _gauge("raftd_snapshot_bytes", "Size of the latest snapshot this node took",
+                 last.get("size", snaps.get("bytes")))
+    transfers = CounterMetricFamily("raftd_snapshot_transfers",
+                                    "Snapshot transfers to/from peers by result",
+                                    labels=["result"])
+    for result, n in sorted((snaps.get("transfers") or {}).items()):
+        transfers.add_metric([str(result)], _num(n))
+    yield transfers
+
+    storage = st.get("storage") or {}
+    yield _counter("raftd_wal_bytes_written", "Bytes appended to the write-ahead log",
+                   storage.get("bytes_written"))
+    yield _gauge("raftd_uptime_seconds", "Seconds since the node started", st.get("uptime_s"))
+    contact = st.get("last_leader_contact_ms")
+    if isinstance(contact, (int, float)):
+        yield _gauge("raftd_last_leader_contact_seconds",
+                     "Seconds since the last AppendEntries from the leader", contact / 1000)
+
+
+def _peer_metrics(st: dict):
+    role = st.get("role")
+    lag = GaugeMetricFamily("raftd_peer_replication_lag_entries",
+                            "Leader only: entries a peer is behind (last_log_index - "
+                            "match_index)", labels=["peer"])
+    if role == "leader":
+        last = _num(st.get("last_log_index"))
+        for peer, pr in sorted((st.get("progress") or {}).items()):
+            lag.add_metric([str(peer)], max(0.0, last - _num((pr or {}).get("match_index"))))
+    yield lag
+
+    connected = GaugeMetricFamily("raftd_peer_connected",
+                                  "1 while the link to the peer is connected", labels=["peer"])
+    sent = CounterMetricFamily("raftd_peer_sent_messages",
+                               "Messages sent to the peer", labels=["peer"])
+    dropped = CounterMetricFamily("raftd_peer_dropped_messages",
+                                  "Messages to the peer dropped (queue full or link down)",
+                                  labels=["peer"])
+    for peer, p in sorted((st.get("peers") or {}).items()):
+        p = p or {}
+        connected.add_metric([str(peer)], 1.0 if p.get("connected") else 0.0)
+        sent.add_metric([str(peer)], _num(p.get("sent")))
+        dropped.add_metric([str(peer)], _num(p.get("dropped")))
+    yield connected
+    yield sent
+    yield dropped
