@@ -27,6 +27,7 @@ from typing import Any
 
 from raftd.config import _TYPES as _NODE_TYPES
 from raftd.config import ConfigError, dump_config, parse_config, read_yaml, split_address
+from raftd.validate import Validator
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -147,18 +148,6 @@ class Inventory:
 
 
 # ------------------------------------------------------------------------- loading --
-def _type_name(want) -> str:
-    if isinstance(want, tuple):
-        return " or ".join(t.__name__ for t in want)
-    return want.__name__
-
-
-def _check_type(value: Any, want) -> bool:
-    if isinstance(value, bool) and bool not in (want if isinstance(want, tuple) else (want,)):
-        return False
-    return isinstance(value, want)
-
-
 def _local_path(value: str, base: Path) -> str:
     p = Path(os.path.expanduser(value))
     if not p.is_absolute():
@@ -182,167 +171,155 @@ def parse_inventory(raw: Any, source: str = "inventory.yaml",
     """Validate an inventory (already parsed YAML).  ``base``: the directory relative local
     paths are relative to."""
     base = base or Path.cwd()
-
-    def err(where: str, key: str, why: str) -> InventoryError:
-        return InventoryError(f"{source}: {where + ': ' if where else ''}key '{key}': {why}")
-
-    def check_keys(section: dict, known: tuple[str, ...], where: str, prefix: str = "") -> None:
-        for key in section:
-            if key not in known:
-                raise err(where, f"{prefix}{key}",
-                          f"unknown key (known keys: {', '.join(sorted(known))})")
-
-    def typed(section: dict, key: str, want, where: str, prefix: str = "",
-              required: bool = False, default: Any = None) -> Any:
-        if key not in section:
-            if required:
-                raise err(where, prefix + key, "missing (required)")
-            return default
-        v = section[key]
-        if want is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if not _check_type(v, want):
-            raise err(where, prefix + key,
-                      f"expected {_type_name(want)}, got {type(v).__name__} {v!r}")
-        return v
-
+    v = Validator(source, InventoryError)
     if not isinstance(raw, dict):
         raise InventoryError(f"{source}: expected a mapping with the keys cluster, ssh and hosts"
                              f" at the top level")
-    check_keys(raw, ("cluster", "ssh", "hosts"), "")
+    v.check_keys(raw, ("cluster", "ssh", "hosts"))
     for key in ("cluster", "hosts"):
         if key not in raw:
-            raise err("", key, "missing (required)")
+            raise v.err("", key, "missing (required)")
+    cluster = _parse_cluster(v, raw["cluster"], base)
+    ssh = _parse_ssh(v, raw.get("ssh") or {}, base)
+    hosts = _parse_hosts(v, raw["hosts"], cluster, ssh)
+    return Inventory(path=source, name=cluster["name"], install_dir=cluster["install_dir"],
+                     python=cluster["python"], service=cluster["service"],
+                     tuning=cluster["tuning"], ssh=ssh, hosts=hosts, tls_dir=cluster["tls_dir"])
 
-    # -- cluster --
-    cl = raw["cluster"]
+
+def _parse_cluster(v: Validator, cl: Any, base: Path) -> dict:
     if not isinstance(cl, dict):
-        raise err("", "cluster", f"expected a mapping, got {type(cl).__name__}")
-    check_keys(cl, CLUSTER_KEYS, "", "cluster.")
-    name = typed(cl, "name", str, "", "cluster.", required=True)
+        raise v.err("", "cluster", f"expected a mapping, got {type(cl).__name__}")
+    v.check_keys(cl, CLUSTER_KEYS, "", "cluster.")
+    name = v.typed(cl, "name", str, "", "cluster.", required=True)
     if not _NAME_RE.match(name):
-        raise err("", "cluster.name", f"{name!r} is not a valid name (letters, digits, '_', "
-                                      f"'-', '.'; it is used in paths and unit names)")
-    install_dir = _remote_path(typed(cl, "install_dir", str, "", "cluster.",
-                                     default=f"/opt/raftd/{name}"))
+        raise v.err("", "cluster.name", f"{name!r} is not a valid name (letters, digits, '_', "
+                                        f"'-', '.'; it is used in paths and unit names)")
+    install_dir = _remote_path(v.typed(cl, "install_dir", str, "", "cluster.",
+                                       default=f"/opt/raftd/{name}"))
     if not install_dir.startswith("/"):
-        raise err("", "cluster.install_dir", f"must be an absolute path on the hosts, "
-                                             f"got {install_dir!r}")
+        raise v.err("", "cluster.install_dir", f"must be an absolute path on the hosts, "
+                                               f"got {install_dir!r}")
     if install_dir == "/":
-        raise err("", "cluster.install_dir", "must not be /")
-    python = typed(cl, "python", str, "", "cluster.", default="python3")
+        raise v.err("", "cluster.install_dir", "must not be /")
+    python = v.typed(cl, "python", str, "", "cluster.", default="python3")
     if not python.strip():
-        raise err("", "cluster.python", "must not be empty")
-    service = typed(cl, "service", str, "", "cluster.", default="auto")
+        raise v.err("", "cluster.python", "must not be empty")
+    service = v.typed(cl, "service", str, "", "cluster.", default="auto")
     if service not in SERVICES:
-        raise err("", "cluster.service", f"expected one of {', '.join(SERVICES)}, "
-                                         f"got {service!r}")
+        raise v.err("", "cluster.service", f"expected one of {', '.join(SERVICES)}, "
+                                           f"got {service!r}")
     tuning = {k: cl[k] for k in TUNING_KEYS if k in cl}
     tls = cl.get("tls", False)
     tls_dir = None
     if isinstance(tls, dict):
-        check_keys(tls, ("certs_dir",), "", "cluster.tls.")
-        tls_dir = _local_path(typed(tls, "certs_dir", str, "", "cluster.tls.", required=True),
-                              base)
+        v.check_keys(tls, ("certs_dir",), "", "cluster.tls.")
+        tls_dir = _local_path(v.typed(tls, "certs_dir", str, "", "cluster.tls.",
+                                      required=True), base)
     elif tls is True:
         tls_dir = str((base / f"{name}-certs").resolve())
     elif tls is not False:
-        raise err("", "cluster.tls", f"expected true, false or {{certs_dir: PATH}}, got {tls!r}")
+        raise v.err("", "cluster.tls", f"expected true, false or {{certs_dir: PATH}}, "
+                                       f"got {tls!r}")
     # raftd validates the tuning values (types, ranges, heartbeat vs election timeout):
     try:
         parse_config({"id": "x", "listen": "127.0.0.1:1", "data_dir": "/x", "join": True,
-                      **tuning}, f"{source}: cluster")
+                      **tuning}, f"{v.source}: cluster")
     except ConfigError as e:
         raise InventoryError(str(e)) from None
+    return {"name": name, "install_dir": install_dir, "python": python, "service": service,
+            "tuning": tuning, "tls_dir": tls_dir}
 
-    # -- ssh --
-    ss = raw.get("ssh") or {}
+
+def _parse_ssh(v: Validator, ss: Any, base: Path) -> SSHSettings:
     if not isinstance(ss, dict):
-        raise err("", "ssh", f"expected a mapping, got {type(ss).__name__}")
-    check_keys(ss, SSH_KEYS, "", "ssh.")
+        raise v.err("", "ssh", f"expected a mapping, got {type(ss).__name__}")
+    v.check_keys(ss, SSH_KEYS, "", "ssh.")
     try:
         default_user = getpass.getuser()
     except Exception:  # noqa: BLE001 - no passwd entry
         default_user = "root"
-    user = typed(ss, "user", str, "", "ssh.", default=default_user)
-    port = typed(ss, "port", int, "", "ssh.", default=22)
-    if not 0 < port < 65536:
-        raise err("", "ssh.port", f"port out of range: {port}")
-    identity = typed(ss, "identity_file", str, "", "ssh.")
-    known_hosts = typed(ss, "known_hosts", str, "", "ssh.", default="~/.ssh/known_hosts")
-    timeout = typed(ss, "connect_timeout", float, "", "ssh.", default=10.0)
+    user = v.typed(ss, "user", str, "", "ssh.", default=default_user)
+    port = v.port("", "ssh.port", v.typed(ss, "port", int, "", "ssh.", default=22))
+    identity = v.typed(ss, "identity_file", str, "", "ssh.")
+    known_hosts = v.typed(ss, "known_hosts", str, "", "ssh.", default="~/.ssh/known_hosts")
+    timeout = v.typed(ss, "connect_timeout", float, "", "ssh.", default=10.0)
     if timeout <= 0:
-        raise err("", "ssh.connect_timeout", "must be positive")
-    ssh = SSHSettings(user=user, port=port,
-                      identity_file=_local_path(identity, base) if identity else None,
-                      known_hosts=_local_path(known_hosts, base), connect_timeout=timeout)
+        raise v.err("", "ssh.connect_timeout", "must be positive")
+    return SSHSettings(user=user, port=port,
+                       identity_file=_local_path(identity, base) if identity else None,
+                       known_hosts=_local_path(known_hosts, base), connect_timeout=timeout)
 
-    # -- hosts --
-    hs = raw["hosts"]
+
+def _parse_hosts(v: Validator, hs: Any, cluster: dict, ssh: SSHSettings) -> list[Host]:
     if not isinstance(hs, list) or not hs:
-        raise err("", "hosts", "expected a non-empty list of hosts")
+        raise v.err("", "hosts", "expected a non-empty list of hosts")
     hosts: list[Host] = []
     names: dict[str, int] = {}
     raft_eps: dict[tuple[str, int], int] = {}
     for i, h in enumerate(hs):
-        where = f"hosts[{i}]"
-        if not isinstance(h, dict):
-            raise InventoryError(f"{source}: {where}: expected a mapping with the keys name, "
-                                 f"address, raft_port, got {type(h).__name__}")
-        hname = h.get("name")
-        if isinstance(hname, str) and hname:
-            where = f"hosts[{i}] ({hname})"
-        check_keys(h, HOST_KEYS, where)
-        hname = typed(h, "name", str, where, required=True)
-        if not _NAME_RE.match(hname):
-            raise err(where, "name", f"{hname!r} is not a valid node name (letters, digits, "
-                                     f"'_', '-', '.')")
-        if hname == "data":
-            raise err(where, "name", "'data' is reserved (<install_dir>/data holds the data "
-                                     "directories)")
-        if hname in names:
-            raise err(where, "name", f"duplicate host name {hname!r} (also hosts[{names[hname]}])")
-        names[hname] = i
-        address = typed(h, "address", str, where, required=True)
-        raft_port = typed(h, "raft_port", int, where, required=True)
-        ssh_port = typed(h, "ssh_port", int, where, default=port)
-        raft_address = typed(h, "raft_address", str, where, default=address)
-        for key, value in (("raft_port", raft_port), ("ssh_port", ssh_port)):
-            if not 0 < value < 65536:
-                raise err(where, key, f"port out of range: {value}")
-        for key, value in (("address", address), ("raft_address", raft_address)):
-            try:
-                split_address(f"{value}:1")
-            except ValueError:
-                raise err(where, key, f"bad address {value!r} (expected an IP address or "
-                                      f"host name)") from None
-        ep = (raft_address, raft_port)
+        host = _parse_host(v, i, h, cluster, ssh)
+        where = f"hosts[{i}] ({host.name})"
+        if host.name in names:
+            raise v.err(where, "name", f"duplicate host name {host.name!r} (also "
+                                       f"hosts[{names[host.name]}])")
+        names[host.name] = i
+        ep = (host.raft_address, host.raft_port)
         if ep in raft_eps:
             j = raft_eps[ep]
-            raise err(where, "raft_port", f"{raft_address}:{raft_port} is also used by "
-                                          f"hosts[{j}] ({hs[j]['name']})")
+            raise v.err(where, "raft_port", f"{ep[0]}:{ep[1]} is also used by "
+                                            f"hosts[{j}] ({hs[j]['name']})")
         raft_eps[ep] = i
-        if raft_address == address and raft_port == ssh_port:
-            raise err(where, "raft_port", f"{raft_port} is also this host's SSH port")
-        data_dir = _remote_path(typed(h, "data_dir", str, where,
-                                      default=f"{install_dir}/data/{hname}"))
-        if not data_dir.startswith("/"):
-            raise err(where, "data_dir", f"must be an absolute path on the host, got {data_dir!r}")
-        if data_dir == "/":
-            raise err(where, "data_dir", "must not be /")
-        huser = typed(h, "user", str, where, default=user)
-        hosts.append(Host(name=hname, address=address, raft_port=raft_port, ssh_port=ssh_port,
-                          user=huser, raft_address=raft_address, install_dir=install_dir,
-                          data_dir=data_dir, cluster=name, index=i))
+        hosts.append(host)
     # Two hosts on one machine (same address) must not share a data directory.
     seen_dirs: dict[tuple[str, str], Host] = {}
     for h in hosts:
         k = (h.address, h.data_dir)
         if k in seen_dirs:
             o = seen_dirs[k]
-            raise err(f"hosts[{h.index}] ({h.name})", "data_dir",
-                      f"{h.data_dir} is also the data_dir of hosts[{o.index}] ({o.name}) on "
-                      f"{h.address}")
+            raise v.err(f"hosts[{h.index}] ({h.name})", "data_dir",
+                        f"{h.data_dir} is also the data_dir of hosts[{o.index}] ({o.name}) on "
+                        f"{h.address}")
         seen_dirs[k] = h
-    return Inventory(path=source, name=name, install_dir=install_dir, python=python,
-                     service=service, tuning=tuning, ssh=ssh, hosts=hosts, tls_dir=tls_dir)
+    return hosts
+
+
+def _parse_host(v: Validator, i: int, h: Any, cluster: dict, ssh: SSHSettings) -> Host:
+    where = f"hosts[{i}]"
+    if not isinstance(h, dict):
+        raise InventoryError(f"{v.source}: {where}: expected a mapping with the keys name, "
+                             f"address, raft_port, got {type(h).__name__}")
+    hname = h.get("name")
+    if isinstance(hname, str) and hname:
+        where = f"hosts[{i}] ({hname})"
+    v.check_keys(h, HOST_KEYS, where)
+    hname = v.typed(h, "name", str, where, required=True)
+    if not _NAME_RE.match(hname):
+        raise v.err(where, "name", f"{hname!r} is not a valid node name (letters, digits, "
+                                   f"'_', '-', '.')")
+    if hname == "data":
+        raise v.err(where, "name", "'data' is reserved (<install_dir>/data holds the data "
+                                   "directories)")
+    address = v.typed(h, "address", str, where, required=True)
+    raft_port = v.port(where, "raft_port", v.typed(h, "raft_port", int, where, required=True))
+    ssh_port = v.port(where, "ssh_port", v.typed(h, "ssh_port", int, where, default=ssh.port))
+    raft_address = v.typed(h, "raft_address", str, where, default=address)
+    for key, value in (("address", address), ("raft_address", raft_address)):
+        try:
+            split_address(f"{value}:1")
+        except ValueError:
+            raise v.err(where, key, f"bad address {value!r} (expected an IP address or "
+                                    f"host name)") from None
+    if raft_address == address and raft_port == ssh_port:
+        raise v.err(where, "raft_port", f"{raft_port} is also this host's SSH port")
+    install_dir = cluster["install_dir"]
+    data_dir = _remote_path(v.typed(h, "data_dir", str, where,
+                                    default=f"{install_dir}/data/{hname}"))
+    if not data_dir.startswith("/"):
+        raise v.err(where, "data_dir", f"must be an absolute path on the host, got {data_dir!r}")
+    if data_dir == "/":
+        raise v.err(where, "data_dir", "must not be /")
+    huser = v.typed(h, "user", str, where, default=ssh.user)
+    return Host(name=hname, address=address, raft_port=raft_port, ssh_port=ssh_port,
+                user=huser, raft_address=raft_address, install_dir=install_dir,
+                data_dir=data_dir, cluster=cluster["name"], index=i)

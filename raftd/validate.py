@@ -1,0 +1,58 @@
+"""One validator for the YAML files operators write (raftd's config, raftctl's inventory):
+the same messages everywhere, `<file>: <where>: key '<key>': <why>`, exit code 2 upstream."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+
+def type_name(want: type | tuple[type, ...]) -> str:
+    if isinstance(want, tuple):
+        return " or ".join("null" if t is type(None) else t.__name__ for t in want)
+    return want.__name__
+
+
+def has_type(value: Any, want: type | tuple[type, ...]) -> bool:
+    """isinstance, except that a bool is not an int (YAML `yes` must not pass as a port)."""
+    wanted = want if isinstance(want, tuple) else (want,)
+    if isinstance(value, bool) and bool not in wanted:
+        return False
+    return isinstance(value, want)
+
+
+class Validator:
+    """Checks for one file; ``error`` builds the exception its callers raise."""
+
+    def __init__(self, source: str, error: Callable[[str], Exception]) -> None:
+        self.source = source
+        self.error = error
+
+    def err(self, where: str, key: str, why: str) -> Exception:
+        return self.error(f"{self.source}: {where + ': ' if where else ''}key '{key}': {why}")
+
+    def check_keys(self, section: dict, known: Iterable[str], where: str = "",
+                   prefix: str = "") -> None:
+        known = tuple(known)
+        for key in section:
+            if key not in known:
+                raise self.err(where, f"{prefix}{key}",
+                               f"unknown key (known keys: {', '.join(sorted(known))})")
+
+    def typed(self, section: dict, key: str, want: type | tuple[type, ...], where: str = "",
+              prefix: str = "", required: bool = False, default: Any = None) -> Any:
+        if key not in section:
+            if required:
+                raise self.err(where, prefix + key, "missing (required)")
+            return default
+        v = section[key]
+        if want is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not has_type(v, want):
+            raise self.err(where, prefix + key,
+                           f"expected {type_name(want)}, got {type(v).__name__} {v!r}")
+        return v
+
+    def port(self, where: str, key: str, value: int) -> int:
+        if not 0 < value < 65536:
+            raise self.err(where, key, f"port out of range: {value}")
+        return value
