@@ -6,21 +6,33 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+from functools import cached_property
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class Output:
+    """rich is imported only by the commands that draw tables (``console``/``err``): plain
+    lines and JSON are written directly, which keeps `raftctl kv get` quick to start."""
+
     def __init__(self, fmt: str = "table"):
         if fmt not in ("table", "json"):
             raise ValueError(f"--output must be table or json, not {fmt!r}")
         self.fmt = fmt
-        self.console = Console()
-        if not self.console.is_terminal:
-            self.console = Console(width=200)  # piped: never truncate columns
-        self.err = Console(stderr=True)
+
+    @cached_property
+    def console(self) -> "Console":
+        from rich.console import Console  # noqa: PLC0415 - see the class docstring
+        console = Console()
+        return console if console.is_terminal else Console(width=200)  # piped: never truncate
+
+    @cached_property
+    def err(self) -> "Console":
+        from rich.console import Console  # noqa: PLC0415 - see the class docstring
+        return Console(stderr=True)
 
     @property
     def json(self) -> bool:
@@ -30,6 +42,7 @@ class Output:
         sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=_default) + "\n")
 
     def table(self, columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
+        from rich.table import Table  # noqa: PLC0415 - see the class docstring
         t = Table(title=title, header_style="bold")
         for c in columns:
             t.add_column(c)
@@ -38,12 +51,14 @@ class Output:
         self.console.print(t)
 
     def line(self, text: str) -> None:
-        self.console.print(text, highlight=False, markup=False, soft_wrap=True)
+        # Plain text, one line as given: a long path is never cut at the console width (a
+        # script greps for it; the terminal wraps it anyway).
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
     def info(self, text: str) -> None:
-        # soft_wrap: a long path must stay on its line (a script greps for it; the terminal
-        # wraps it anyway), not be cut into two lines at the console width.
-        self.err.print(text, highlight=False, markup=False, soft_wrap=True)
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
 
 
 def _default(o: Any) -> Any:

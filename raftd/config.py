@@ -5,15 +5,18 @@ Every error names the file and the key, so an operator can fix it without readin
 """
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from raftd.kv.fsm import DEFAULT_MAX_SESSIONS
 from raftd.tls import TLSFiles
+from raftd.validate import split_address
+
+# The state machine's table size (raftd.kv.fsm.DEFAULT_MAX_SESSIONS; a test checks they are
+# equal): not imported from there, which would load the whole core into `raftctl kv get`.
+DEFAULT_MAX_SESSIONS = 100_000
 
 
 class ConfigError(Exception):
@@ -111,29 +114,6 @@ _TLS_KEYS = {"ca", "cert", "key", "client_ca"}
 _REQUIRED = ("id", "listen", "data_dir")
 assert set(_TYPES) == {f.name for f in fields(NodeConfig)}
 
-
-def split_address(addr: str) -> tuple[str, int]:
-    """'host:port' -> (host, port); raises ValueError with a readable reason."""
-    if not isinstance(addr, str) or ":" not in addr:
-        raise ValueError(f"bad address {addr!r} (expected host:port)")
-    host, _, port_s = addr.rpartition(":")
-    host = host.strip("[]")
-    if not host:
-        raise ValueError(f"bad address {addr!r} (empty host)")
-    try:
-        port = int(port_s)
-    except ValueError:
-        raise ValueError(f"bad address {addr!r} (port is not a number)") from None
-    if not 0 < port < 65536:
-        raise ValueError(f"bad address {addr!r} (port out of range)")
-    if any(c.isspace() for c in host):
-        raise ValueError(f"bad address {addr!r}")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if not all(part and (part.isalnum() or "-" in part) for part in host.split(".")):
-            raise ValueError(f"bad address {addr!r} (not an IP address or host name)") from None
-    return host, port
 
 
 def parse_config(raw: Any, source: str = "<config>") -> NodeConfig:

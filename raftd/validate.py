@@ -2,6 +2,7 @@
 the same messages everywhere, `<file>: <where>: key '<key>': <why>`, exit code 2 upstream."""
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -56,3 +57,27 @@ class Validator:
         if not 0 < value < 65536:
             raise self.err(where, key, f"port out of range: {value}")
         return value
+
+
+def split_address(addr: str) -> tuple[str, int]:
+    """'host:port' -> (host, port); raises ValueError with a readable reason."""
+    if not isinstance(addr, str) or ":" not in addr:
+        raise ValueError(f"bad address {addr!r} (expected host:port)")
+    host, _, port_s = addr.rpartition(":")
+    host = host.strip("[]")
+    if not host:
+        raise ValueError(f"bad address {addr!r} (empty host)")
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise ValueError(f"bad address {addr!r} (port is not a number)") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"bad address {addr!r} (port out of range)")
+    if any(c.isspace() for c in host):
+        raise ValueError(f"bad address {addr!r}")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not all(part and (part.isalnum() or "-" in part) for part in host.split(".")):
+            raise ValueError(f"bad address {addr!r} (not an IP address or host name)") from None
+    return host, port

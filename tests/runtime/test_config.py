@@ -88,3 +88,9 @@ def test_tls_paths_are_relative_to_the_config_file():
     assert cfg.tls.ca == "/etc/raftd/certs/ca.crt" and cfg.tls.cert == "/abs/n1.crt"
     assert cfg.tls.key == "/etc/raftd/n1.key" and cfg.tls.client_ca is None
     assert parse_config(GOOD, "node.yaml").tls is None
+
+
+def test_max_sessions_limit_matches_the_state_machine():
+    from raftd import config
+    from raftd.kv import fsm
+    assert config.DEFAULT_MAX_SESSIONS == fsm.DEFAULT_MAX_SESSIONS
