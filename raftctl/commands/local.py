@@ -211,7 +211,6 @@ def bring_up(directory: Path, nodes: int | None = None, base_port: int | None = 
         started.append(n["id"])
     info(f"started {', '.join(started)} in {directory}" if started
          else f"all {len(layout)} nodes already running in {directory}")
-    endpoints = [n["address"] for n in layout]
     try:
         st = _wait_until_up(directory, layout, set(started), timeout)
     except CliError:
