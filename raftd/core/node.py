@@ -520,8 +520,9 @@ class RaftNode:
         self.snapshot = meta
         self._snapshot_to_install = meta
         self._base_config = meta.configuration
-        self._config_log = [(i, c) for i, c in self._config_log if i > index]
-        self.config = self._config_log[-1][1] if self._config_log else meta.configuration
+        # Configuration bookkeeping follows the log: after step 7 no entry above the snapshot
+        # is left, so a configuration from a discarded entry must not stay in force (issue 14).
+        self._configs_follow_log()
         self._send(AppendEntriesResponse(self.id, m.src, self.term, True, index))
 
     def _on_request_vote(self, m: RequestVote) -> None:
@@ -750,6 +751,8 @@ class RaftNode:
     def _on_config_appended(self, e: Entry) -> None:
         # Raft §6: a server uses the newest configuration in its log, committed or not.
         cfg = Configuration.decode(e.data)
+        while self._config_log and self._config_log[-1][0] >= e.index:
+            self._config_log.pop()  # a rewritten index: never two configurations at one index
         self._config_log.append((e.index, cfg))
         self.config = cfg
         if self.role == Role.LEADER:
@@ -758,11 +761,18 @@ class RaftNode:
     def _truncate_bookkeeping(self, last_kept: int) -> None:
         self._stable = min(self._stable, last_kept)
         self._durable = min(self._durable, last_kept)
-        if self._config_log and self._config_log[-1][0] > last_kept:
-            # The entry carrying the newest configuration was truncated: fall back (Raft §6).
-            while self._config_log and self._config_log[-1][0] > last_kept:
-                self._config_log.pop()
-            self.config = self._config_log[-1][1] if self._config_log else self._base_config
+        # The entry carrying the newest configuration may be gone: fall back (Raft §6).
+        self._configs_follow_log()
+
+    def _configs_follow_log(self) -> None:
+        """Keep only the configuration entries the log still holds, in index order, and make
+        the newest of them (or, with none, the one at the log base) the configuration in force
+        (Raft §6: a server uses the newest configuration in its log).  Called whenever the log
+        is truncated or discarded, so no configuration outlives its entry."""
+        lo, hi = self.log.snapshot_index, self.log.last_index
+        self._config_log = sorted(((i, c) for i, c in self._config_log if lo < i <= hi),
+                                  key=lambda ic: ic[0])
+        self.config = self._config_log[-1][1] if self._config_log else self._base_config
 
     def _sync_progress(self, fresh: bool = False) -> None:
         members = self.config.members
