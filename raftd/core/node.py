@@ -99,6 +99,8 @@ class RaftNode:
         self._commit_dirty = False
         self.transfer_target: str | None = None
         self._transfer_elapsed = 0
+        self.refused = 0  # messages dropped as impossible from an honest peer (issue 19)
+        self.last_refused: str | None = None  # what the latest of them was, and why
 
         # Output accumulated until the next ready().
         self._msgs: list[Message] = []
@@ -292,6 +294,7 @@ class RaftNode:
             "last_log_index": self.log.last_index, "first_log_index": self.log.first_index,
             "snapshot_index": self.snapshot.index if self.snapshot else 0,
             "voted_for": self.voted_for,
+            "refused_messages": self.refused,
             "configuration": {"voters": sorted(self.config.voters | self.config.outgoing),
                               "learners": sorted(self.config.learners),
                               "joint": self.config.joint},
@@ -464,6 +467,12 @@ class RaftNode:
         pr = self.progress.get(m.src) if self.role == Role.LEADER else None
         if pr is None:
             return
+        if max(m.match_index if m.success else m.reject_index, m.conflict_index) > pr.sent_index:
+            # Issue 19 §3: about an index we never sent this follower (so above our log's end
+            # too): not an answer to anything of ours.  Counting it would commit what no
+            # follower holds, or stop us when the index is past our log.
+            self._refuse(m, "index above what was sent")
+            return
         pr.recent_active = True
         if m.seq > pr.acked_seq:
             pr.acked_seq = m.seq
@@ -502,8 +511,9 @@ class RaftNode:
         if not m.done:
             return  # the runtime assembles chunks; only a complete snapshot reaches the core
         if index <= self.commit_index:
-            # We already have (and have committed) everything it covers.
-            self._send(AppendEntriesResponse(self.id, m.src, self.term, True, self.commit_index))
+            # We already have (and have committed) everything it covers.  Ack the snapshot's
+            # index, not our commit index: the leader ignores acks above what it sent us.
+            self._send(AppendEntriesResponse(self.id, m.src, self.term, True, index))
             return
         meta = SnapshotMeta(index, term, Configuration.decode(m.configuration))
         if self.log.term_at(index) == term:
@@ -621,6 +631,7 @@ class RaftNode:
                     break
         self._send(AppendEntries(self.id, peer, self.term, prev, prev_term, tuple(entries),
                                  self.commit_index, self._seq))
+        pr.note_sent(prev + len(entries))
         pr.sent(prev + len(entries), nbytes)
 
     def _send_snapshot(self, peer: str, pr: Progress) -> None:
@@ -629,6 +640,7 @@ class RaftNode:
             raise LogCorruptionError(f"{self.id}: {peer} needs entries before our log base "
                                      f"{self.log.snapshot_index} but there is no snapshot")
         pr.become_snapshot(snap.index)
+        pr.note_sent(snap.index)
         self._send(InstallSnapshot(self.id, peer, self.term, snap.index, snap.term,
                                    snap.configuration.encode()))
 
@@ -655,6 +667,7 @@ class RaftNode:
                     continue
                 self._send(AppendEntries(self.id, peer, self.term, prev, prev_term,
                                          (), self.commit_index, self._seq))
+                pr.note_sent(prev)
         if not self.progress:
             self._release_reads()
 
@@ -798,6 +811,12 @@ class RaftNode:
     # ========================================================================= helpers ==
     def _send(self, msg: Message) -> None:
         self._msgs.append(msg)
+
+    def _refuse(self, msg: Message, why: str) -> None:
+        """A message no honest peer sends (issue 19): drop it and count it; the node carries
+        on.  The runtime reads ``refused`` (status) to log and count it."""
+        self.refused += 1
+        self.last_refused = f"{type(msg).__name__} from {msg.src}: {why}"
 
     def _drop_acks_beyond(self, last_kept: int) -> None:
         """Entries after ``last_kept`` are about to be discarded.  Acknowledgements of them that
