@@ -11,6 +11,7 @@ randomness is the ``random.Random`` passed in (for election timeouts, Raft §5.2
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from .messages import (AppendEntries, AppendEntriesResponse, InstallSnapshot, Me
 from .progress import Progress, ProgressState
 from .ready import ReadState, Ready
 from .types import Entry, EntryKind, HardState, Role, SoftState
+from .validate import problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +120,12 @@ class RaftNode:
     def step(self, msg: Message) -> None:
         """Handle one message.  Term rules (Figure 2, "Rules for Servers") live here, once; the
         handlers below see only messages of the current term."""
+        why = self._refusal(msg)
+        if why is not None:
+            self._refuse(msg, why)  # before the term rules: it must change nothing (issue 19)
+            return
+        if isinstance(msg, RequestVote) and msg.transfer and msg.src not in self._known_voters():
+            msg = dataclasses.replace(msg, transfer=False)  # only a voter may claim a transfer
         if msg.term > self.term:
             if isinstance(msg, (PreVote, RequestVote)):
                 # Vote withholding (Raft §6): while we hear from a live leader, ignore vote
@@ -409,6 +417,25 @@ class RaftNode:
         return membership.has_quorum(self.config, active)
 
     # ======================================================================== handlers ==
+    def _refusal(self, msg: Message) -> str | None:
+        """Why ``msg`` cannot come from an honest peer (issue 19), or None.  The runtime checks
+        connections too; the core checks what its own state lets it know."""
+        why = problem(msg)
+        if why is not None:
+            return why
+        if isinstance(msg, (AppendEntries, InstallSnapshot)):
+            if msg.term == self.term and self.leader_id not in (None, msg.src):
+                # Election Safety: one leader per term, and we know who it is.
+                return f"{self.leader_id} leads term {self.term}"
+            if self._known_removed(msg.src):
+                return "a server our configurations removed"
+        if isinstance(msg, TimeoutNow):
+            if msg.src not in self._known_voters():
+                return "not a voter of our configuration"
+            if msg.term == self.term and msg.src != self.leader_id:
+                return "not the leader of this term"
+        return None
+
     def _on_append_entries(self, m: AppendEntries) -> None:
         if self.role != Role.FOLLOWER:
             self._become_follower(self.term, m.src)  # a candidate learns of the leader (§5.2)
@@ -416,6 +443,11 @@ class RaftNode:
         self.election_elapsed = 0
         prev, prev_term, entries = m.prev_log_index, m.prev_log_term, m.entries
         if prev < self.commit_index:
+            if not self._agrees_with_committed(m):
+                # Leader Completeness: a real leader holds every committed entry.  Refuse
+                # rather than stop the node (issue 19 §4); our log stays as it is.
+                self._refuse(m, "entries conflict with committed ones")
+                return
             # Entries up to our commit index are committed, so they already match the leader's
             # (Leader Completeness); skip them.  Also covers prev below a compacted base.
             skip = self.commit_index - prev
@@ -440,6 +472,18 @@ class RaftNode:
         if new_commit > self.commit_index:
             self.commit_index = new_commit
         self._send(AppendEntriesResponse(self.id, m.src, self.term, True, last_new, seq=m.seq))
+
+    def _agrees_with_committed(self, m: AppendEntries) -> bool:
+        """Every (index, term) the message states at or below our commit index, that our log
+        still holds, is ours."""
+        stated = [(m.prev_log_index, m.prev_log_term)] + [(e.index, e.term) for e in m.entries]
+        for index, term in stated:
+            if index > self.commit_index:
+                break
+            mine = self.log.term_at(index)
+            if mine is not None and mine != term:
+                return False
+        return True
 
     def _append_from_leader(self, entries: tuple[Entry, ...] | list[Entry]) -> None:
         """Figure 2 steps 3-4: truncate at the first real conflict only, so a duplicated or
@@ -733,6 +777,31 @@ class RaftNode:
     # ====================================================================== membership ==
     def _voters(self) -> frozenset[str]:
         return self.config.voters | self.config.outgoing
+
+    def _pending_previous(self) -> Configuration | None:
+        """The configuration before the newest one while the newest is uncommitted (its
+        servers still take part until it commits, Raft §6), else None."""
+        return self._previous_config() if self._config_index() > self.commit_index else None
+
+    def _known_voters(self) -> frozenset[str]:
+        """Voters of the current configuration (both halves if joint) and, while it is
+        uncommitted, of the one before it: who may send TimeoutNow or a transfer vote."""
+        prev = self._pending_previous()
+        return self._voters() | (prev.voters | prev.outgoing if prev else frozenset())
+
+    def _known_removed(self, src: str) -> bool:
+        """True if ``src`` was a member of a configuration we know and is not in the current
+        or pending one (etcd's removed-member rule).  An id we never saw in any configuration
+        is not refused: it may lead under a configuration this node has not received yet, and
+        refusing it would strand a lagging follower."""
+        cfg = self.config
+        if not cfg.members or src in cfg.members:
+            return False
+        prev = self._pending_previous()
+        if prev is not None and src in prev.members:
+            return False
+        return src in self._base_config.members or any(
+            src in c.members for _, c in self._config_log)
 
     def _config_index(self) -> int:
         return self._config_log[-1][0] if self._config_log else self.log.snapshot_index
