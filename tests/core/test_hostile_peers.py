@@ -152,3 +152,68 @@ def test_a_follower_that_rejects_its_acked_index_gets_one_probe_per_heartbeat():
         net.inflight.clear()
     assert leader.progress["2"].next_index == match + 1
     assert sent <= 2, f"{sent} AppendEntries to 2 without a single tick"
+
+
+# --- issue 19 §7: only voters may force an election; removed members are not leaders -------
+def test_timeout_now_from_a_non_voter_or_a_non_leader_is_refused():
+    net = Net(3)
+    net.elect("1")
+    f = net.nodes["2"]
+    term = f.term
+    f.step(TimeoutNow("9", "2", term))  # unknown id
+    f.step(TimeoutNow("9", "2", term + 5))  # unknown id, higher term: must not be adopted
+    f.step(TimeoutNow("3", "2", term))  # a voter, but not the leader of this term
+    assert f.refused == 3 and f.term == term and f.role == Role.FOLLOWER
+    f.step(TimeoutNow("1", "2", term))  # the leader: honoured (thesis §3.10)
+    assert f.role == Role.CANDIDATE and f.term == term + 1
+
+
+def test_transfer_vote_from_a_non_voter_does_not_depose_the_leader():
+    net = Net(3)
+    leader = net.elect("1")
+    term = leader.term
+    last, last_term = leader.log.last_index, leader.log.last_term
+    leader.step(RequestVote("9", "1", term + 1, last + 10, last_term + 1, transfer=True))
+    assert leader.role == Role.LEADER and leader.term == term  # withheld: not a voter's claim
+    net.nodes["2"].step(RequestVote("9", "2", term + 1, last + 10, last_term + 1, transfer=True))
+    assert net.nodes["2"].term == term
+
+
+def test_append_entries_from_a_removed_member_is_refused_once_its_removal_commits():
+    c4 = Configuration.make(["1", "2", "3", "4"])
+    entries = [_e(1, 1, EntryKind.CONFIG, c4.encode()), _e(1, 2, EntryKind.CONFIG, C3.encode())]
+    pending = _follower(entries, term=1, conf=c4, commit_upto=1)
+    # Removal of 4 not committed yet: 4 still takes part (Raft §6)...
+    pending.step(AppendEntries("4", "2", 9, 2, 1, (), 2))
+    assert pending.refused == 0 and pending.term == 9 and pending.leader_id == "4"
+    f = _follower(entries, term=1, conf=c4, commit_upto=2)
+    # ... once committed, 4 is a removed member: its term and entries change nothing.
+    f.step(AppendEntries("4", "2", 9, 2, 1, (_e(9, 3),), 3))
+    assert f.refused == 1 and f.term == 1 and f.leader_id == "1" and f.log.last_index == 2
+    # An id no configuration we hold ever named may lead one we have not received yet.
+    f.step(AppendEntries("7", "2", 9, 2, 1, (_e(9, 3),), 2))
+    assert f.term == 9 and f.log.last_index == 3
+
+
+# --- issue 19 §1: a term near the 64-bit limit is never adopted ------------------------------
+def test_request_vote_with_term_2_64_minus_1_is_refused_and_the_node_keeps_working():
+    from raftd.core.types import MAX_TERM
+    net = Net(3)
+    leader = net.elect("1")
+    term = leader.term
+    for dst in ("1", "2"):
+        net.nodes[dst].step(RequestVote("2" if dst == "1" else "3", dst, 2**64 - 1, 2**63,
+                                        2**64 - 1, transfer=True))
+        net.nodes[dst].step(RequestVote("3", dst, MAX_TERM, 1, 1))
+    assert leader.role == Role.LEADER and leader.term == term and net.nodes["2"].term == term
+    assert "term" in leader.last_refused
+    idx = leader.propose(b"still-serving")
+    net.stabilize()
+    assert net.applied["2"][-1].index == idx
+    # An election afterwards computes term + 1 from a sane term.
+    net.down = {"1"}
+    for _ in range(40):
+        net.nodes["2"].tick()
+        net.nodes["3"].tick()
+        net.stabilize()
+    assert max(n.term for n in net.nodes.values()) < 100
