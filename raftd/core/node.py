@@ -11,6 +11,7 @@ randomness is the ``random.Random`` passed in (for election timeouts, Raft §5.2
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from .messages import (AppendEntries, AppendEntriesResponse, InstallSnapshot, Me
 from .progress import Progress, ProgressState
 from .ready import ReadState, Ready
 from .types import Entry, EntryKind, HardState, Role, SoftState
+from .validate import problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,8 @@ class RaftNode:
         self._commit_dirty = False
         self.transfer_target: str | None = None
         self._transfer_elapsed = 0
+        self.refused = 0  # messages dropped as impossible from an honest peer (issue 19)
+        self.last_refused: str | None = None  # what the latest of them was, and why
 
         # Output accumulated until the next ready().
         self._msgs: list[Message] = []
@@ -116,6 +120,12 @@ class RaftNode:
     def step(self, msg: Message) -> None:
         """Handle one message.  Term rules (Figure 2, "Rules for Servers") live here, once; the
         handlers below see only messages of the current term."""
+        why = self._refusal(msg)
+        if why is not None:
+            self._refuse(msg, why)  # before the term rules: it must change nothing (issue 19)
+            return
+        if isinstance(msg, RequestVote) and msg.transfer and msg.src not in self._known_voters():
+            msg = dataclasses.replace(msg, transfer=False)  # only a voter may claim a transfer
         if msg.term > self.term:
             if isinstance(msg, (PreVote, RequestVote)):
                 # Vote withholding (Raft §6): while we hear from a live leader, ignore vote
@@ -292,6 +302,7 @@ class RaftNode:
             "last_log_index": self.log.last_index, "first_log_index": self.log.first_index,
             "snapshot_index": self.snapshot.index if self.snapshot else 0,
             "voted_for": self.voted_for,
+            "refused_messages": self.refused,
             "configuration": {"voters": sorted(self.config.voters | self.config.outgoing),
                               "learners": sorted(self.config.learners),
                               "joint": self.config.joint},
@@ -406,6 +417,25 @@ class RaftNode:
         return membership.has_quorum(self.config, active)
 
     # ======================================================================== handlers ==
+    def _refusal(self, msg: Message) -> str | None:
+        """Why ``msg`` cannot come from an honest peer (issue 19), or None.  The runtime checks
+        connections too; the core checks what its own state lets it know."""
+        why = problem(msg)
+        if why is not None:
+            return why
+        if isinstance(msg, (AppendEntries, InstallSnapshot)):
+            if msg.term == self.term and self.leader_id not in (None, msg.src):
+                # Election Safety: one leader per term, and we know who it is.
+                return f"{self.leader_id} leads term {self.term}"
+            if self._known_removed(msg.src):
+                return "a server our configurations removed"
+        if isinstance(msg, TimeoutNow):
+            if msg.src not in self._known_voters():
+                return "not a voter of our configuration"
+            if msg.term == self.term and msg.src != self.leader_id:
+                return "not the leader of this term"
+        return None
+
     def _on_append_entries(self, m: AppendEntries) -> None:
         if self.role != Role.FOLLOWER:
             self._become_follower(self.term, m.src)  # a candidate learns of the leader (§5.2)
@@ -413,6 +443,11 @@ class RaftNode:
         self.election_elapsed = 0
         prev, prev_term, entries = m.prev_log_index, m.prev_log_term, m.entries
         if prev < self.commit_index:
+            if not self._agrees_with_committed(m):
+                # Leader Completeness: a real leader holds every committed entry.  Refuse
+                # rather than stop the node (issue 19 §4); our log stays as it is.
+                self._refuse(m, "entries conflict with committed ones")
+                return
             # Entries up to our commit index are committed, so they already match the leader's
             # (Leader Completeness); skip them.  Also covers prev below a compacted base.
             skip = self.commit_index - prev
@@ -437,6 +472,18 @@ class RaftNode:
         if new_commit > self.commit_index:
             self.commit_index = new_commit
         self._send(AppendEntriesResponse(self.id, m.src, self.term, True, last_new, seq=m.seq))
+
+    def _agrees_with_committed(self, m: AppendEntries) -> bool:
+        """Every (index, term) the message states at or below our commit index, that our log
+        still holds, is ours."""
+        stated = [(m.prev_log_index, m.prev_log_term)] + [(e.index, e.term) for e in m.entries]
+        for index, term in stated:
+            if index > self.commit_index:
+                break
+            mine = self.log.term_at(index)
+            if mine is not None and mine != term:
+                return False
+        return True
 
     def _append_from_leader(self, entries: tuple[Entry, ...] | list[Entry]) -> None:
         """Figure 2 steps 3-4: truncate at the first real conflict only, so a duplicated or
@@ -463,6 +510,12 @@ class RaftNode:
     def _on_append_entries_response(self, m: AppendEntriesResponse) -> None:
         pr = self.progress.get(m.src) if self.role == Role.LEADER else None
         if pr is None:
+            return
+        if max(m.match_index if m.success else m.reject_index, m.conflict_index) > pr.sent_index:
+            # Issue 19 §3: about an index we never sent this follower (so above our log's end
+            # too): not an answer to anything of ours.  Counting it would commit what no
+            # follower holds, or stop us when the index is past our log.
+            self._refuse(m, "index above what was sent")
             return
         pr.recent_active = True
         if m.seq > pr.acked_seq:
@@ -502,8 +555,9 @@ class RaftNode:
         if not m.done:
             return  # the runtime assembles chunks; only a complete snapshot reaches the core
         if index <= self.commit_index:
-            # We already have (and have committed) everything it covers.
-            self._send(AppendEntriesResponse(self.id, m.src, self.term, True, self.commit_index))
+            # We already have (and have committed) everything it covers.  Ack the snapshot's
+            # index, not our commit index: the leader ignores acks above what it sent us.
+            self._send(AppendEntriesResponse(self.id, m.src, self.term, True, index))
             return
         meta = SnapshotMeta(index, term, Configuration.decode(m.configuration))
         if self.log.term_at(index) == term:
@@ -520,8 +574,9 @@ class RaftNode:
         self.snapshot = meta
         self._snapshot_to_install = meta
         self._base_config = meta.configuration
-        self._config_log = [(i, c) for i, c in self._config_log if i > index]
-        self.config = self._config_log[-1][1] if self._config_log else meta.configuration
+        # Configuration bookkeeping follows the log: after step 7 no entry above the snapshot
+        # is left, so a configuration from a discarded entry must not stay in force (issue 14).
+        self._configs_follow_log()
         self._send(AppendEntriesResponse(self.id, m.src, self.term, True, index))
 
     def _on_request_vote(self, m: RequestVote) -> None:
@@ -620,6 +675,7 @@ class RaftNode:
                     break
         self._send(AppendEntries(self.id, peer, self.term, prev, prev_term, tuple(entries),
                                  self.commit_index, self._seq))
+        pr.note_sent(prev + len(entries))
         pr.sent(prev + len(entries), nbytes)
 
     def _send_snapshot(self, peer: str, pr: Progress) -> None:
@@ -628,6 +684,7 @@ class RaftNode:
             raise LogCorruptionError(f"{self.id}: {peer} needs entries before our log base "
                                      f"{self.log.snapshot_index} but there is no snapshot")
         pr.become_snapshot(snap.index)
+        pr.note_sent(snap.index)
         self._send(InstallSnapshot(self.id, peer, self.term, snap.index, snap.term,
                                    snap.configuration.encode()))
 
@@ -654,6 +711,7 @@ class RaftNode:
                     continue
                 self._send(AppendEntries(self.id, peer, self.term, prev, prev_term,
                                          (), self.commit_index, self._seq))
+                pr.note_sent(prev)
         if not self.progress:
             self._release_reads()
 
@@ -720,6 +778,31 @@ class RaftNode:
     def _voters(self) -> frozenset[str]:
         return self.config.voters | self.config.outgoing
 
+    def _pending_previous(self) -> Configuration | None:
+        """The configuration before the newest one while the newest is uncommitted (its
+        servers still take part until it commits, Raft §6), else None."""
+        return self._previous_config() if self._config_index() > self.commit_index else None
+
+    def _known_voters(self) -> frozenset[str]:
+        """Voters of the current configuration (both halves if joint) and, while it is
+        uncommitted, of the one before it: who may send TimeoutNow or a transfer vote."""
+        prev = self._pending_previous()
+        return self._voters() | (prev.voters | prev.outgoing if prev else frozenset())
+
+    def _known_removed(self, src: str) -> bool:
+        """True if ``src`` was a member of a configuration we know and is not in the current
+        or pending one (etcd's removed-member rule).  An id we never saw in any configuration
+        is not refused: it may lead under a configuration this node has not received yet, and
+        refusing it would strand a lagging follower."""
+        cfg = self.config
+        if not cfg.members or src in cfg.members:
+            return False
+        prev = self._pending_previous()
+        if prev is not None and src in prev.members:
+            return False
+        return src in self._base_config.members or any(
+            src in c.members for _, c in self._config_log)
+
     def _config_index(self) -> int:
         return self._config_log[-1][0] if self._config_log else self.log.snapshot_index
 
@@ -750,6 +833,8 @@ class RaftNode:
     def _on_config_appended(self, e: Entry) -> None:
         # Raft §6: a server uses the newest configuration in its log, committed or not.
         cfg = Configuration.decode(e.data)
+        while self._config_log and self._config_log[-1][0] >= e.index:
+            self._config_log.pop()  # a rewritten index: never two configurations at one index
         self._config_log.append((e.index, cfg))
         self.config = cfg
         if self.role == Role.LEADER:
@@ -758,11 +843,18 @@ class RaftNode:
     def _truncate_bookkeeping(self, last_kept: int) -> None:
         self._stable = min(self._stable, last_kept)
         self._durable = min(self._durable, last_kept)
-        if self._config_log and self._config_log[-1][0] > last_kept:
-            # The entry carrying the newest configuration was truncated: fall back (Raft §6).
-            while self._config_log and self._config_log[-1][0] > last_kept:
-                self._config_log.pop()
-            self.config = self._config_log[-1][1] if self._config_log else self._base_config
+        # The entry carrying the newest configuration may be gone: fall back (Raft §6).
+        self._configs_follow_log()
+
+    def _configs_follow_log(self) -> None:
+        """Keep only the configuration entries the log still holds, in index order, and make
+        the newest of them (or, with none, the one at the log base) the configuration in force
+        (Raft §6: a server uses the newest configuration in its log).  Called whenever the log
+        is truncated or discarded, so no configuration outlives its entry."""
+        lo, hi = self.log.snapshot_index, self.log.last_index
+        self._config_log = sorted(((i, c) for i, c in self._config_log if lo < i <= hi),
+                                  key=lambda ic: ic[0])
+        self.config = self._config_log[-1][1] if self._config_log else self._base_config
 
     def _sync_progress(self, fresh: bool = False) -> None:
         members = self.config.members
@@ -788,6 +880,12 @@ class RaftNode:
     # ========================================================================= helpers ==
     def _send(self, msg: Message) -> None:
         self._msgs.append(msg)
+
+    def _refuse(self, msg: Message, why: str) -> None:
+        """A message no honest peer sends (issue 19): drop it and count it; the node carries
+        on.  The runtime reads ``refused`` (status) to log and count it."""
+        self.refused += 1
+        self.last_refused = f"{type(msg).__name__} from {msg.src}: {why}"
 
     def _drop_acks_beyond(self, last_kept: int) -> None:
         """Entries after ``last_kept`` are about to be discarded.  Acknowledgements of them that

@@ -21,7 +21,7 @@ class ProgressState(enum.IntEnum):
 class Progress:
     __slots__ = ("match_index", "next_index", "state", "probe_sent", "inflight",
                  "inflight_bytes", "recent_active", "acked_seq", "pending_snapshot",
-                 "snapshot_ticks")
+                 "snapshot_ticks", "sent_index")
 
     def __init__(self, next_index: int):
         self.match_index = 0
@@ -34,6 +34,14 @@ class Progress:
         self.acked_seq = 0  # highest heartbeat round acknowledged (ReadIndex)
         self.pending_snapshot = 0  # SNAPSHOT: index of the snapshot being sent
         self.snapshot_ticks = 0  # SNAPSHOT: ticks since it started (gives up eventually)
+        # Highest index any message of this term told the follower about (entries, a
+        # heartbeat's prev_log_index, a snapshot).  An answer about an index above it cannot
+        # be honest and is ignored, so a forged ack never commits or breaks anything.
+        self.sent_index = 0
+
+    def note_sent(self, index: int) -> None:
+        if index > self.sent_index:
+            self.sent_index = index
 
     def become_probe(self) -> None:
         self.state = ProgressState.PROBE
@@ -78,8 +86,11 @@ class Progress:
             self.become_probe()
             self.next_index = max(self.match_index + 1, min(rejected, hint + 1))
             return True
-        if self.next_index - 1 != rejected:
-            return False  # PROBE: only the answer to the probe we sent counts
+        if self.next_index - 1 != rejected or rejected <= self.match_index:
+            # PROBE: only the answer to the probe we sent counts.  A rejection at or below
+            # match_index contradicts an earlier ack (a diverged or lying follower): leave
+            # probe_sent set so we retry at the next heartbeat, not in a tight loop (issue 19 §6).
+            return False
         self.next_index = max(min(rejected, hint + 1), self.match_index + 1, 1)
         self.probe_sent = False
         return True

@@ -9,6 +9,11 @@ import enum
 from dataclasses import dataclass
 from typing import NamedTuple, NewType
 
+# Terms and indexes stay far below the 64-bit limit of the wire and disk encodings, so term + 1
+# and index + n never overflow them (issue 19 §1).  A message with a larger value is refused.
+MAX_TERM = 2**62
+MAX_INDEX = 2**62
+
 NodeId = NewType("NodeId", str)
 Term = NewType("Term", int)
 Index = NewType("Index", int)

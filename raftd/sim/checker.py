@@ -18,7 +18,10 @@ Membership (Raft §6) adds checks on the core's own state after every event:
   its newest configuration is uncommitted, possibly servers of the one before it (which the
   leader keeps informing until they learn they were removed);
 - a new leader is a voter of the latest committed configuration or of one its log holds after
-  it (a server that was removed cannot lead a term: it would depose the real members' leader).
+  it (a server that was removed cannot lead a term: it would depose the real members' leader);
+- a node's configuration is the newest configuration entry in its log, or its snapshot's (the
+  bootstrap one before any snapshot) when its log holds none: a configuration never outlives
+  the entry that carried it when the log is truncated or discarded (issue 14 §1).
 
 Committed configuration entries are recorded in commit order (the committed indexes always form
 a prefix 1..M) so the simulator knows the configuration that is in force and can report
@@ -54,6 +57,8 @@ class SafetyChecker:
         self.configs: list[tuple[int, int, Configuration]] = []
         self._on_config_committed = on_config_committed
         self._config_checked: dict[str, Configuration] = {}  # node -> configuration checked
+        # node -> (log checked upto, truncations, index of its newest CONFIG entry, decoded)
+        self._newest_cfg: dict[str, tuple[int, int, int, Configuration | None]] = {}
 
     # ------------------------------------------------------------------ configurations --
     def latest_config(self) -> tuple[int, Configuration]:
@@ -67,6 +72,7 @@ class SafetyChecker:
         self._commit_seen[nid] = 0
         self._log_checked.pop(nid, None)
         self._leader_seen[nid] = -1
+        self._newest_cfg.pop(nid, None)
 
     def observe(self, node, now: int) -> None:
         raft = node.raft
@@ -130,8 +136,34 @@ class SafetyChecker:
         if self._config_checked.get(nid) is not cfg:  # configurations are immutable values
             self._check_config(nid, cfg)
             self._config_checked[nid] = cfg
+        self._check_config_follows_log(nid, raft)
         if raft.role == Role.LEADER:
             self._check_leader_progress(nid, raft)
+
+    def _check_config_follows_log(self, nid: str, raft) -> None:
+        """Raft §6: a server uses the newest configuration in its log; with none there, the
+        one at its log base (its snapshot's, or the bootstrap one).  Incremental: only entries
+        appended since the last look are scanned, unless the log was truncated."""
+        log = raft.log
+        upto, truncs, index, cfg = self._newest_cfg.get(nid, (0, -1, 0, None))
+        if truncs != log.truncations or upto > log.last_index:
+            upto, index, cfg = log.snapshot_index, 0, None
+        for e in reversed(log.slice(max(upto, log.snapshot_index) + 1, log.last_index + 1)):
+            if e.kind == EntryKind.CONFIG:
+                index, cfg = e.index, Configuration.decode(e.data)
+                break
+        self._newest_cfg[nid] = (log.last_index, log.truncations, index, cfg)
+        if index > log.snapshot_index:
+            want, where = cfg, f"its newest configuration entry (index {index})"
+        elif raft.snapshot is not None:
+            want, where = raft.snapshot.configuration, f"its snapshot's (index {raft.snapshot.index})"
+        else:
+            want = self.initial if nid in self.initial.members else Configuration.make(())
+            where = "the bootstrap one (no snapshot, no configuration entry)"
+        if raft.config != want:
+            raise SafetyViolation(
+                f"{nid}: configuration in force {raft.config.describe()} is not {where}: "
+                f"{want.describe()} (log {log.snapshot_index + 1}..{log.last_index})")
 
     @staticmethod
     def _check_config(nid: str, cfg: Configuration) -> None:

@@ -8,9 +8,9 @@ from raftd.core import Configuration, InstallSnapshot, RaftConfig, RaftNode, Rol
 
 
 class Net:
-    def __init__(self, n: int = 3, **cfg):
+    def __init__(self, n: int = 3, conf: Configuration | None = None, **cfg):
         self.ids = [str(i + 1) for i in range(n)]
-        self.conf = Configuration.make(self.ids)
+        self.conf = conf if conf is not None else Configuration.make(self.ids)
         self.cfg = RaftConfig(**{"election_ticks": 10, "heartbeat_ticks": 1, **cfg})
         self.nodes = {i: RaftNode(i, self.cfg, random.Random(int(i)), base_configuration=self.conf)
                       for i in self.ids}
@@ -19,10 +19,12 @@ class Net:
         self.readys = {i: [] for i in self.ids}
         self.down: set[str] = set()
         self.snapshot_source: list = []  # applied entries a snapshot stands for
+        self.observer = lambda nid: None  # called after every input to a node (checker hook)
 
     def process(self, nid: str, persist: bool = True):
         node = self.nodes[nid]
         rd = node.ready()
+        self.observer(nid)
         self.readys[nid].append(rd)
         if rd.snapshot is not None:
             # install: the applied state is the leader's up to the snapshot index
@@ -44,6 +46,7 @@ class Net:
             if isinstance(m, InstallSnapshot) and not m.done:
                 m = dataclasses.replace(m, done=True)  # the runtime would stream the chunks
             self.nodes[m.dst].step(m)
+            self.observer(m.dst)
         return msgs
 
     def stabilize(self, rounds: int = 50, drop=lambda m: False):
