@@ -236,6 +236,7 @@ class RaftServer:
         st = self.storage
         self.snapshots = Snapshotter(self)
         snap = self.snapshots.recover()
+        self.snapshots.reconcile(snap)  # a crash cut an install short (issue 14 §2, 21 §5)
         if st.snapshot_index and (snap is None or snap.meta.index < st.snapshot_index):
             have = f"the newest valid snapshot is at {snap.meta.index}" if snap else \
                 "there is no valid snapshot"

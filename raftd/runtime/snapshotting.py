@@ -3,28 +3,87 @@
 - Taking one: the state machine is frozen on the event loop (O(1): its writes go to an overlay
   until the file is written), then written by a dedicated thread while the node keeps serving.  Once durable,
   the core is told (snapshot_taken) and the log is compacted up to ``snapshot_trailing``
-  entries below it, in the core and, through the disk thread, in the WAL.
+  entries below it, but never past the oldest kept snapshot, so start-up can fall back to it
+  when the newest is damaged (issue 21 §8), in the core and, through the disk thread, in the WAL.
 - Sending one: the core emits an InstallSnapshot header; we stream the file to the follower on
   a connection of its own, in 1 MiB chunks, awaiting the socket between chunks (bounded memory).
+  A failed transfer is reported to the core only after a back-off (doubling from a heartbeat
+  interval up to an election timeout), so a dead follower costs a few attempts a second, not
+  thousands; the warning is rate-limited.
 - Receiving one: chunks go to a temp file; a complete, verified file is stepped into the core,
-  whose Ready.snapshot makes us adopt the file, restore the state machine and reset the WAL.
+  whose Ready.snapshot makes us install it.  Install has one durable commit point, the rename of
+  the fsynced file into snapshots/ followed by an fsync of that directory.  A crash before it
+  leaves the old snapshots and the old WAL; a crash after it leaves the new snapshot next to a
+  WAL that may still hold the old log, which start-up reconciles (``reconcile``) exactly as the
+  install would have: the WAL is kept if its entry at the snapshot index has the snapshot's
+  term (Figure 13 step 6), else it is reset to start after the snapshot (step 7).
+
+Fault injection for tests: ``fault`` is called with each install step's name (INSTALL_STEPS);
+``RAFTD_FAULT_INSTALL=<step>`` makes a real raftd kill -9 itself there.  ``RAFTD_MUTANTS``
+(comma-separated) re-enables old bugs so tests can show they catch them:
+``install-not-crash-atomic`` skips the start-up reconciliation, ``install-by-log-length``
+chooses compact or reset by the core's log length as before issue 14 §3.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from raftd.core import InstallSnapshot, SnapshotMeta
-from raftd.storage.snapshots import (CorruptSnapshotError, IncomingSnapshot, SnapshotStore,
-                                     iter_chunks, read_state)
+from raftd.storage.snapshots import (CorruptSnapshotError, IncomingSnapshot, SnapshotInfo,
+                                     SnapshotStore, iter_chunks, read_state)
+from raftd.storage.wal import DurableLog
 from raftd.wire.codec import encode_hello, encode_message
 from .transport import open_peer_connection
 
 log = logging.getLogger("raftd.snapshot")
+
+INSTALL_STEPS = ("received", "adopted", "restored", "wal", "pruned")
+FAULT_ENV = "RAFTD_FAULT_INSTALL"
+MUTANTS_ENV = "RAFTD_MUTANTS"
+_WARN_EVERY_S = 10.0  # at most one warning per peer this often while its transfers keep failing
+
+
+def _kill_at(step: str | None) -> Callable[[str], None] | None:
+    if not step:
+        return None
+    if step not in INSTALL_STEPS:
+        raise ValueError(f"{FAULT_ENV}={step!r}: expected one of {', '.join(INSTALL_STEPS)}")
+
+    def fault(at: str) -> None:
+        if at == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return fault
+
+
+def wal_term_at(st: DurableLog, index: int) -> int | None:
+    """Term of the WAL's entry at ``index`` (its base's term at the base); None if it has none."""
+    if index == st.snapshot_index:
+        return st.snapshot_term
+    if st.first_index <= index <= st.last_index:
+        return st.entries(index, index + 1)[0].term
+    return None
+
+
+def fit_wal(st: DurableLog, meta: SnapshotMeta) -> bool:
+    """Make the WAL start after snapshot ``meta`` (ready.py step 0); True if the entries after it
+    were kept.  Decided by the term of the stored entry at the snapshot index, never by how long
+    the core's log is now: appends that arrived during the install grew that, and compacting a
+    WAL whose entry has another term raises (issue 14 §3).  The core decided on the same entry:
+    every save before the snapshot was drained first."""
+    if meta.index <= st.snapshot_index:
+        return True  # the WAL already starts at or after it
+    if wal_term_at(st, meta.index) == meta.term:
+        st.compact(meta.index, meta.term)  # Figure 13 step 6: the log continues the snapshot
+        return True
+    st.reset(meta.index, meta.term)  # step 7: discard the whole log
+    return False
 
 
 class Snapshotter:
@@ -41,6 +100,11 @@ class Snapshotter:
         self._sending: dict[str, asyncio.Task] = {}
         self.received: dict[tuple[int, int], Path] = {}
         self.transfers = {"sent": 0, "received": 0, "failed": 0}
+        self._failures: dict[str, int] = {}  # peer -> consecutive failed transfers
+        self._retry: dict[str, asyncio.TimerHandle] = {}  # peer -> delayed failure report
+        self._warned: dict[str, tuple[float, int]] = {}  # peer -> (last warning, suppressed)
+        self.fault: Callable[[str], None] | None = _kill_at(os.environ.get(FAULT_ENV))
+        self.mutants = frozenset(m for m in os.environ.get(MUTANTS_ENV, "").split(",") if m)
 
     # ------------------------------------------------------------------- startup --
     def recover(self):
@@ -56,7 +120,28 @@ class Snapshotter:
                      info.meta.term, len(self.server.fsm))
         return info
 
+    def reconcile(self, info: SnapshotInfo | None) -> None:
+        """Start-up half of the install's commit point: a crash after the snapshot file was
+        committed but before the WAL followed leaves a WAL that ends before the snapshot or
+        holds another term at its index.  Left so, the follower rejects every append after the
+        snapshot (issue 14 §2: wedged) or fails to save one (issue 21 §5: "entries start at
+        11, log needs 1..4" at every restart).  Do what the install would have done."""
+        st = self.server.storage
+        if info is None or "install-not-crash-atomic" in self.mutants:
+            return
+        meta = info.meta
+        term = wal_term_at(st, meta.index)
+        if meta.index <= st.snapshot_index or term == meta.term:
+            return  # the WAL starts at or after it, or continues its history
+        what = f"ends at {st.last_index}" if term is None else f"has term {term} there"
+        log.warning("snapshot %d (term %d) is newer than the WAL, which %s: an install was "
+                    "cut short; the log now starts after the snapshot", meta.index, meta.term,
+                    what)
+        fit_wal(st, meta)
+
     def close(self) -> None:
+        for h in self._retry.values():
+            h.cancel()
         for t in self._sending.values():
             t.cancel()
         self._pool.shutdown(wait=True)
@@ -101,6 +186,9 @@ class Snapshotter:
         node.snapshot_taken(meta)
         self.bytes_since = 0
         compact_to = min(meta.index, node.last_applied) - srv.cfg.snapshot_trailing
+        oldest = self.store.oldest_kept_index()
+        if oldest is not None:
+            compact_to = min(compact_to, oldest)  # the older snapshots stay usable (§8)
         if compact_to > node.log.snapshot_index:
             term = node.log.term_at(compact_to)
             node.compact(compact_to)
@@ -121,21 +209,46 @@ class Snapshotter:
 
     # ------------------------------------------------------------------- sending --
     def send(self, msg: InstallSnapshot, address: str | None) -> None:
-        if address is None or msg.dst in self._sending:
-            return
+        if address is None or msg.dst in self._sending or msg.dst in self._retry:
+            return  # a failure waiting out its back-off is reported later; the core retries then
         task = asyncio.get_running_loop().create_task(self._send(msg, address))
         self._sending[msg.dst] = task
         task.add_done_callback(lambda t, peer=msg.dst: self._sent(peer, t))
 
     def _sent(self, peer: str, task: asyncio.Task) -> None:
         self._sending.pop(peer, None)
-        ok = not task.cancelled() and task.exception() is None
-        if not ok:
-            self.transfers["failed"] += 1
-            log.warning("snapshot transfer to %s failed: %r", peer,
-                        None if task.cancelled() else task.exception())
-        else:
+        if not task.cancelled() and task.exception() is None:
             self.transfers["sent"] += 1
+            failed = self._failures.pop(peer, 0)
+            if self._warned.pop(peer, None) is not None:
+                log.info("snapshot transfer to %s succeeded after %d failures", peer, failed)
+            self._report(peer, True)
+            return
+        self.transfers["failed"] += 1
+        n = self._failures[peer] = self._failures.get(peer, 0) + 1
+        cfg = self.server.cfg
+        # Doubling from a heartbeat interval, capped at an election timeout: by then the
+        # follower may be back, and it would have started an election anyway.
+        delay = min(cfg.heartbeat_interval_ms * 2 ** min(n - 1, 16),
+                    cfg.election_timeout_ms) / 1000
+        self._warn(peer, n, delay, None if task.cancelled() else task.exception())
+        self._retry[peer] = asyncio.get_running_loop().call_later(
+            delay, self._report, peer, False)
+
+    def _warn(self, peer: str, n: int, delay: float, exc: BaseException | None) -> None:
+        """One line per failing peer per _WARN_EVERY_S, saying how many were not logged."""
+        now = time.monotonic()
+        last, suppressed = self._warned.get(peer, (None, 0))
+        if last is not None and now - last < _WARN_EVERY_S:
+            self._warned[peer] = (last, suppressed + 1)
+            return
+        self._warned[peer] = (now, 0)
+        more = f" ({suppressed} more failures not logged)" if suppressed else ""
+        log.warning("snapshot transfer to %s failed (%d in a row): %r; retrying in %.2f s%s",
+                    peer, n, exc, delay, more)
+
+    def _report(self, peer: str, ok: bool) -> None:
+        self._retry.pop(peer, None)
         self.server.node.report_snapshot(peer, ok)
         self.server.wake()
 
@@ -201,21 +314,33 @@ class Snapshotter:
 
     # ---------------------------------------------------------------- installing --
     async def install(self, meta: SnapshotMeta) -> None:
-        """Ready.snapshot (contract step 0): adopt the received file, restore the state
-        machine, and make the WAL start after it."""
+        """Ready.snapshot (contract step 0): commit the received file as the newest snapshot,
+        restore the state machine from it, make the WAL start after it, prune older files.
+        Every step after the commit point is redone by ``reconcile`` if a crash cuts it."""
         srv = self.server
         path = self.received.pop((meta.index, meta.term), None)
         if path is None:
             raise RuntimeError(f"asked to install snapshot {meta.index} that was not received")
         loop = asyncio.get_running_loop()
+        self._at("received")
         info = await loop.run_in_executor(self._pool, self.store.adopt, path, meta)
+        self._at("adopted")  # the commit point is behind us
         _, header, batches = read_state(info.path)
         await loop.run_in_executor(self._pool, srv.fsm.restore_stream, header, batches)
-        node = srv.node
-        if node.log.last_index > meta.index:
+        self._at("restored")
+        if "install-by-log-length" in self.mutants and srv.node.log.last_index > meta.index:
+            kept = True  # the old choice (issue 14 §3), kept as a mutant for the test
             await srv.on_disk(srv.storage.compact, meta.index, meta.term)
         else:
-            await srv.on_disk(srv.storage.reset, meta.index, meta.term)
+            kept = await srv.on_disk(fit_wal, srv.storage, meta)
+        self._at("wal")
+        # Only now: an older snapshot may be the WAL's base until the line above.
+        await loop.run_in_executor(self._pool, self.store.prune)
+        self._at("pruned")
         self.bytes_since = 0
         srv._event("snapshot", f"installed snapshot {meta.index} from the leader "
-                               f"({info.size} bytes)")
+                               f"({info.size} bytes, log {'kept' if kept else 'reset'})")
+
+    def _at(self, step: str) -> None:
+        if self.fault is not None:
+            self.fault(step)

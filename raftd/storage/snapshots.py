@@ -28,6 +28,7 @@ from pathlib import Path
 import msgpack
 
 from raftd.core import Configuration, SnapshotMeta
+from raftd.storage.durable import fsync_dir, mkdir_durable
 
 log = logging.getLogger("raftd.storage")
 
@@ -59,14 +60,6 @@ class SnapshotInfo:
                 "configuration": {"voters": sorted(cfg.voters | cfg.outgoing),
                                   "learners": sorted(cfg.learners),
                                   "addresses": cfg.address_map()}}
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _CrcWriter:
@@ -123,7 +116,7 @@ def write_snapshot_file(path: Path, meta: SnapshotMeta, header: dict, data,
             os.fsync(f.fileno())
     os.replace(tmp, path)
     if fsync:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     return size
 
 
@@ -200,7 +193,12 @@ class SnapshotStore:
 
     def __init__(self, directory: str | Path, keep: int = 2, fsync: bool = True):
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Synced into the data directory: otherwise a power loss can drop snapshots/ (and every
+        # snapshot in it) while the WAL, already compacted, survives (issue 21 §6).
+        if fsync:
+            mkdir_durable(self.dir)
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.keep = max(1, keep)
         self.fsync = fsync
 
@@ -237,6 +235,13 @@ class SnapshotStore:
                 log.error("%s; trying an older snapshot", e)
         return None
 
+    def oldest_kept_index(self) -> int | None:
+        """Index of the oldest snapshot file kept (by name; None if there is none).  Own
+        compaction never passes it, so the log still continues that snapshot when every newer
+        one turns out damaged (issue 21 §8)."""
+        paths = self.paths()[:self.keep]
+        return int(_NAME.match(paths[-1].name)[1]) if paths else None
+
     def path_for(self, meta: SnapshotMeta) -> Path:
         return self.dir / snapshot_name(meta.index, meta.term)
 
@@ -251,12 +256,15 @@ class SnapshotStore:
             p.unlink(missing_ok=True)
 
     def adopt(self, received: Path, meta: SnapshotMeta) -> SnapshotInfo:
-        """Move a verified incoming transfer into place as the newest snapshot."""
+        """Move a verified, fsynced incoming transfer into place as the newest snapshot.  The
+        directory fsync after the rename is the install's one commit point: from then on
+        start-up finds this snapshot and makes the WAL agree with it (Snapshotter.reconcile);
+        before it, the old snapshots and the old WAL are intact.  Pruning older files is left
+        to the caller, after the WAL has moved past them."""
         path = self.path_for(meta)
         os.replace(received, path)
         if self.fsync:
-            _fsync_dir(self.dir)
-        self.prune()
+            fsync_dir(self.dir)
         return read_meta(path)
 
 
