@@ -198,10 +198,10 @@ class World:
         """Let only ``nid``'s election timer run out (the others' timers are longer)."""
         node = self.node(nid)
         for _ in range(4 * self.cfg.election_ticks):
-            before = node.role
+            before = (node.role, node.term)
             node.tick()
             self._pump(nid)
-            if node.role != before:
+            if (node.role, node.term) != before:
                 break
         self._record()
 
