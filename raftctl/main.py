@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str | None, str]] = {
     "leader": ("leader", "app", "Leadership operations."),
     "ssh": ("bootstrap", "ssh_app", "Day-2 operations on a cluster deployed over SSH."),
     "certs": ("certs", "app", "Make a CA and issue certificates for mutual TLS."),
+    "sim": ("sim", None, "Watch a simulated cluster run the real Raft core (paper scenarios)."),
 }
 
 
