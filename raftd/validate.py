@@ -31,7 +31,7 @@ class Validator:
     def err(self, where: str, key: str, why: str) -> Exception:
         return self.error(f"{self.source}: {where + ': ' if where else ''}key '{key}': {why}")
 
-    def check_keys(self, section: dict, known: Iterable[str], where: str = "",
+    def check_keys(self, section: dict[str, Any], known: Iterable[str], where: str = "",
                    prefix: str = "") -> None:
         known = tuple(known)
         for key in section:
@@ -39,7 +39,7 @@ class Validator:
                 raise self.err(where, f"{prefix}{key}",
                                f"unknown key (known keys: {', '.join(sorted(known))})")
 
-    def typed(self, section: dict, key: str, want: type | tuple[type, ...], where: str = "",
+    def typed(self, section: dict[str, Any], key: str, want: type | tuple[type, ...], where: str = "",
               prefix: str = "", required: bool = False, default: Any = None) -> Any:
         if key not in section:
             if required:

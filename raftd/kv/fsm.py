@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -200,6 +200,12 @@ class KVStateMachine:
             return {"index": index, "swapped": swapped}
         raise AssertionError(f"unhandled op {cmd.op!r}")  # Command validates op
 
+    def _value(self, key: str) -> bytes:
+        """The value of a key known to be live (one of ``_keys``)."""
+        v = self._lookup(key)
+        assert v is not None
+        return v
+
     def _lookup(self, key: str) -> bytes | None:
         ov = self._overlay
         if ov is not None:
@@ -289,7 +295,7 @@ class KVStateMachine:
         for k in self._keys.irange(minimum=prefix):
             if not k.startswith(prefix) or (limit is not None and len(out) >= limit):
                 break
-            out[k] = self._lookup(k)
+            out[k] = self._value(k)
         return out
 
     def page(self, prefix: str, start_after: str | None, limit: int,
@@ -304,7 +310,7 @@ class KVStateMachine:
         for k in self._keys.irange(minimum=lo, inclusive=(not after, True)):
             if not k.startswith(prefix):
                 break
-            v = self._lookup(k)
+            v = self._value(k)
             size += len(k) + len(v) + 16  # + msgpack overhead, roughly
             if out and (len(out) >= limit or size > max_bytes):
                 return out, True
@@ -337,7 +343,7 @@ class KVStateMachine:
 
     def snapshot(self) -> bytes:
         """Serialise the replicated state (not ``stats``)."""
-        return msgpack.packb(
+        blob: bytes = msgpack.packb(
             {
                 "version": SNAPSHOT_VERSION,
                 "applied_index": self.applied_index,
@@ -350,6 +356,7 @@ class KVStateMachine:
             },
             use_bin_type=True,
         )
+        return blob
 
     # --- streaming snapshots (large states): freeze in the event loop, write elsewhere ------
 
@@ -378,7 +385,8 @@ class KVStateMachine:
                 else:
                     data[k] = v  # type: ignore[assignment]
 
-    def restore_stream(self, header: dict[str, Any], batches) -> None:
+    def restore_stream(self, header: dict[str, Any],
+                       batches: Iterable[list[list[Any]]]) -> None:
         """Replace the whole state from a frozen header and an iterable of [[key, value], ...]
         batches (see raftd.storage.snapshots).  ValueError on bad data, state untouched."""
         try:
