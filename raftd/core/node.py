@@ -427,8 +427,6 @@ class RaftNode:
             if msg.term == self.term and self.leader_id not in (None, msg.src):
                 # Election Safety: one leader per term, and we know who it is.
                 return f"{self.leader_id} leads term {self.term}"
-            if self._known_removed(msg.src):
-                return "a server our configurations removed"
         if isinstance(msg, TimeoutNow):
             if msg.src not in self._known_voters():
                 return "not a voter of our configuration"
@@ -788,20 +786,6 @@ class RaftNode:
         uncommitted, of the one before it: who may send TimeoutNow or a transfer vote."""
         prev = self._pending_previous()
         return self._voters() | (prev.voters | prev.outgoing if prev else frozenset())
-
-    def _known_removed(self, src: str) -> bool:
-        """True if ``src`` was a member of a configuration we know and is not in the current
-        or pending one (etcd's removed-member rule).  An id we never saw in any configuration
-        is not refused: it may lead under a configuration this node has not received yet, and
-        refusing it would strand a lagging follower."""
-        cfg = self.config
-        if not cfg.members or src in cfg.members:
-            return False
-        prev = self._pending_previous()
-        if prev is not None and src in prev.members:
-            return False
-        return src in self._base_config.members or any(
-            src in c.members for _, c in self._config_log)
 
     def _config_index(self) -> int:
         return self._config_log[-1][0] if self._config_log else self.log.snapshot_index

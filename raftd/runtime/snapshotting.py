@@ -19,10 +19,9 @@
   term (Figure 13 step 6), else it is reset to start after the snapshot (step 7).
 
 Fault injection for tests: ``fault`` is called with each install step's name (INSTALL_STEPS);
-``RAFTD_FAULT_INSTALL=<step>`` makes a real raftd kill -9 itself there.  ``RAFTD_MUTANTS``
-(comma-separated) re-enables old bugs so tests can show they catch them:
-``install-not-crash-atomic`` skips the start-up reconciliation, ``install-by-log-length``
-chooses compact or reset by the core's log length as before issue 14 §3.
+``RAFTD_FAULT_INSTALL=<step>`` makes a real raftd kill -9 itself there.  The mutants that
+show the tests catch the old bugs patch this module at run time
+(tests/runtime/test_snapshot_install_mutants.py); nothing here switches on them.
 """
 from __future__ import annotations
 
@@ -46,7 +45,6 @@ log = logging.getLogger("raftd.snapshot")
 
 INSTALL_STEPS = ("received", "adopted", "restored", "wal", "pruned")
 FAULT_ENV = "RAFTD_FAULT_INSTALL"
-MUTANTS_ENV = "RAFTD_MUTANTS"
 _WARN_EVERY_S = 10.0  # at most one warning per peer this often while its transfers keep failing
 
 
@@ -104,7 +102,6 @@ class Snapshotter:
         self._retry: dict[str, asyncio.TimerHandle] = {}  # peer -> delayed failure report
         self._warned: dict[str, tuple[float, int]] = {}  # peer -> (last warning, suppressed)
         self.fault: Callable[[str], None] | None = _kill_at(os.environ.get(FAULT_ENV))
-        self.mutants = frozenset(m for m in os.environ.get(MUTANTS_ENV, "").split(",") if m)
 
     # ------------------------------------------------------------------- startup --
     def recover(self):
@@ -127,7 +124,7 @@ class Snapshotter:
         snapshot (issue 14 §2: wedged) or fails to save one (issue 21 §5: "entries start at
         11, log needs 1..4" at every restart).  Do what the install would have done."""
         st = self.server.storage
-        if info is None or "install-not-crash-atomic" in self.mutants:
+        if info is None:
             return
         meta = info.meta
         term = wal_term_at(st, meta.index)
@@ -328,11 +325,7 @@ class Snapshotter:
         _, header, batches = read_state(info.path)
         await loop.run_in_executor(self._pool, srv.fsm.restore_stream, header, batches)
         self._at("restored")
-        if "install-by-log-length" in self.mutants and srv.node.log.last_index > meta.index:
-            kept = True  # the old choice (issue 14 §3), kept as a mutant for the test
-            await srv.on_disk(srv.storage.compact, meta.index, meta.term)
-        else:
-            kept = await srv.on_disk(fit_wal, srv.storage, meta)
+        kept = await srv.on_disk(fit_wal, srv.storage, meta)
         self._at("wal")
         # Only now: an older snapshot may be the WAL's base until the line above.
         await loop.run_in_executor(self._pool, self.store.prune)

@@ -179,20 +179,16 @@ def test_transfer_vote_from_a_non_voter_does_not_depose_the_leader():
     assert net.nodes["2"].term == term
 
 
-def test_append_entries_from_a_removed_member_is_refused_once_its_removal_commits():
+def test_append_entries_from_an_id_outside_our_configuration_is_accepted():
+    """The core cannot refuse ids it does not know: a server added (or re-added) by a
+    configuration this follower has not received yet may lead it.  Refusing a once-removed id
+    in the core stranded lagging followers when ids came back (simulator, 5 nodes, seed 39);
+    the runtime refuses removed ids instead, and ids are never reused (issue 19 §2)."""
     c4 = Configuration.make(["1", "2", "3", "4"])
     entries = [_e(1, 1, EntryKind.CONFIG, c4.encode()), _e(1, 2, EntryKind.CONFIG, C3.encode())]
-    pending = _follower(entries, term=1, conf=c4, commit_upto=1)
-    # Removal of 4 not committed yet: 4 still takes part (Raft §6)...
-    pending.step(AppendEntries("4", "2", 9, 2, 1, (), 2))
-    assert pending.refused == 0 and pending.term == 9 and pending.leader_id == "4"
     f = _follower(entries, term=1, conf=c4, commit_upto=2)
-    # ... once committed, 4 is a removed member: its term and entries change nothing.
     f.step(AppendEntries("4", "2", 9, 2, 1, (_e(9, 3),), 3))
-    assert f.refused == 1 and f.term == 1 and f.leader_id == "1" and f.log.last_index == 2
-    # An id no configuration we hold ever named may lead one we have not received yet.
-    f.step(AppendEntries("7", "2", 9, 2, 1, (_e(9, 3),), 2))
-    assert f.term == 9 and f.log.last_index == 3
+    assert f.refused == 0 and f.term == 9 and f.log.last_index == 3
 
 
 # --- issue 19 §1: a term near the 64-bit limit is never adopted ------------------------------

@@ -30,7 +30,7 @@ async def _scenario(tmp_path, inline_fsync):
         cfg = parse_config({"id": nid, "listen": addr, "data_dir": str(tmp_path / nid),
                             "peers": peers, "tick_ms": 10, "election_timeout_ms": 300,
                             "heartbeat_interval_ms": 30, "inline_fsync": inline_fsync}, "test")
-        servers[nid] = RaftServer(cfg, rng_seed=hash(nid) & 0xFFFF)
+        servers[nid] = RaftServer(cfg, rng_seed=int(nid[1:]))
         await servers[nid].start()
     try:
         async with AsyncClient(list(peers.values()), timeout=10) as c:

@@ -31,7 +31,7 @@ async def _scenario(tmp_path):
                             "peers": peers, "tick_ms": 10, "election_timeout_ms": 400,
                             "heartbeat_interval_ms": 40}, "test")
         assert cfg.inline_fsync == "auto"
-        srv = RaftServer(cfg, rng_seed=hash(nid) & 0xFFFF)
+        srv = RaftServer(cfg, rng_seed=int(nid[1:]))
         servers.append(srv)
         await srv.start()
         real = srv.storage.save_many

@@ -30,7 +30,7 @@ async def _scenario(tmp_path, inline_fsync=False):
         cfg = parse_config({"id": nid, "listen": addr, "data_dir": str(tmp_path / nid),
                             "peers": peers, "tick_ms": 10, "election_timeout_ms": 200,
                             "heartbeat_interval_ms": 40, "inline_fsync": inline_fsync}, "test")
-        servers.append(RaftServer(cfg, rng_seed=hash(nid) & 0xFFFF))
+        servers.append(RaftServer(cfg, rng_seed=int(nid[1:])))
     for srv in servers:
         await srv.start()
         durable = {"index": 0, "hs": None}
