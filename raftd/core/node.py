@@ -859,7 +859,10 @@ class RaftNode:
                 # A member just added has had no chance to answer yet: count it as active for
                 # the next check-quorum round, or adding voters that form a majority of C_new
                 # would make a healthy leader step down (etcd marks new progress the same way).
-                pr.recent_active = True
+                # A new leader marks no one: followers have a whole election timeout to answer
+                # its first round, and a leader isolated right after winning steps down after
+                # one check-quorum round, not two (issue 14 §8).
+                pr.recent_active = not fresh
 
     # ========================================================================= helpers ==
     def _send(self, msg: Message) -> None:

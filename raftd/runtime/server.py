@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from random import Random
 
 from raftd.config import NodeConfig, split_address
@@ -1066,11 +1066,12 @@ class RaftServer:
                             continue
                         if isinstance(msg, InstallSnapshot):
                             try:
-                                msg = self.snapshots.receive_chunk(snap_state, msg)
+                                whole = self.snapshots.receive_chunk(snap_state, msg)
                             except (ValueError, OSError) as e:
                                 raise RemoteProtocolError(f"bad snapshot transfer: {e}") from None
-                            if msg is None:
-                                continue
+                            # A chunk (done=False) still tells the core the leader is alive, so
+                            # a long transfer does not fire the election timer (issue 14 §8).
+                            msg = whole if whole is not None else replace(msg, data=b"")
                         if msg.dst != self.node_id or msg.src != peer_id:
                             log.warning("dropping %s for %s from %s on %s's link",
                                         type(msg).__name__, msg.dst, msg.src, peer_id)

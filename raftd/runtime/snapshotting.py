@@ -285,7 +285,11 @@ class Snapshotter:
             inc.write(msg.offset, msg.data)
             return None
         if inc is None:
-            return msg  # nothing transferred: the core answers from its state
+            # Nothing transferred: the core can answer only a snapshot it already covers.  Any
+            # other would make it install a file that does not exist (issue 19 §4).
+            if msg.last_included_index > self.server.node.commit_index:
+                raise ValueError("snapshot end without its chunks")
+            return msg
         state["incoming"] = None
         try:
             path = inc.finish()

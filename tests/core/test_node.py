@@ -277,3 +277,26 @@ def test_log_can_start_after_a_snapshot():
     assert node.log.first_index == 101 and node.log.term_at(100) == 3
     node.step(AppendEntries("1", "2", 4, 102, 4, (Entry(4, 103),), 103))
     assert node.commit_index == 103 and node.log.last_index == 103
+
+
+def test_leader_isolated_right_after_winning_steps_down_after_one_round():
+    """Issue 14 §8: a new leader counts no follower as active until it hears from it, so
+    check-quorum deposes a leader cut off at once after one election timeout, not two."""
+    net = Net(3)
+    node = net.nodes["1"]
+    for _ in range(3 * net.cfg.election_ticks):
+        node.tick()
+        if node.role != Role.FOLLOWER:
+            break
+    for _ in range(20):  # votes flow until 1 wins; from then on nobody hears it
+        net.stabilize(rounds=1)
+        if node.role == Role.LEADER:
+            break
+    assert node.role == Role.LEADER
+    net.down = {"1"}
+    net.inflight = []
+    for _ in range(net.cfg.election_ticks):
+        node.tick()
+        net.process("1")
+        net.inflight = []
+    assert node.role == Role.FOLLOWER
