@@ -188,19 +188,29 @@ class Reconfigurator:
         while True:
             cfg_index = node._config_index()
             if (node.commit_index >= cfg_index >= index and not node.config.joint
-                    and node.log.term_at(index) == term):
+                    and self._still_ours(index, term)):
                 # Checked before leadership: a leader that removed itself steps down right
                 # after C_new commits, and that is success.
                 self.server._event("membership",
                                    f"configuration committed: {node.config.describe()}")
                 return
             self._require_leader(phase)
-            if node.term != term or node.log.term_at(index) != term:
+            if node.term != term or not self._still_ours(index, term):
                 raise ChangeError("leadership_lost",
                                   f"the change was lost in a leader change ({phase})")
             if time.monotonic() > deadline:
                 raise ChangeError("timeout", f"the change did not commit in time ({phase})")
             await asyncio.sleep(self.server.cfg.tick_ms / 1000)
+
+    def _still_ours(self, index: int, term: int) -> bool:
+        """Our entry (index, term) is still in the log.  Compaction may have passed it while
+        the change waited (issue 14 §8): then it is ours if we are still in its term, since a
+        leader never overwrites its own entries (Leader Append-Only, Raft §5.3)."""
+        node = self.node
+        stored = node.log.term_at(index)
+        if stored is not None and index > node.log.snapshot_index:
+            return stored == term
+        return node.term == term and index <= node.log.snapshot_index
 
     async def _catch_up(self, ids: list[str], req: ChangeRequest) -> int:
         """Thesis §4.2.1: rounds of replication until a round is shorter than an election
