@@ -161,17 +161,6 @@ class RaftNode:
             raise ProposalDroppedError(f"leadership transfer to {self.transfer_target} in progress")
         return self._append(kind, data)
 
-    def propose_many(self, datas: list[bytes]) -> int:
-        """Append several NORMAL commands at once (what the runtime does with everything that
-        arrived since its last fsync); returns the index of the last one."""
-        if self.role != Role.LEADER:
-            raise NotLeaderError(self.leader_id)
-        if self.transfer_target is not None:
-            raise ProposalDroppedError(f"leadership transfer to {self.transfer_target} in progress")
-        term, first = self.term, self.log.last_index + 1
-        self.log.extend([Entry(term, first + i, EntryKind.NORMAL, d) for i, d in enumerate(datas)])
-        return self.log.last_index
-
     def read_index(self, request_id: object) -> None:
         """Register a linearizable read (thesis §6.4).  Its ReadState comes out of ready() once
         this leader has confirmed its leadership with a quorum after the read arrived."""
@@ -193,7 +182,7 @@ class RaftNode:
         if self.transfer_target is not None:
             raise ProposalDroppedError(f"leadership transfer to {self.transfer_target} in progress")
         cur = self.config
-        if cur.joint or self._config_index() > self.commit_index:
+        if cur.joint or self.config_index() > self.commit_index:
             raise ConfChangeInProgressError(
                 f"a membership change is still in progress ({cur.describe()})")
         if not target.voters:
@@ -265,25 +254,27 @@ class RaftNode:
         """Hand over everything produced since the last call (and forget it)."""
         if self.role == Role.LEADER:
             self._flush_appends()
-        rd = Ready()
-        if self._snapshot_to_install is not None:
-            rd.snapshot, self._snapshot_to_install = self._snapshot_to_install, None
+        snapshot, self._snapshot_to_install = self._snapshot_to_install, None
+        entries: list[Entry] = []
         if self._stable < self.log.last_index:
-            rd.entries = self.log.slice(self._stable + 1, self.log.last_index + 1)
+            entries = self.log.slice(self._stable + 1, self.log.last_index + 1)
             self._stable = self.log.last_index
+        hard_state = None
         hs = HardState(self.term, self.voted_for)
         if hs != self._last_hs:
-            rd.hard_state = self._last_hs = hs
+            hard_state = self._last_hs = hs
+        committed: list[Entry] = []
         hi = min(self.commit_index, self._stable)
         if hi > self._applying:
-            rd.committed_entries = self.log.slice(self._applying + 1, hi + 1)
+            committed = self.log.slice(self._applying + 1, hi + 1)
             self._applying = hi
+        soft_state = None
         ss = SoftState(self.role, self.leader_id, self.term)
         if ss != self._last_ss:
-            rd.soft_state = self._last_ss = ss
-        rd.messages, self._msgs = self._msgs, []
-        rd.read_states, self._read_states = self._read_states, []
-        return rd
+            soft_state = self._last_ss = ss
+        messages, self._msgs = self._msgs, []
+        read_states, self._read_states = self._read_states, []
+        return Ready(hard_state, entries, messages, committed, read_states, soft_state, snapshot)
 
     def has_ready(self) -> bool:
         return bool(self._msgs or self._read_states or self._stable < self.log.last_index
@@ -728,7 +719,7 @@ class RaftNode:
             waiting, self._reads_waiting_commit = self._reads_waiting_commit, []
             for rid in waiting:
                 self._register_read(rid)
-        cfg_index = self._config_index()
+        cfg_index = self.config_index()
         if cfg_index and cfg_index <= self.commit_index:
             cfg = self.config
             if cfg.joint:
@@ -779,7 +770,7 @@ class RaftNode:
     def _pending_previous(self) -> Configuration | None:
         """The configuration before the newest one while the newest is uncommitted (its
         servers still take part until it commits, Raft §6), else None."""
-        return self._previous_config() if self._config_index() > self.commit_index else None
+        return self._previous_config() if self.config_index() > self.commit_index else None
 
     def _known_voters(self) -> frozenset[str]:
         """Voters of the current configuration (both halves if joint) and, while it is
@@ -787,8 +778,15 @@ class RaftNode:
         prev = self._pending_previous()
         return self._voters() | (prev.voters | prev.outgoing if prev else frozenset())
 
-    def _config_index(self) -> int:
+    def config_index(self) -> int:
+        """Index of the entry that holds the configuration in force (the snapshot's index when
+        no configuration entry is left in the log)."""
         return self._config_log[-1][0] if self._config_log else self.log.snapshot_index
+
+    @property
+    def pending_snapshot(self) -> SnapshotMeta | None:
+        """A received snapshot the core accepted and the runtime has not been handed yet."""
+        return self._snapshot_to_install
 
     def configuration_at(self, index: int) -> Configuration:
         """The configuration in force at ``index`` (for a snapshot taken there, Raft §7)."""
@@ -808,7 +806,7 @@ class RaftNode:
         electable candidate (found by the simulator, seed 2005)."""
         if self.config.is_voter(self.id):
             return True
-        return (self._config_index() > self.commit_index
+        return (self.config_index() > self.commit_index
                 and self._previous_config().is_voter(self.id))
 
     def _previous_config(self) -> Configuration:
@@ -842,7 +840,7 @@ class RaftNode:
 
     def _sync_progress(self, fresh: bool = False) -> None:
         members = self.config.members
-        if self._config_index() > self.commit_index:
+        if self.config_index() > self.commit_index:
             # Until the newest configuration commits, keep replicating to the servers it
             # removes, so they learn they were removed and stop campaigning (Raft §6).
             members = members | self._previous_config().members

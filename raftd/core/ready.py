@@ -50,8 +50,9 @@ class ReadState:
     index: int | None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Ready:
+    """Immutable: a runtime that hands parts of it on makes a new one (dataclasses.replace)."""
     hard_state: HardState | None = None
     entries: list[Entry] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)

@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import NamedTuple, NewType
+from typing import NamedTuple
 
 # Terms and indexes stay far below the 64-bit limit of the wire and disk encodings, so term + 1
 # and index + n never overflow them (issue 19 §1).  A message with a larger value is refused.
 MAX_TERM = 2**62
 MAX_INDEX = 2**62
-
-NodeId = NewType("NodeId", str)
-Term = NewType("Term", int)
-Index = NewType("Index", int)
 
 
 class Role(enum.IntEnum):
@@ -25,7 +21,8 @@ class Role(enum.IntEnum):
     PRE_CANDIDATE = 1
     CANDIDATE = 2
     LEADER = 3
-    LEARNER = 4  # a follower that is not a voter in the current configuration
+    # 4 is reserved (a LEARNER role that was never produced: status derives "learner" from
+    # the configuration).
 
     def __str__(self) -> str:  # "leader", "follower", ...
         return self.name.lower().replace("_", "-")

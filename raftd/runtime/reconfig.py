@@ -75,7 +75,7 @@ class Reconfigurator:
         if node.role != Role.LEADER:
             raise NotLeaderError(node.leader_id)
         cur = node.config
-        if cur.joint or node._config_index() > node.commit_index:
+        if cur.joint or node.config_index() > node.commit_index:
             raise ChangeError("change_in_progress",
                               f"a membership change is still in progress ({cur.describe()})")
         addresses = {**self.server.cfg.peers, **cur.address_map()}
@@ -139,7 +139,7 @@ class Reconfigurator:
                 phases.append("joint configuration C_old,new committed")
             phases.append(f"new configuration committed: {target.describe()}")
         return {"phases": phases, "configuration": _describe(node.config),
-                "index": node._config_index()}
+                "index": node.config_index()}
 
     async def _check_reachable(self, add: dict[str, str]) -> None:
         async def probe(nid: str, addr: str) -> str | None:
@@ -186,7 +186,7 @@ class Reconfigurator:
         # Wait until the entry commits and, if it was joint, until C_new (appended by the core
         # when C_old,new commits) commits too.
         while True:
-            cfg_index = node._config_index()
+            cfg_index = node.config_index()
             if (node.commit_index >= cfg_index >= index and not node.config.joint
                     and self._still_ours(index, term)):
                 # Checked before leadership: a leader that removed itself steps down right

@@ -438,9 +438,8 @@ class RaftServer:
             await self._saves_drained()
             if rd.soft_state is not None:
                 self._on_soft_state(rd)
-                rd.soft_state = None
             await self.snapshots.install(rd.snapshot)  # contract step 0
-            rd.snapshot = None
+            rd = replace(rd, soft_state=None, snapshot=None)
         self._process_ready(rd)
 
     def _process_ready(self, rd: Ready) -> None:

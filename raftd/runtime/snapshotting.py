@@ -302,7 +302,7 @@ class Snapshotter:
 
     def discard_unused(self, msg: InstallSnapshot) -> None:
         """The core did not want a snapshot we received (it already had that much)."""
-        pending = self.server.node._snapshot_to_install
+        pending = self.server.node.pending_snapshot
         key = (msg.last_included_index, msg.last_included_term)
         if key in self.received and (pending is None or (pending.index, pending.term) != key):
             self.received.pop(key).unlink(missing_ok=True)

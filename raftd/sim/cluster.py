@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from raftd.core import (AppendEntries, AppendEntriesResponse, ConfChangeInProgressError, Configuration, Entry,
                         EntryKind, HardState, InstallSnapshot, InvalidConfChangeError,
@@ -352,8 +352,7 @@ class SimCluster:
                         self._send(msg)
                     else:
                         late.append(msg)
-                rd.messages = late
-                n.saves.append(rd)
+                n.saves.append(replace(rd, messages=late))
             elif n.disk_busy or n.saves:
                 n.saves.append(rd)  # waits behind the saves before it
             else:

@@ -166,7 +166,7 @@ def test_checker_detects_a_core_that_skips_joint_consensus(monkeypatch):
     def one_step(self, target):
         if self.role != Role.LEADER:
             raise NotLeaderError(self.leader_id)
-        if self.config.joint or self._config_index() > self.commit_index:
+        if self.config.joint or self.config_index() > self.commit_index:
             raise ConfChangeInProgressError("busy")
         return self._append(EntryKind.CONFIG, target.encode())
 
