@@ -39,7 +39,7 @@ class Output:
         return self.fmt == "json"
 
     def emit_json(self, obj: Any) -> None:
-        sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=_default) + "\n")
+        sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
     def table(self, columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
         from rich.table import Table  # noqa: PLC0415 - see the class docstring
@@ -61,7 +61,8 @@ class Output:
         sys.stderr.flush()
 
 
-def _default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """json.dumps default: bytes as text when they decode, else hex."""
     if isinstance(o, bytes):
         try:
             return o.decode()

@@ -15,7 +15,7 @@ from .. import dashboard
 from ..cluster import STATUS_TIMEOUT, gather_status, public, unreachable_reason
 from ..context import EndpointsOpt, OutputOpt, TimeoutOpt, run, settings, usage_error
 from ..errors import UNAVAILABLE, CliError, fail
-from ..output import _default
+from ..output import json_default
 
 
 def register(app: typer.Typer) -> None:
@@ -121,7 +121,7 @@ def watch_status(s, interval: float, count: int | None) -> int:
         if s.out.json:
             def show(st: dict) -> None:
                 doc = public({k: v for k, v in st.items() if k != "poll_ms"})
-                sys.stdout.write(json.dumps(doc, default=_default) + "\n")
+                sys.stdout.write(json.dumps(doc, default=json_default) + "\n")
                 sys.stdout.flush()
             asyncio.run(_watch_loop(s.endpoints, interval, count, show))
         elif s.out.console.is_terminal:

@@ -138,7 +138,7 @@ class Reconfigurator:
             if voters_change:
                 phases.append("joint configuration C_old,new committed")
             phases.append(f"new configuration committed: {target.describe()}")
-        return {"phases": phases, "configuration": _describe(node.config),
+        return {"phases": phases, "configuration": describe_configuration(node.config),
                 "index": node.config_index()}
 
     async def _check_reachable(self, add: dict[str, str]) -> None:
@@ -250,7 +250,7 @@ class Reconfigurator:
                                              f"was aborted and the old configuration is in force")
 
 
-def _describe(cfg: Configuration) -> dict:
+def describe_configuration(cfg: Configuration) -> dict:
     out = {"voters": sorted(cfg.voters | cfg.outgoing) if not cfg.joint else sorted(cfg.voters),
            "learners": sorted(cfg.learners), "joint": cfg.joint,
            "addresses": cfg.address_map()}

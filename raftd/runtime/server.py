@@ -40,7 +40,7 @@ from raftd.wire.framing import (FrameDecoder, FrameTooLarge, FrameType, RemotePr
 from .clusterclock import ClusterClock
 from .connguard import ConnectionGuard
 from .metrics import RaftMetrics
-from .reconfig import ChangeError, ChangeRequest, Reconfigurator, _describe
+from .reconfig import ChangeError, ChangeRequest, Reconfigurator, describe_configuration
 from .snapshotting import Snapshotter
 from .transport import PeerIdentityError, PeerLink
 
@@ -963,7 +963,7 @@ class RaftServer:
             "pid": os.getpid(),
             "applied_index": self.fsm.applied_index,
             "leader_address": addresses.get(node.leader_id) if node.leader_id else None,
-            "configuration": {**_describe(cfg),
+            "configuration": {**describe_configuration(cfg),
                               "addresses": {k: v for k, v in addresses.items()
                                             if k in cfg.members or not cfg.members}},
             "last_leader_contact_ms": (0 if node.role == Role.LEADER else
