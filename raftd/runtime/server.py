@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from random import Random
@@ -136,6 +137,8 @@ class RaftServer:
         self.started_at = time.time()
         self._rng = Random(rng_seed if rng_seed is not None else int.from_bytes(os.urandom(8)))
         self.storage: DurableLog | None = None
+        # Failpoint (tests): called with each snapshot-install step's name, set before start().
+        self.install_fault: Callable[[str], None] | None = None
         self._dir_lock = DataDirLock(cfg.data_dir)
         self.node: RaftNode | None = None
         # Session limits start at the state machine's defaults on every node: they are

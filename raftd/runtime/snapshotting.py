@@ -101,7 +101,8 @@ class Snapshotter:
         self._failures: dict[str, int] = {}  # peer -> consecutive failed transfers
         self._retry: dict[str, asyncio.TimerHandle] = {}  # peer -> delayed failure report
         self._warned: dict[str, tuple[float, int]] = {}  # peer -> (last warning, suppressed)
-        self.fault: Callable[[str], None] | None = _kill_at(os.environ.get(FAULT_ENV))
+        self.fault: Callable[[str], None] | None = (server.install_fault
+                                                    or _kill_at(os.environ.get(FAULT_ENV)))
 
     # ------------------------------------------------------------------- startup --
     def recover(self):

@@ -49,8 +49,8 @@ class Scene:
 
     async def start(self, nid: str, fault=None) -> RaftServer:
         srv = self.servers[nid] = self.server(nid)
+        srv.install_fault = fault  # before start(): its awaits may already run an install
         await srv.start()
-        srv.snapshots.fault = fault  # before the loop runs anything of this server
         return srv
 
     def leader(self) -> RaftServer | None:
@@ -61,7 +61,13 @@ class Scene:
         return AsyncClient([self.peers[n] for n in self.servers if n != self.victim], timeout=10)
 
     def diag(self) -> str:
-        return "; ".join(f"{n}: {s.node.status()} {s.snapshots.transfers} {s.events[-6:]}"
+        def progress(s: RaftServer) -> str:
+            return " ".join(f"{p}:{pr.state.name}/m{pr.match_index}/n{pr.next_index}"
+                            f"/snap{pr.pending_snapshot}" for p, pr in s.node.progress.items())
+
+        return "; ".join(f"{n}: {s.node.role.name} t{s.node.term} c{s.node.commit_index} "
+                         f"first{s.node.log.first_index} [{progress(s)}] "
+                         f"{s.snapshots.transfers} {[e['text'] for e in s.events[-5:]]}"
                          for n, s in self.servers.items())
 
     async def stop_all(self) -> None:
@@ -107,9 +113,19 @@ async def _prepare(tmp_path, stale: int) -> Scene:
         for i in range(4):
             await c.put(f"a{i}", b"new")
         leader = sc.leader()
+        # Both live servers compact at the same index, so whichever leads when the victim
+        # comes back must send it the snapshot (a leader with the whole log would just
+        # replicate, and no install step would ever run).
+        done = leader.fsm.applied_index
+        live = [s for n, s in sc.servers.items() if n != sc.victim]
+        await _until(lambda: all(s.fsm.applied_index >= done for s in live), 5, "apply")
         taken = await leader.snapshots.take()
+        for srv in live:
+            if srv is not leader:
+                await srv.snapshots.take()
         sc.snap_index, sc.snap_term = taken["index"], taken["term"]
-        assert leader.node.log.first_index == sc.snap_index + 1  # the victim needs the snapshot
+        for srv in live:  # the victim needs the snapshot
+            assert srv.node.log.first_index == sc.snap_index + 1, srv.node.log.first_index
         for i in range(3):
             await c.put(f"b{i}", b"after")
     assert sc.snap_term > 1
