@@ -93,15 +93,32 @@ async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
     conf = configuration or {"voters": [], "learners": [], "joint": False}
     for n in nodes:
         n["member"] = membership_of(n["id"], conf) if configuration else None
+    shown = {"voters": conf.get("voters", []), "learners": conf.get("learners", []),
+             "joint": conf.get("joint", False),
+             **({"old_voters": conf.get("old_voters", [])} if conf.get("joint") else {})}
     return {
         "leader": leader["id"] if leader else None,
         "term": max((n["term"] for n in nodes if n["term"] is not None), default=None),
+        "fault_tolerance": fault_tolerance(shown),
         "nodes": nodes,
-        "configuration": {"voters": conf.get("voters", []), "learners": conf.get("learners", []),
-                          "joint": conf.get("joint", False),
-                          **({"old_voters": conf.get("old_voters", [])}
-                             if conf.get("joint") else {})},
+        "configuration": shown,
     }
+
+
+def fault_tolerance(conf: dict) -> int | None:
+    """How many voters may fail while a quorum remains (a majority of n survives
+    (n - 1) // 2 failures).  In a joint configuration a decision needs a majority of both
+    C_old and C_new (Raft §6), so the smaller of the two.  None without a configuration."""
+    sets = [conf.get("voters") or []]
+    if conf.get("joint"):
+        sets.append(conf.get("old_voters") or [])
+    if not all(sets):
+        return None
+    return min((len(s) - 1) // 2 for s in sets)
+
+
+def tolerates(n: int | None) -> str:
+    return "" if n is None else f"tolerates {n} failure{'' if n == 1 else 's'}"
 
 
 def membership_of(nid: str, conf: dict) -> str:

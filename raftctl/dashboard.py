@@ -32,7 +32,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .cluster import unreachable_reason
+from .cluster import fault_tolerance, tolerates, unreachable_reason
 
 WINDOW_S = 60.0  # throughput history shown
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
@@ -73,22 +73,6 @@ def node_lag(snap: dict, node: dict) -> int | None:
     if not node.get("reachable") or applied is None:
         return None
     return max(0, last - applied)
-
-
-def fault_tolerance(conf: dict) -> int | None:
-    """How many voters may fail while a quorum remains (a majority of n survives
-    (n - 1) // 2 failures).  In a joint configuration a decision needs a majority of both
-    C_old and C_new (Raft §6), so the smaller of the two.  None without a configuration."""
-    sets = [conf.get("voters") or []]
-    if conf.get("joint"):
-        sets.append(conf.get("old_voters") or [])
-    if not all(sets):
-        return None
-    return min((len(s) - 1) // 2 for s in sets)
-
-
-def tolerates(n: int | None) -> str:
-    return "" if n is None else f"tolerates {n} failure{'' if n == 1 else 's'}"
 
 
 def analyze(snap: dict, max_lag: int | None = None) -> dict:

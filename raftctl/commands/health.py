@@ -11,7 +11,8 @@ import typer
 
 from ..cluster import STATUS_TIMEOUT, gather_status
 from ..context import EndpointsOpt, OutputOpt, TimeoutOpt, run, settings, usage_error
-from ..dashboard import analyze, tolerates
+from ..cluster import tolerates
+from ..dashboard import analyze
 from ..errors import UNAVAILABLE
 
 

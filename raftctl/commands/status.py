@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import dashboard
-from ..cluster import STATUS_TIMEOUT, gather_status, public, unreachable_reason
+from ..cluster import STATUS_TIMEOUT, gather_status, public, tolerates, unreachable_reason
 from ..context import EndpointsOpt, OutputOpt, TimeoutOpt, run, settings, usage_error
 from ..errors import UNAVAILABLE, CliError, fail
 from ..output import json_default
@@ -74,7 +74,9 @@ def print_status(out, st: dict) -> None:
     title = (f"leader: {st['leader'] or 'none'}   term: {term}   voters: "
              f"{','.join(conf['voters']) or '-'}"
              + (f" (joint, old: {','.join(conf.get('old_voters', []))})" if conf["joint"] else "")
-             + (f"   learners: {','.join(conf['learners'])}" if conf["learners"] else ""))
+             + (f"   learners: {','.join(conf['learners'])}" if conf["learners"] else "")
+             + (f"   {tolerates(st['fault_tolerance'])}"
+                if st.get("fault_tolerance") is not None else ""))
     rows = [[n["id"], n["address"], n.get("member") or "-", n["role"] or "-", n["term"],
              n["commit_index"], n["applied_index"], n["last_log_index"], n.get("snapshot_index"),
              n.get("first_log_index"), "yes" if n["reachable"] else "NO"]

@@ -49,6 +49,8 @@ def test_local_up_json_status_kv_and_down(local):
     st = json.loads(raftctl("-e", eps, "status", "-o", "json", check=0).stdout)
     assert st["leader"] in {"n1", "n2", "n3"} and st["configuration"]["joint"] is False
     assert sorted(st["configuration"]["voters"]) == ["n1", "n2", "n3"]
+    assert st["fault_tolerance"] == 1  # issue 18 §4
+    assert "tolerates 1 failure" in raftctl("-e", eps, "status", check=0).stdout
     assert all(set(n) >= {"id", "address", "role", "term", "commit_index", "applied_index",
                           "last_log_index", "reachable", "pid"} for n in st["nodes"])
 
