@@ -184,8 +184,10 @@ def plan(probes: dict[str, dict], inv: Inventory, build: dict[str, Any], *,
         else:
             hosts.append(hp)
     if refusals:
+        what = ("are not members of the cluster" if {r.kind for r in refusals} == {"usage"}
+                else "were refused")
         return Plan("start", (), tuple(refusals), "" if len(refusals) == 1 else
-                    f"{len(refusals)} hosts are not members of the cluster: "
+                    f"{len(refusals)} hosts {what}: "
                     f"{', '.join(r.host or '' for r in refusals)}; nothing was changed")
     running = any(hp.running for hp in hosts)
     if running and not upgrade:
