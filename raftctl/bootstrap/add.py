@@ -20,6 +20,7 @@ from .steps import (BootstrapOptions, activate, get_wheel, install, preflight,
 
 def add_host(s: Settings, sess: Session, opts: BootstrapOptions) -> int:
     inv = sess.inv
+    assert opts.add_host is not None
     target = inv.host(opts.add_host)
     others = [h for h in inv.hosts if h.name != target.name]
     if not others:

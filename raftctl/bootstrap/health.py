@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 from raftd.client import AsyncClient
 
@@ -36,7 +36,7 @@ def check_alive(sess: Session, nodes: list[Node]) -> None:
 
 
 def wait_healthy(sess: Session, endpoints: list[str], must_reach: list[str],
-                  timeout: float, watch: list[Node] = (), catch_up: str | None = None,
+                  timeout: float, watch: Sequence[Node] = (), catch_up: str | None = None,
                   what: str = "a leader") -> dict:
     """Poll until the cluster has a leader, every endpoint in ``must_reach`` answers and (if
     given) the node at ``catch_up`` has applied what the leader had committed when it came

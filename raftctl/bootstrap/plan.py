@@ -165,9 +165,9 @@ def plan(probes: dict[str, dict], inv: Inventory, build: dict[str, Any], *,
     changes = address_changes(inv, configs)
     if changes:
         if any(probes[n].get("has_log", True) for n in probes):
-            refusals = _refuse_address_changes(changes, path)
-            return Plan("start", (), tuple(refusals), "" if len(refusals) == 1 else
-                        f"{len(refusals)} hosts' configs differ from the inventory: "
+            refused = _refuse_address_changes(changes, path)
+            return Plan("start", (), tuple(refused), "" if len(refused) == 1 else
+                        f"{len(refused)} hosts' configs differ from the inventory: "
                         f"{', '.join(changes)}; nothing was changed")
         configs = {}  # no log anywhere: nothing remembers the old addresses; start afresh
     initial: dict[str, str] = {}

@@ -47,7 +47,7 @@ def preflight(sess: Session, hosts: list[Host], offline: bool) -> list[Node]:
         names = ", ".join(e.host.name for e in errors)
         raise HostsFailed(errors, f"preflight failed on {len(errors)} of {len(hosts)} hosts "
                                   f"({names}); nothing was changed")
-    return [n for _, n, _ in results]
+    return [n for _, n, _ in results if n is not None]
 
 
 # --------------------------------------------------------------------------- wheel --
@@ -58,7 +58,7 @@ class Shipment:
     offline: bool
     wheelhouse: Path | None
     tmp: Path
-    deps: dict[tuple[int, int], list[Path]] = field(default_factory=dict)
+    deps: dict[tuple[int, ...], list[Path]] = field(default_factory=dict)  # by (major, minor)
 
 
 def get_wheel(wheel: Path | None, note: Callable[[str], None]) -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -285,7 +285,7 @@ def recover(ctx: typer.Context,
 def _recover(s, data_dirs, directory, nodes, base_port) -> int:
     survey = [recovery.survey(d) for d in data_dirs]
     best = max(survey, key=lambda x: (x.last_term, x.last_index))
-    report = {"nodes": [x.describe() for x in survey], "newest": str(best.dir)}
+    report: dict[str, Any] = {"nodes": [x.describe() for x in survey], "newest": str(best.dir)}
     if directory is None:
         if s.out.json:
             s.out.emit_json(report)
