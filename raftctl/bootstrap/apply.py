@@ -20,7 +20,7 @@ from ..ssh import HostError, Reporter, parallel, wheel_info
 from .add import add_host
 from .certs import ensure_tls
 from .health import roll, wait_healthy
-from .plan import Plan, plan
+from .plan import Plan, address_refusals, plan
 from .report import finish
 from .session import HostsFailed, Node, Session, host_errors
 from .steps import (BootstrapOptions, activate, get_wheel, install, preflight,
@@ -55,9 +55,13 @@ def bootstrap(s: Settings, sess: Session, opts: BootstrapOptions) -> int:
             Reporter(s.out.err, inv.hosts) as rep:
         sess.rep = rep
         nodes = preflight(sess, inv.hosts, opts.offline)
+        probes = {n.host.name: n.probe for n in nodes}
+        early = address_refusals(probes, inv, str(sess.inventory_path))
+        if early is not None:
+            refuse(sess, early)  # at once: before building or shipping anything
         wheel = get_wheel(opts.wheel, sess.note)
         info = wheel_info(wheel)
-        p = plan({n.host.name: n.probe for n in nodes}, inv, info, upgrade=opts.upgrade,
+        p = plan(probes, inv, info, upgrade=opts.upgrade,
                  inventory_path=str(sess.inventory_path))
         refuse(sess, p)
         run = Run(s, sess, opts, nodes, p, wheel, info, Path(tmpd))

@@ -157,18 +157,29 @@ def _refuse_address_changes(changes: dict[str, str], inventory_path: str) -> lis
             for name, what in changes.items()]
 
 
+def address_refusals(probes: dict[str, dict], inv: Inventory, path: str) -> Plan | None:
+    """The refusing Plan when the hosts' configs name other addresses than the inventory
+    and some data dir holds a log; None otherwise.  Needs no build: bootstrap asks this
+    right after preflight, before building or shipping anything."""
+    configs = {h.name: c for h in inv.hosts if (c := _remote_config(probes[h.name]))}
+    changes = address_changes(inv, configs)
+    if not changes or not any(probes[n].get("has_log", True) for n in probes):
+        return None
+    refused = _refuse_address_changes(changes, path)
+    return Plan("start", (), tuple(refused), "" if len(refused) == 1 else
+                f"{len(refused)} hosts' configs differ from the inventory: "
+                f"{', '.join(changes)}; nothing was changed")
+
+
 def plan(probes: dict[str, dict], inv: Inventory, build: dict[str, Any], *,
          upgrade: bool = False, inventory_path: str = "") -> Plan:
     """Decide, for every host of ``inv`` (each with its probe), what bootstrap does."""
     path = inventory_path or inv.path
     configs = {h.name: c for h in inv.hosts if (c := _remote_config(probes[h.name]))}
-    changes = address_changes(inv, configs)
-    if changes:
-        if any(probes[n].get("has_log", True) for n in probes):
-            refused = _refuse_address_changes(changes, path)
-            return Plan("start", (), tuple(refused), "" if len(refused) == 1 else
-                        f"{len(refused)} hosts' configs differ from the inventory: "
-                        f"{', '.join(changes)}; nothing was changed")
+    refused = address_refusals(probes, inv, path)
+    if refused is not None:
+        return refused
+    if address_changes(inv, configs):
         configs = {}  # no log anywhere: nothing remembers the old addresses; start afresh
     initial: dict[str, str] = {}
     for cfg in configs.values():
