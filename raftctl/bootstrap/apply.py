@@ -20,7 +20,7 @@ from ..ssh import HostError, Reporter, parallel, wheel_info
 from .add import add_host
 from .certs import ensure_tls
 from .health import roll, wait_healthy
-from .plan import Plan, address_refusals, plan
+from .plan import HostPlan, Plan, address_refusals, plan
 from .report import finish
 from .session import HostsFailed, Node, Session, host_errors
 from .steps import (BootstrapOptions, activate, get_wheel, install, preflight,
@@ -39,7 +39,7 @@ class Run:
     info: dict
     tmp: Path
 
-    def hp(self, n: Node):
+    def hp(self, n: Node) -> HostPlan:
         return self.plan.host(n.host.name)
 
     def finish(self, changed: bool) -> int:
