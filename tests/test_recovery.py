@@ -122,7 +122,15 @@ def _strace(argv: list[str], out: Path) -> list[tuple[str, list[str]]]:
     return calls
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def _strace_works() -> bool:
+    if shutil.which("strace") is None:
+        return False
+    r = subprocess.run(["strace", "-qq", "-e", "trace=none", "true"], capture_output=True,
+                       timeout=30)
+    return r.returncode == 0  # not where ptrace is forbidden
+
+
+@pytest.mark.skipif(not _strace_works(), reason="needs a working strace")
 def test_seeding_makes_every_file_and_directory_durable(tmp_path):
     """Run the seeding under strace and check the rules of a crash-consistent write: every
     file that ends up in the new cluster dir was fsynced under its final or temporary name,
