@@ -151,3 +151,27 @@ def test_preflight_problems(change, expect):
     inv = inventory()
     assert preflight_problem(inv.hosts[0], probe(), inv, offline=False) is None
     assert expect in preflight_problem(inv.hosts[0], probe(**change), inv, offline=False)
+
+
+def test_no_plan_ever_writes_a_config_listing_a_node_at_another_address():
+    """Whatever the hosts hold (configs from the inventory or from one with other ports,
+    none, logs or not, running or not), every config a plan writes lists each node in
+    peers at the address it listens on (issue 16 §10).  Seeded: replayable."""
+    import random
+    rng = random.Random(1610)
+    new = inventory((7201, 7202, 7203))
+    sources = [None, inventory(), inventory((7101, 7202, 7203)), new]
+    for _ in range(300):
+        probes = {}
+        for h in new.hosts:
+            src = rng.choice(sources)
+            probes[h.name] = probe(
+                running=src is not None and rng.random() < 0.3,
+                build=rng.choice([None, "b1", "b2"]) if src is not None else None,
+                has_log=src is not None and rng.random() < 0.5,
+                config=src.node_config_text(src.host(h.name)) if src else None)
+        p = plan(probes, new, BUILD, upgrade=rng.random() < 0.5)
+        for hp in p.hosts:
+            if hp.config is not None:
+                cfg = yaml.safe_load(hp.config)
+                assert cfg.get("join") or cfg["peers"][hp.name] == cfg["listen"], hp
