@@ -130,7 +130,10 @@ def _log_copy(data_dir: Path) -> Iterator[DurableLog]:
             for p in wal.iterdir():
                 if p.is_file():
                     shutil.copyfile(p, copy / p.name)
-        log = DurableLog.open(copy, fsync=False)
+        try:
+            log = DurableLog.open(copy, fsync=False)
+        except CorruptLogError as e:  # name the operator's file, not the private copy
+            raise CorruptLogError(wal / Path(e.path).name, e.offset, e.reason) from None
         try:
             yield log
         finally:

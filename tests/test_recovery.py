@@ -68,6 +68,20 @@ def test_survey_of_a_non_data_dir_is_a_usage_error(tmp_path):
     assert list(tmp_path.iterdir()) == []  # not even a LOCK file
 
 
+def test_a_damaged_log_is_reported_at_its_own_path(tmp_path):
+    d = _stopped_data_dir(tmp_path / "n1", torn_tail=b"")
+    (seg,) = (d / "wal").iterdir()
+    data = bytearray(seg.read_bytes())
+    data[40] ^= 0xFF  # inside the first records, not a torn tail
+    seg.write_bytes(bytes(data))
+    with pytest.raises(recovery.CorruptLogError) as e:
+        recovery.survey(d)
+    assert e.value.path == str(seg)
+    r = subprocess.run([sys.executable, "-m", "raftctl.main", "snapshot", "recover", str(d)],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 1 and f"corrupt record in {seg} at offset" in r.stderr, r.stderr
+
+
 def _open_fds_on(path: Path) -> int:
     n = 0
     for fd in os.listdir("/proc/self/fd"):
