@@ -226,6 +226,19 @@ def op_status(a):
     return out
 
 
+def _has_log(data_dir):
+    """Whether raftd ever wrote state into data_dir: a WAL segment or a snapshot file.  Then
+    the cluster's configuration, with its addresses, lives there (issue 16 §10)."""
+    for sub, suffix in (("wal", ".wal"), ("snapshots", ".snap")):
+        try:
+            names = os.listdir(os.path.join(data_dir, sub))
+        except OSError:
+            continue
+        if any(n.endswith(suffix) for n in names):
+            return True
+    return False
+
+
 def op_probe(a):
     """Everything preflight needs, in one round trip."""
     import importlib.util
@@ -247,7 +260,7 @@ def op_probe(a):
             "machine": platform.machine(), "venv": has_venv, "ensurepip": has_ensurepip,
             "uid": os.geteuid(), "systemd": systemd, "port_free": free, "port_error": why,
             "config": _read(os.path.join(a["root"], "raftd.yaml")), "status": st,
-            "has_root": os.path.isdir(a["root"])}
+            "has_root": os.path.isdir(a["root"]), "has_log": _has_log(a["data_dir"])}
 
 
 def op_mkdirs(a):

@@ -5,12 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the real-process tests use (nftables: network partitions; tmux: dashboard;
-# openssh-server: SSH bootstrap).  Only as root on Debian/Ubuntu; otherwise those tests skip.
+# openssh-server: SSH bootstrap; strace: the seeding durability test).  Only as root on
+# Debian/Ubuntu; otherwise those tests skip.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   missing=""
   command -v nft >/dev/null 2>&1 || missing="$missing nftables"
   command -v tmux >/dev/null 2>&1 || missing="$missing tmux"
   [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
+  command -v strace >/dev/null 2>&1 || missing="$missing strace"
   if [ -n "$missing" ]; then
     echo "installing:$missing" >&2
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >&2 \

@@ -12,18 +12,13 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
+from raftd import recovery
 from raftd.client import AsyncClient
-from raftd.core import Configuration, EntryKind, SnapshotMeta
-from raftd.kv.fsm import KVStateMachine
-from raftd.storage.snapshots import (CorruptSnapshotError, SnapshotStore, read_meta, read_state,
-                                     snapshot_name, verify, write_snapshot_file)
-from raftd.storage.lock import DataDirInUse, hold_offline
-from raftd.storage.durable import fsync_dir
-from raftd.storage.wal import DurableLog
+from raftd.recovery import CorruptSnapshotError
 
 from ..cluster import gather_status
 from ..context import EndpointsOpt, OutputOpt, TimeoutOpt, run, settings, usage_error
@@ -126,21 +121,20 @@ def save(ctx: typer.Context, file: Annotated[Path, typer.Argument(metavar="FILE"
         tmp = file.with_name(file.name + ".part")
         try:
             asyncio.run(_fetch(leader["address"], snap["index"], tmp, s.timeout))
-            verify(tmp)
+            recovery.verify(tmp)
             if not force and file.exists():  # appeared while we fetched: still never replace
                 raise CliError(f"{file} already exists; use --force to replace it",
                                kind="file_exists")
             os.replace(tmp, file)
-            fsync_dir(file.parent)  # the new name is durable only once its directory is
+            recovery.fsync_dir(file.parent)  # the new name is durable only once its directory is
         except CorruptSnapshotError as e:
             raise CliError(f"the backup did not verify: {e}", kind="corrupt_snapshot") from None
         except OSError as e:
             raise CliError(f"cannot write {file}: {e.strerror or e}", kind="io_error") from None
         finally:
             tmp.unlink(missing_ok=True)
-        info = read_meta(file).describe()
+        info = recovery.describe_snapshot(file)
         info.update({"file": str(file), "node": leader["id"]})
-        info.pop("path", None)
         if s.out.json:
             s.out.emit_json(info)
         else:
@@ -191,10 +185,8 @@ def inspect(ctx: typer.Context, file: Annotated[Path, typer.Argument(metavar="FI
     def body() -> int:
         if not file.exists():
             raise usage_error(f"no such file: {file}")
-        verify(file)
-        info = read_meta(file).describe()
+        info = recovery.describe_snapshot(file)
         info["file"] = str(file)
-        info.pop("path", None)
         if s.out.json:
             s.out.emit_json(info)
         else:
@@ -208,36 +200,24 @@ def inspect(ctx: typer.Context, file: Annotated[Path, typer.Argument(metavar="FI
 
 
 def seed_cluster(directory: Path, nodes: int, base_port: int, index: int, term: int,
-                 header: dict, batches, keys: int | None = None) -> list[dict]:
+                 header: dict, data, keys: int | None = None) -> list[dict]:
     """Write a new local cluster whose every node starts from the given state at (index,
-    term), with a fresh configuration of its own."""
+    term), with a fresh configuration of its own.  Every file and directory is durable when
+    this returns (issue 21 §6): the directories are made and synced into their parents
+    before local's config writer finds them, and the files it writes are synced after."""
     if (directory / "cluster.yaml").exists():
         raise usage_error(f"{directory} already holds a cluster; use an empty directory")
-    directory.mkdir(parents=True, exist_ok=True)
+    recovery.make_dirs(directory)
     layout = _layout(directory, nodes, base_port, "127.0.0.1", False)
-    _write_configs(directory, layout, {"fsync": True, "tick_ms": 25,
-                                       "election_timeout_ms": 500,
-                                       "heartbeat_interval_ms": 100})
-    conf = Configuration.make([n["id"] for n in layout],
-                              addresses={n["id"]: n["address"] for n in layout})
-    meta = SnapshotMeta(index, term, conf)
-    first = Path(layout[0]["data_dir"]) / "snapshots"
-    first.mkdir(parents=True, exist_ok=True)
-    src = first / snapshot_name(index, term)
-    write_snapshot_file(src, meta, header, batches, keys=keys)
     for n in layout:
-        d = Path(n["data_dir"])
-        store = SnapshotStore(d / "snapshots")
-        dst = store.dir / src.name
-        if dst != src:
-            with open(src, "rb") as a, open(dst, "wb") as b:
-                while chunk := a.read(1 << 20):
-                    b.write(chunk)
-        wal = DurableLog.open(d / "wal")
-        wal.reset(index, term)
-        from raftd.core import HardState  # noqa: PLC0415
-        wal.save(HardState(term, None), [])
-        wal.close()
+        recovery.make_dirs(n["data_dir"])
+    _write_configs(directory, layout, {"fsync": True, "tick_ms": 25,
+                                      "election_timeout_ms": 500,
+                                      "heartbeat_interval_ms": 100})
+    recovery.sync_files([Path(n["data_dir"]) / "raftd.yaml" for n in layout]
+                        + [directory / "cluster.yaml"])
+    recovery.seed([n["data_dir"] for n in layout], {n["id"]: n["address"] for n in layout},
+                  index, term, header, data, keys=keys)
     return layout
 
 
@@ -253,10 +233,9 @@ def restore(ctx: typer.Context, file: Annotated[Path, typer.Argument(metavar="FI
     s = settings(ctx, None, output, timeout or 30.0)
 
     def body() -> int:
-        verify(file)
-        info, header, batches = read_state(file)
-        seed_cluster(directory, nodes, base_port, info.meta.index, info.meta.term, header,
-                     batches, keys=info.keys)
+        with recovery.read_snapshot(file) as (info, header, batches):
+            seed_cluster(directory, nodes, base_port, info.meta.index, info.meta.term, header,
+                         batches, keys=info.keys)
         layout, st = bring_up(directory, timeout=s.timeout, info=s.out.info)
         result = {"endpoints": [n["address"] for n in layout], "leader": st["leader"],
                   "index": info.meta.index, "keys": info.keys,
@@ -270,24 +249,6 @@ def restore(ctx: typer.Context, file: Annotated[Path, typer.Argument(metavar="FI
         return 0
 
     run(s, body)
-
-
-def _survey(data_dir: Path) -> dict:
-    """What one (stopped) node's data directory holds."""
-    if not (data_dir / "wal").exists() and not (data_dir / "snapshots").exists():
-        raise usage_error(f"{data_dir} is not a raftd data directory (no wal/ or snapshots/)")
-    snap = SnapshotStore(data_dir / "snapshots").latest_valid() \
-        if (data_dir / "snapshots").exists() else None
-    wal = DurableLog.open(data_dir / "wal")
-    try:
-        last_index = wal.last_index
-        last_term = (wal.entries(last_index, last_index + 1)[0].term
-                     if last_index >= wal.first_index else wal.snapshot_term)
-        return {"dir": str(data_dir), "snapshot_index": snap.meta.index if snap else 0,
-                "first_log_index": wal.first_index, "last_index": last_index,
-                "last_term": last_term, "term": wal.hard_state.term, "_snap": snap}
-    finally:
-        wal.close()
 
 
 @app.command("recover")
@@ -308,63 +269,43 @@ def recover(ctx: typer.Context,
     s = settings(ctx, None, output, timeout or 30.0)
 
     def body() -> int:
-        # Held until the command ends: opening a live node's WAL runs recovery, which may
-        # truncate what it is writing, and no raftd may start on these directories meanwhile.
-        locks = []
+        # Held until the command ends: no raftd may start on these directories while they
+        # are read (the survey reads a copy of each WAL and writes nothing to them).
         try:
-            for d in data_dirs:
-                locks.append(hold_offline(str(d)))
-            return _recover(s, data_dirs, directory, nodes, base_port)
-        except DataDirInUse as e:
+            with recovery.offline_locks(data_dirs):
+                return _recover(s, data_dirs, directory, nodes, base_port)
+        except recovery.DataDirInUse as e:
             raise usage_error(str(e)) from None
-        finally:
-            for lock in locks:
-                lock.release()
+        except recovery.NotADataDir as e:
+            raise usage_error(str(e)) from None
 
     run(s, body)
 
 
 def _recover(s, data_dirs, directory, nodes, base_port) -> int:
-    survey = [_survey(Path(d)) for d in data_dirs]
-    best = max(survey, key=lambda x: (x["last_term"], x["last_index"]))
-    report = {"nodes": [{k: v for k, v in x.items() if not k.startswith("_")}
-                        for x in survey], "newest": best["dir"]}
+    survey = [recovery.survey(d) for d in data_dirs]
+    best = max(survey, key=lambda x: (x.last_term, x.last_index))
+    report: dict[str, Any] = {"nodes": [x.describe() for x in survey], "newest": str(best.dir)}
     if directory is None:
         if s.out.json:
             s.out.emit_json(report)
         else:
             s.out.table(["data dir", "snapshot", "first log", "last index", "last term"],
-                        [[x["dir"], x["snapshot_index"], x["first_log_index"],
-                          x["last_index"], x["last_term"]] for x in survey])
-            s.out.line(f"newest: {best['dir']}; rebuild with --dir NEWDIR")
+                        [[str(x.dir), x.snapshot_index, x.first_log_index, x.last_index,
+                          x.last_term] for x in survey])
+            s.out.line(f"newest: {best.dir}; rebuild with --dir NEWDIR")
         return 0
-    fsm = KVStateMachine()
-    if best["_snap"] is not None:
-        _, header, batches = read_state(best["_snap"].path)
-        fsm.restore_stream(header, batches)
-    wal = DurableLog.open(Path(best["dir"]) / "wal")
-    try:
-        for e in wal.entries(max(fsm.applied_index + 1, wal.first_index),
-                             wal.last_index + 1):
-            if e.kind == EntryKind.NORMAL:
-                fsm.apply(e.index, e.data)
-            else:
-                fsm.apply_noop(e.index)
-    finally:
-        wal.close()
-    header, data = fsm.freeze()
-    index = max(fsm.applied_index, 1)
-    seed_cluster(directory, nodes, base_port, index, max(best["last_term"], 1), header,
-                 data)
+    state = recovery.rebuild(best)
+    seed_cluster(directory, nodes, base_port, state.index, state.term, state.header,
+                 state.data)
     layout, st = bring_up(directory, timeout=s.timeout, info=s.out.info)
-    report.update({"rebuilt": str(directory), "index": index, "keys": len(fsm),
+    report.update({"rebuilt": str(directory), "index": state.index, "keys": state.keys,
                    "endpoints": [n["address"] for n in layout], "leader": st["leader"]})
     if s.out.json:
         s.out.emit_json(report)
     else:
         plural = "s" if nodes != 1 else ""
-        s.out.line(f"rebuilt {len(fsm)} keys up to index {index} from {best['dir']} into "
+        s.out.line(f"rebuilt {state.keys} keys up to index {state.index} from {best.dir} into "
                    f"{nodes} node{plural} in {directory}; endpoints: "
                    f"{','.join(report['endpoints'])}")
     return 0
-

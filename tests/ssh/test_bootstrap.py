@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -285,6 +286,49 @@ def test_add_host(deployed, wheels, ssh_env):
     # a re-run now sees a 4-node cluster with nothing to do (n4's join config is not "peers")
     r = bootstrap(deployed, wheel=wheels["v2"], inv=inv4, check=0)
     assert "no change" in r.stdout
+
+
+def test_changed_raft_ports_are_refused_or_applied(deployed, wheels, ssh_env):
+    """Issue 16 §10: after a teardown without --purge the inventory's raft ports change.
+    With the logs still there bootstrap refuses at once (exit 2), naming each host and the
+    difference, and changes nothing; once the data dirs hold no log it applies the inventory,
+    and no config ever lists a node in peers at another address than it listens on."""
+    from tests.ssh.conftest import free_port
+    inv4 = deployed["inv4"]
+    raftctl("teardown", inv4, check=0)  # stop all, keep the data
+    raw = yaml.safe_load(inv4.read_text())
+    for h in raw["hosts"]:
+        h["raft_port"] = free_port(h["address"])
+    moved = deployed["dir"] / "inventory-moved.yaml"
+    moved.write_text(yaml.safe_dump(raw, sort_keys=False))
+    install = deployed["install"]
+    configs = {n: (install / n / "raftd.yaml").read_text() for n in ("n1", "n2", "n3", "n4")}
+    t0 = time.monotonic()
+    r = bootstrap(deployed, wheel=wheels["v2"], inv=moved, check=2)
+    assert time.monotonic() - t0 < 30  # at once: no start, no waiting for a leader
+    errs = errors(r)
+    assert len(errs) == 5, r.stderr  # one per host, then the summary
+    n1_old = deployed["endpoints"][0]
+    n1_new = f"{raw['hosts'][0]['address']}:{raw['hosts'][0]['raft_port']}"
+    assert errs[0].startswith("raftctl: error: n1 (") and \
+        f"listen {n1_old} -> {n1_new}" in errs[0], errs[0]
+    assert "4 hosts' configs differ from the inventory: n1, n2, n3, n4" in errs[4]
+    assert "nothing was changed" in errs[4]
+    assert configs == {n: (install / n / "raftd.yaml").read_text() for n in configs}
+    doc = json.loads(raftctl("ssh", "status", moved, "-o", "json", check=3).stdout)
+    assert [h["status"] for h in doc["hosts"]] == ["stopped"] * 4
+
+    for n in configs:  # the data dirs lose their logs: nothing remembers the old addresses
+        for sub in ("wal", "snapshots"):
+            shutil.rmtree(install / "data" / n / sub, ignore_errors=True)
+    doc = json.loads(bootstrap(deployed, "-o", "json", wheel=wheels["v2"], inv=moved,
+                               check=0).stdout)
+    assert {h["status"] for h in doc["hosts"]} == {"started"} and doc["leader"]
+    for h in raw["hosts"]:
+        cfg = yaml.safe_load((install / h["name"] / "raftd.yaml").read_text())
+        ep = f"{h['address']}:{h['raft_port']}"
+        assert cfg["listen"] == ep and cfg["peers"][h["name"]] == ep
+    raftctl("teardown", moved, check=0)
 
 
 def test_teardown_purge(deployed):
