@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 
-from raftd.config import _TYPES as _NODE_TYPES
+from raftd.config import KEY_TYPES
 from raftd.config import ConfigError, dump_config, parse_config, read_yaml, split_address
 from raftd.validate import Validator
 
@@ -33,7 +33,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 # raftd config keys the inventory may set for every node (under `cluster:`); the per-node ones
 # (id, listen, data_dir, peers, join) come from the hosts, `cluster` from cluster.name.
-TUNING_KEYS = tuple(k for k in _NODE_TYPES
+TUNING_KEYS = tuple(k for k in KEY_TYPES
                     if k not in ("id", "listen", "data_dir", "peers", "join", "cluster",
                                  "metrics_listen", "tls"))
 # cluster.tls: true (certificates in <inventory dir>/<cluster>-certs) or {certs_dir: PATH}:

@@ -94,7 +94,8 @@ class NodeConfig:
         return max(1, self.heartbeat_interval_ms // self.tick_ms)
 
 
-_TYPES: dict[str, type | tuple[type, ...]] = {
+# Every key of raftd.yaml and its type; raftctl's inventory takes its tuning keys from here.
+KEY_TYPES: dict[str, type | tuple[type, ...]] = {
     "id": str, "listen": str, "data_dir": str, "peers": dict, "join": bool, "cluster": str,
     "tick_ms": int, "election_timeout_ms": int, "heartbeat_interval_ms": int, "fsync": bool,
     "inline_fsync": (bool, str), "event_loop": str, "wal_preallocate_bytes": int,
@@ -112,7 +113,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
 }
 _TLS_KEYS = {"ca", "cert", "key", "client_ca"}
 _REQUIRED = ("id", "listen", "data_dir")
-assert set(_TYPES) == {f.name for f in fields(NodeConfig)}
+assert set(KEY_TYPES) == {f.name for f in fields(NodeConfig)}
 
 
 
@@ -123,14 +124,14 @@ def parse_config(raw: Any, source: str = "<config>") -> NodeConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of keys at the top level")
     for key in raw:
-        if key not in _TYPES:
-            raise err(str(key), f"unknown key (known keys: {', '.join(sorted(_TYPES))})")
+        if key not in KEY_TYPES:
+            raise err(str(key), f"unknown key (known keys: {', '.join(sorted(KEY_TYPES))})")
     for key in _REQUIRED:
         if key not in raw:
             raise err(key, "missing (required)")
     values = {}
     for key, value in raw.items():
-        want = _TYPES[key]
+        want = KEY_TYPES[key]
         ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
         if want is int and isinstance(value, bool):
             ok = False

@@ -102,15 +102,8 @@ def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
     assert "raftctl.cluster" in rel and "raftd.recovery" in rel
 
 
-# Private names imported across modules today: issue 17 §4, each in a module other branches
-# own (local.py, output.py, config.py, reconfig.py).  New ones fail the test below.
-KNOWN_PRIVATE = {
-    ("raftctl/inventory.py", "raftd.config._TYPES"),
-    ("raftctl/commands/status.py", "raftctl.output._default"),
-    ("raftctl/commands/snapshot.py", "raftctl.commands.local._layout"),
-    ("raftctl/commands/snapshot.py", "raftctl.commands.local._write_configs"),
-    ("raftd/runtime/server.py", "raftd.runtime.reconfig._describe"),
-}
+# Private names imported across modules: none may be (issue 17 §4).
+KNOWN_PRIVATE: set[tuple[str, str]] = set()
 
 
 def _private_imports() -> set[tuple[str, str]]:

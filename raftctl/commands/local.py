@@ -83,7 +83,7 @@ def _read_pid(node_dir: Path) -> int | None:
         return None
 
 
-def _layout(directory: Path, nodes: int, base_port: int, host: str,
+def plan_layout(directory: Path, nodes: int, base_port: int, host: str,
             distinct_ips: bool) -> list[dict]:
     out = []
     for i in range(1, nodes + 1):
@@ -93,7 +93,7 @@ def _layout(directory: Path, nodes: int, base_port: int, host: str,
     return out
 
 
-def _write_configs(directory: Path, nodes: list[dict], tuning: dict,
+def write_configs(directory: Path, nodes: list[dict], tuning: dict,
                    tls: bool = False) -> None:
     peers = {n["id"]: n["address"] for n in nodes}
     client = None
@@ -196,8 +196,8 @@ def bring_up(directory: Path, nodes: int | None = None, base_port: int | None = 
             raise usage_error(f"{directory} holds a plaintext cluster; --tls applies when a "
                               f"cluster is created (use a new --dir)")
     else:
-        layout = _layout(directory, nodes, base_port, host, distinct_ips)
-        _write_configs(directory, layout, {"fsync": fsync, "tick_ms": 25,
+        layout = plan_layout(directory, nodes, base_port, host, distinct_ips)
+        write_configs(directory, layout, {"fsync": fsync, "tick_ms": 25,
                                            "election_timeout_ms": 500,
                                            "heartbeat_interval_ms": 100}, tls)
         cluster_tls(directory)

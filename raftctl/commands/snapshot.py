@@ -23,7 +23,7 @@ from raftd.recovery import CorruptSnapshotError
 from ..cluster import gather_status
 from ..context import EndpointsOpt, OutputOpt, TimeoutOpt, run, settings, usage_error
 from ..errors import UNAVAILABLE, CliError
-from .local import _layout, _write_configs, bring_up
+from .local import bring_up, plan_layout, write_configs
 
 app = typer.Typer(help="Snapshots, backups, restore and disaster recovery.",
                   no_args_is_help=True)
@@ -208,10 +208,10 @@ def seed_cluster(directory: Path, nodes: int, base_port: int, index: int, term: 
     if (directory / "cluster.yaml").exists():
         raise usage_error(f"{directory} already holds a cluster; use an empty directory")
     recovery.make_dirs(directory)
-    layout = _layout(directory, nodes, base_port, "127.0.0.1", False)
+    layout = plan_layout(directory, nodes, base_port, "127.0.0.1", False)
     for n in layout:
         recovery.make_dirs(n["data_dir"])
-    _write_configs(directory, layout, {"fsync": True, "tick_ms": 25,
+    write_configs(directory, layout, {"fsync": True, "tick_ms": 25,
                                       "election_timeout_ms": 500,
                                       "heartbeat_interval_ms": 100})
     recovery.sync_files([Path(n["data_dir"]) / "raftd.yaml" for n in layout]
