@@ -42,19 +42,36 @@ def free_base_port(n: int, host: str = "127.0.0.1") -> int:
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
     for _ in range(200):
         base = rng.randrange(20000, 32000 - n)
-        socks = []
-        try:
-            for i in range(n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind((host, base + i))
+        if ports_free(base, n, host):
             return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
     raise RuntimeError(f"no {n} consecutive free ports on {host}")
+
+
+def ports_free(base: int, n: int, host: str = "127.0.0.1") -> bool:
+    """True if base..base+n-1 can all be bound on ``host`` now."""
+    socks = []
+    try:
+        for i in range(n):
+            s = socket.socket()
+            socks.append(s)
+            s.bind((host, base + i))
+        return True
+    except OSError:
+        return False
+    finally:
+        for s in socks:
+            s.close()
+
+
+def default_base_port(n: int, info, host: str = "127.0.0.1", preferred: int = 7001) -> int:
+    """The demo's 7001 when its n ports are free, else free ports, said in one line: a new
+    cluster must not collide with one already running there (issue 16 §11)."""
+    if ports_free(preferred, n, host):
+        return preferred
+    base = free_base_port(n, host)
+    info(f"ports {preferred}-{preferred + n - 1} are in use (another cluster?); using "
+         f"{base}-{base + n - 1} (choose with --base-port)")
+    return base
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -196,6 +213,8 @@ def bring_up(directory: Path, nodes: int | None = None, base_port: int | None = 
             raise usage_error(f"{directory} holds a plaintext cluster; --tls applies when a "
                               f"cluster is created (use a new --dir)")
     else:
+        if explicit["--base-port"] is None and not distinct_ips:
+            base_port = default_base_port(nodes, info, host)  # the demo may hold 7001..
         layout = plan_layout(directory, nodes, base_port, host, distinct_ips)
         write_configs(directory, layout, {"fsync": fsync, "tick_ms": 25,
                                            "election_timeout_ms": 500,

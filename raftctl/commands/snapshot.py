@@ -23,7 +23,7 @@ from raftd.recovery import CorruptSnapshotError
 from ..cluster import gather_status
 from ..context import EndpointsOpt, OutputOpt, TimeoutOpt, run, settings, usage_error
 from ..errors import UNAVAILABLE, CliError
-from .local import bring_up, plan_layout, write_configs
+from .local import bring_up, default_base_port, plan_layout, write_configs
 
 app = typer.Typer(help="Snapshots, backups, restore and disaster recovery.",
                   no_args_is_help=True)
@@ -225,7 +225,9 @@ def seed_cluster(directory: Path, nodes: int, base_port: int, index: int, term: 
 def restore(ctx: typer.Context, file: Annotated[Path, typer.Argument(metavar="FILE")],
             directory: Annotated[Path, typer.Option("--dir", "-d", help="new cluster dir")],
             nodes: Annotated[int, typer.Option("--nodes", "-n")] = 3,
-            base_port: Annotated[int, typer.Option("--base-port")] = 7001,
+            base_port: Annotated[Optional[int], typer.Option(
+                "--base-port", help="first raft port [default: 7001, or free ports when "
+                                    "7001.. are taken]", show_default=False)] = None,
             output: OutputOpt = None, timeout: TimeoutOpt = None) -> None:
     """Seed a new local cluster from a backup and start it.
 
@@ -233,8 +235,9 @@ def restore(ctx: typer.Context, file: Annotated[Path, typer.Argument(metavar="FI
     s = settings(ctx, None, output, timeout or 30.0)
 
     def body() -> int:
+        port = base_port if base_port is not None else default_base_port(nodes, s.out.info)
         with recovery.read_snapshot(file) as (info, header, batches):
-            seed_cluster(directory, nodes, base_port, info.meta.index, info.meta.term, header,
+            seed_cluster(directory, nodes, port, info.meta.index, info.meta.term, header,
                          batches, keys=info.keys)
         layout, st = bring_up(directory, timeout=s.timeout, info=s.out.info)
         result = {"endpoints": [n["address"] for n in layout], "leader": st["leader"],
@@ -257,7 +260,9 @@ def recover(ctx: typer.Context,
             directory: Annotated[Optional[Path], typer.Option(
                 "--dir", "-d", help="new cluster dir (omit to only report)")] = None,
             nodes: Annotated[int, typer.Option("--nodes", "-n")] = 3,
-            base_port: Annotated[int, typer.Option("--base-port")] = 7001,
+            base_port: Annotated[Optional[int], typer.Option(
+                "--base-port", help="first raft port [default: 7001, or free ports when "
+                                    "7001.. are taken]", show_default=False)] = None,
             output: OutputOpt = None, timeout: TimeoutOpt = None) -> None:
     """Disaster recovery after losing a majority for good: read the surviving nodes' data
     directories (their raftd must be stopped), report which has the newest log, and with --dir
@@ -296,6 +301,8 @@ def _recover(s, data_dirs, directory, nodes, base_port) -> int:
             s.out.line(f"newest: {best.dir}; rebuild with --dir NEWDIR")
         return 0
     state = recovery.rebuild(best)
+    if base_port is None:
+        base_port = default_base_port(nodes, s.out.info)
     seed_cluster(directory, nodes, base_port, state.index, state.term, state.header,
                  state.data)
     layout, st = bring_up(directory, timeout=s.timeout, info=s.out.info)

@@ -98,3 +98,21 @@ def test_disaster_recovery_from_a_lost_majority(cluster_factory, tmp_path):
             c.put("alive", b"yes")
     finally:
         raftctl("local", "down", "--dir", str(newdir))
+
+
+def test_restore_and_recover_default_ports_avoid_a_running_cluster():
+    """Issue 16 §11: with the preferred ports taken (here by this test, standing for the demo
+    cluster on 7001-7003), the default is free ports, said in one line."""
+    import socket
+
+    from raftctl.commands.local import default_base_port, free_base_port
+    base = free_base_port(3)
+    held = socket.socket()
+    held.bind(("127.0.0.1", base + 1))
+    said: list[str] = []
+    try:
+        got = default_base_port(3, said.append, preferred=base)
+    finally:
+        held.close()
+    assert got != base and len(said) == 1 and f"ports {base}-{base + 2} are in use" in said[0]
+    assert default_base_port(3, said.append, preferred=base) == base and len(said) == 1
