@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from raftd.client import Client
+from raftd.validate import split_address
 
 from ..cluster import gather_status
 from ..context import (REFUSED_GRACE, EndpointsOpt, OutputOpt, TimeoutOpt, run, settings,
@@ -17,6 +18,15 @@ from ..context import (REFUSED_GRACE, EndpointsOpt, OutputOpt, TimeoutOpt, run, 
 from ..errors import UNAVAILABLE, CliError
 
 app = typer.Typer(help="List and change the cluster's members.", no_args_is_help=True)
+
+
+def _address(address: str) -> str:
+    """A usage error (exit 2) before anything is sent, for an address that is not host:port."""
+    try:
+        split_address(address)
+    except ValueError as e:
+        raise usage_error(str(e)) from None
+    return address
 
 
 def change(s, add: dict[str, str] | None = None, remove: list[str] | None = None,
@@ -97,7 +107,7 @@ def add(ctx: typer.Context, node_id: Annotated[str, typer.Argument(metavar="ID")
 
     Example: raftctl member add n4 127.0.0.1:7004"""
     s = settings(ctx, endpoints, output, timeout or 60.0)
-    run(s, lambda: _report(s, change(s, add={node_id: address}, learner=learner)))
+    run(s, lambda: _report(s, change(s, add={node_id: _address(address)}, learner=learner)))
 
 
 @app.command("remove")
@@ -141,7 +151,7 @@ def replace(ctx: typer.Context,
             nid, sep, addr = item.partition("=")
             if not sep or not nid or not addr:
                 raise usage_error(f"--add expects ID=ADDRESS, got {item!r}")
-            adds[nid] = addr
+            adds[nid] = _address(addr)
         if not adds and not remove_:
             raise usage_error("give at least one --add or --remove")
         return _report(s, change(s, add=adds, remove=list(remove_ or [])))

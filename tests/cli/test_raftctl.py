@@ -262,3 +262,17 @@ def test_local_tooling_follows_membership(local):
     out = json.loads(raftctl("local", "down", "--dir", str(d), "-o", "json", check=0).stdout)
     assert "n9" in out["stopped"]
     assert proc.wait(timeout=10) is not None
+
+
+@pytest.mark.parametrize("args", [["member", "add", "n9", "notanaddress"],
+                                  ["member", "add", "n9", "127.0.0.1:0"],
+                                  ["member", "replace", "--add", "n9=host-without-port"]])
+def test_member_add_with_a_bad_address_is_a_usage_error_before_any_request(args):
+    """Issue 16 §11: a bad address exits 2 with one line, and nothing is sent (the endpoint
+    below has no server: a request would exit 3)."""
+    from typer.testing import CliRunner
+
+    from raftctl.main import app
+    r = CliRunner().invoke(app, ["-e", f"127.0.0.1:{free_port('127.0.0.1')}", *args])
+    assert r.exit_code == 2, r.output
+    assert "bad address" in r.output and len(r.output.strip().splitlines()) == 1
