@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from functools import cached_property
@@ -40,6 +41,24 @@ class Output:
 
     def emit_json(self, obj: Any) -> None:
         sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
+
+    def result(self, data: Any, text: "str | list[str] | Callable[[], None] | None" = None,
+               *, error: str | None = None) -> None:
+        """A command's result, so commands need not branch on the format: ``data`` as JSON
+        with -o json; otherwise ``error`` (one line for people) on stderr and ``text`` on
+        stdout: a line, several lines, or a callable that prints (a table, raw bytes)."""
+        if self.json:
+            self.emit_json(data)
+            return
+        if error is not None:
+            self.info(error)
+        if text is None:
+            return
+        if callable(text):
+            text()
+            return
+        for line in [text] if isinstance(text, str) else text:
+            self.line(line)
 
     def table(self, columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
         from rich.table import Table  # noqa: PLC0415 - see the class docstring

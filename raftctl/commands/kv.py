@@ -59,7 +59,7 @@ def put(ctx: typer.Context, key: str,
         data = _read_value(value, file)
         with _client(s) as c:
             index = c.put(key, data)
-        s.out.emit_json({"key": key, "index": index}) if s.out.json else s.out.line(f"OK {index}")
+        s.out.result({"key": key, "index": index}, f"OK {index}")
         return 0
 
     run(s, body)
@@ -79,14 +79,13 @@ def get(ctx: typer.Context, key: str,
         _check_key(key)
         with _client(s) as c:
             value = c.get(key, linearizable=not stale)
-        if s.out.json:
-            s.out.emit_json({"key": key, "value": value, "found": value is not None})
-            return 0 if value is not None else FAILED
-        if value is None:
-            s.out.info(f"raftctl: key not found: {key}")
-            return FAILED
-        sys.stdout.buffer.write(value + (b"" if value.endswith(b"\n") else b"\n"))
-        return 0
+        def raw() -> None:
+            sys.stdout.buffer.write(value + (b"" if value.endswith(b"\n") else b"\n"))
+
+        found = value is not None
+        s.out.result({"key": key, "value": value, "found": found}, raw if found else None,
+                     error=None if found else f"raftctl: key not found: {key}")
+        return 0 if found else FAILED
 
     run(s, body)
 
@@ -111,12 +110,8 @@ def delete(ctx: typer.Context,
         _check_key(key)
         with _client(s) as c:
             deleted = c.delete(key)
-        if s.out.json:
-            s.out.emit_json({"key": key, "deleted": deleted})
-        elif deleted:
-            s.out.line("deleted")
-        else:
-            s.out.info(f"raftctl: key not found: {key}")
+        s.out.result({"key": key, "deleted": deleted}, "deleted" if deleted else None,
+                     error=None if deleted else f"raftctl: key not found: {key}")
         return 0 if deleted else FAILED
 
     run(s, body)
@@ -142,10 +137,7 @@ def cas(ctx: typer.Context, key: str, new: str,
             raise usage_error("give exactly one of --expected VALUE or --absent")
         with _client(s) as c:
             swapped = c.cas(key, None if absent else expected.encode(), new.encode())
-        if s.out.json:
-            s.out.emit_json({"key": key, "swapped": swapped})
-        else:
-            s.out.line("swapped" if swapped else "not swapped")
+        s.out.result({"key": key, "swapped": swapped}, "swapped" if swapped else "not swapped")
         return 0 if swapped else FAILED
 
     run(s, body)
@@ -160,10 +152,7 @@ def _delete_prefix(s, prefix: str) -> int:
     with _client(s) as c:
         for k in c.list(prefix):
             deleted += bool(c.delete(k))
-    if s.out.json:
-        s.out.emit_json({"prefix": prefix, "deleted": deleted})
-    else:
-        s.out.line(f"deleted {deleted}")
+    s.out.result({"prefix": prefix, "deleted": deleted}, f"deleted {deleted}")
     return 0
 
 
@@ -182,11 +171,8 @@ def list_(ctx: typer.Context, prefix: Annotated[str, typer.Argument()] = "",
     def body() -> int:
         with _client(s) as c:
             items = c.list(prefix, linearizable=not stale)
-        if s.out.json:
-            s.out.emit_json({"prefix": prefix, "items": items})
-        else:
-            for k, v in items.items():
-                s.out.line(f"{k}\t{v.decode(errors='backslashreplace')}")
+        s.out.result({"prefix": prefix, "items": items},
+                     [f"{k}\t{v.decode(errors='backslashreplace')}" for k, v in items.items()])
         return 0
 
     run(s, body)
