@@ -50,7 +50,7 @@ async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
         for r in results:
             if isinstance(r, BaseException):
                 raise r
-        for a, r in zip(todo, results):
+        for a, r in zip(todo, results, strict=True):
             seen[a] = r
         todo = []
         for r in results:

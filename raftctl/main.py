@@ -79,7 +79,8 @@ def root(ctx: typer.Context, endpoints: EndpointsOpt = None, output: OutputOpt =
              "--cacert", envvar="RAFTCTL_CACERT",
              help="CA certificate of a TLS cluster (turns TLS on)")] = None,
          cert: Annotated[Optional[str], typer.Option(
-             "--cert", envvar="RAFTCTL_CERT", help="client certificate (raftctl certs issue)")] = None,
+             "--cert", envvar="RAFTCTL_CERT",
+             help="client certificate (raftctl certs issue)")] = None,
          key: Annotated[Optional[str], typer.Option(
              "--key", envvar="RAFTCTL_KEY", help="private key of --cert")] = None) -> None:
     ctx.obj = {"endpoints": endpoints, "output": output, "timeout": timeout}

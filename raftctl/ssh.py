@@ -292,7 +292,7 @@ def parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[tuple[T, R | None
     with ThreadPoolExecutor(max_workers=min(32, len(items))) as pool:
         futures = [pool.submit(fn, it) for it in items]
         out = []
-        for it, f in zip(items, futures):
+        for it, f in zip(items, futures, strict=True):
             try:
                 out.append((it, f.result(), None))
             except BaseException as e:  # noqa: BLE001 - reported per host

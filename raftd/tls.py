@@ -210,13 +210,16 @@ def handshake_error(e: BaseException) -> str:
     """A readable reason for a failed TLS handshake."""
     reason = getattr(e, "reason", None) or ""
     text = str(e)
-    if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE") \
+    if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL",
+                  "RECORD_LAYER_FAILURE") \
             or "wrong version number" in text:
         return "not TLS (a plaintext client or peer?)"
     if reason in ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED"):
         return "no client certificate presented"
-    if reason in ("CERTIFICATE_VERIFY_FAILED", "TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_BAD_CERTIFICATE"):
-        return f"certificate not signed by this cluster's CA ({getattr(e, 'verify_message', None) or reason})"
+    if reason in ("CERTIFICATE_VERIFY_FAILED", "TLSV1_ALERT_UNKNOWN_CA",
+                  "SSLV3_ALERT_BAD_CERTIFICATE"):
+        why = getattr(e, "verify_message", None) or reason
+        return f"certificate not signed by this cluster's CA ({why})"
     if isinstance(e, TimeoutError):
         return "handshake timed out"
     return text or type(e).__name__

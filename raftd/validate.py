@@ -39,7 +39,8 @@ class Validator:
                 raise self.err(where, f"{prefix}{key}",
                                f"unknown key (known keys: {', '.join(sorted(known))})")
 
-    def typed(self, section: dict[str, Any], key: str, want: type | tuple[type, ...], where: str = "",
+    def typed(self, section: dict[str, Any], key: str, want: type | tuple[type, ...],
+              where: str = "",
               prefix: str = "", required: bool = False, default: Any = None) -> Any:
         if key not in section:
             if required:

@@ -357,7 +357,8 @@ def up(ctx: typer.Context,
                                   "can separate nodes")] = False,
        fsync: Annotated[bool, typer.Option(help="fsync the log (turn off only for trials)")] = True,
        tls: Annotated[bool, typer.Option(
-           "--tls", help="mutual TLS: make a CA and certificates in DIR/certs and use them")] = False,
+           "--tls",
+           help="mutual TLS: make a CA and certificates in DIR/certs and use them")] = False,
        output: OutputOpt = None, timeout: TimeoutOpt = None) -> None:
     """Start (or restart) a local cluster in DIR and wait until it has a leader.
 

@@ -85,7 +85,7 @@ def print_status(out, st: dict) -> None:
             "last_log_index", "snapshot_index", "first_log_index", "reachable"]
     if any(n.get("cert_days_left") is not None for n in st["nodes"]):  # a TLS cluster
         cols.append("cert_days_left")
-        for row, n in zip(rows, st["nodes"]):
+        for row, n in zip(rows, st["nodes"], strict=True):
             row.append(n.get("cert_days_left"))
     out.table(cols, rows, title=title)
     for n in st["nodes"]:

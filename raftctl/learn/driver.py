@@ -56,7 +56,8 @@ class Session:
         elif key == "r":
             self.writes += 1
             w.write(f"w{self.writes}".encode())
-        elif len(key) == 2 and key[0] == "p" and key[1].isdigit() and 1 <= int(key[1]) <= len(w.ids):
+        elif (len(key) == 2 and key[0] == "p" and key[1].isdigit()
+              and 1 <= int(key[1]) <= len(w.ids)):
             w.toggle_isolation(f"n{key[1]}")
         else:
             return False

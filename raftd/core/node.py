@@ -201,7 +201,8 @@ class RaftNode:
         if self.role != Role.LEADER:
             raise NotLeaderError(self.leader_id)
         if target == self.id or not self.config.is_voter(target):
-            raise InvalidConfChangeError(f"cannot transfer leadership to {target}: not another voter")
+            raise InvalidConfChangeError(
+                f"cannot transfer leadership to {target}: not another voter")
         self.transfer_target = target
         self._transfer_elapsed = 0
         if self.progress[target].match_index == self.log.last_index:
@@ -485,7 +486,8 @@ class RaftNode:
             if t is not None:
                 if e.index <= self.commit_index:
                     raise LogCorruptionError(
-                        f"{self.id}: leader {self.leader_id} conflicts with committed entry {e.index}")
+                        f"{self.id}: leader {self.leader_id} conflicts with committed entry "
+                        f"{e.index}")
                 self._drop_acks_beyond(e.index - 1)
                 log.truncate_after(e.index - 1)
                 self._truncate_bookkeeping(e.index - 1)
@@ -579,7 +581,8 @@ class RaftNode:
 
     def _on_pre_vote(self, m: PreVote) -> None:
         # m.term >= self.term here (stale ones were rejected in step()).
-        can_vote = m.term > self.term or (self.voted_for in (None, m.src) and self.leader_id is None)
+        can_vote = m.term > self.term or (self.voted_for in (None, m.src)
+                                          and self.leader_id is None)
         granted = can_vote and self.log.is_up_to_date(m.last_log_index, m.last_log_term)
         self._send(PreVoteResponse(self.id, m.src, m.term if granted else self.term, granted))
 
@@ -636,7 +639,8 @@ class RaftNode:
         c = self.cfg
         for peer, pr in self.progress.items():
             sent = False
-            while pr.next_index <= last and not pr.paused(c.max_inflight_msgs, c.max_inflight_bytes):
+            while (pr.next_index <= last
+                   and not pr.paused(c.max_inflight_msgs, c.max_inflight_bytes)):
                 self._send_append(peer, pr)
                 sent = True
                 if pr.state == ProgressState.PROBE:

@@ -165,9 +165,10 @@ class KVStateMachine:
 
         if cmd.has_session:
             assert cmd.client_id is not None
-            if session is None:
+            if cmd.client_id not in self._sessions:
                 # Make room first, so that the session just opened is never the one evicted
-                # (its result must survive for the client's retry).
+                # (its result must survive for the client's retry).  Checked after execute: a
+                # SESSION_LIMITS command may have evicted this very session.
                 while len(self._sessions) >= self.max_sessions:
                     self._pop_oldest_session()
             self._touch(cmd.client_id, cmd.seq, dict(result))

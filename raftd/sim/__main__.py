@@ -1,4 +1,5 @@
-"""python -m raftd.sim --seeds N [--nodes K] [--start S] [--jobs J] [--trace] [--no-membership] [--no-pipeline]
+"""python -m raftd.sim --seeds N [--nodes K] [--start S] [--jobs J] [--trace] [--no-membership]
+[--no-pipeline]
 
 Runs seeds S..S+N-1 of the deterministic simulation and checks Raft's safety properties after
 every event and liveness after the network heals.  Exits 0 when every seed passes; otherwise

@@ -224,7 +224,7 @@ def test_committed_entries_are_handed_out_once_in_order():
 def test_batching_and_pipelining_are_capped():
     net = Net(3, max_append_entries=10, max_inflight_msgs=3)
     leader = net.elect("1")
-    for i in range(100):
+    for _ in range(100):
         leader.propose(b"x")
     rd = net.process("1")
     to2 = [m for m in rd.messages if m.dst == "2"]

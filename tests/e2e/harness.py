@@ -157,7 +157,7 @@ class LocalCluster:
                 for i in range(0, len(items), concurrency):
                     chunk = items[i:i + concurrency]
                     idx = await asyncio.gather(*(c.put(k, v) for k, v in chunk))
-                    out.update(zip((k for k, _ in chunk), idx))
+                    out.update(zip((k for k, _ in chunk), idx, strict=True))
             return out
 
         return asyncio.run(run())

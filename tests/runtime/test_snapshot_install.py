@@ -182,7 +182,7 @@ async def _every_step(tmp_path, stale: int, steps=INSTALL_STEPS) -> dict[str, st
     Returns {step: failure} for the steps that did not converge."""
     results = await asyncio.gather(*(_crash_then_restart(tmp_path / step, stale, step)
                                      for step in steps), return_exceptions=True)
-    return {step: repr(r) for step, r in zip(steps, results) if r is not None}
+    return {step: repr(r) for step, r in zip(steps, results, strict=True) if r is not None}
 
 
 @pytest.mark.parametrize("stale", [8, 0], ids=["wal-conflicts", "wal-behind"])
