@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import membership
 from .errors import (ConfChangeInProgressError, InvalidConfChangeError, NotLeaderError,
@@ -48,7 +50,8 @@ def entry_size(e: Entry) -> int:
 
 class RaftNode:
     def __init__(self, node_id: str, config: RaftConfig, rng: random.Random, *,
-                 hard_state: HardState = HardState(), entries: list[Entry] | tuple = (),
+                 hard_state: HardState = HardState(),
+                 entries: list[Entry] | tuple[Entry, ...] = (),
                  snapshot_index: int = 0, snapshot_term: int = 0,
                  base_configuration: Configuration = Configuration(frozenset()),
                  snapshot: SnapshotMeta | None = None):
@@ -224,7 +227,9 @@ class RaftNode:
             raise ValueError(f"cannot compact to {index}: no snapshot covers it")
         if index <= self.log.snapshot_index:
             return
-        self.log.compact(index, self.log.term_at(index))
+        term = self.log.term_at(index)
+        assert term is not None  # snapshot_index < index <= last_index: the entry is here
+        self.log.compact(index, term)
         # Configuration entries at or below the new base are no longer in the log; the newest of
         # them is the configuration at the base.
         older = [(i, c) for i, c in self._config_log if i <= index]
@@ -285,7 +290,7 @@ class RaftNode:
                     or SoftState(self.role, self.leader_id, self.term) != self._last_ss
                     or (self.role == Role.LEADER and self._has_appends_to_send()))
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, object]:
         return {
             "id": self.id, "term": self.term, "leader": self.leader_id,
             "role": ("learner" if self.role == Role.FOLLOWER and self.id in self.config.learners
@@ -446,7 +451,9 @@ class RaftNode:
                                                  prev + len(entries), seq=m.seq))
                 return
             entries = entries[skip:]
-            prev, prev_term = self.commit_index, self.log.term_at(self.commit_index)
+            committed_term = self.log.term_at(self.commit_index)
+            assert committed_term is not None  # snapshot_index <= commit_index <= last_index
+            prev, prev_term = self.commit_index, committed_term
         if self.log.term_at(prev) != prev_term:
             hint_index, hint_term = self.log.find_conflict_by_term(min(prev, self.log.last_index),
                                                                    prev_term)
@@ -600,7 +607,7 @@ class RaftNode:
         if self.role != Role.LEADER:
             self._campaign(transfer=True)
 
-    _HANDLERS = {
+    _HANDLERS: dict[type, Callable[[RaftNode, Any], None]] = {
         AppendEntries: _on_append_entries,
         AppendEntriesResponse: _on_append_entries_response,
         RequestVote: _on_request_vote,

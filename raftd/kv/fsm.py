@@ -33,6 +33,7 @@ the log.
 """
 from __future__ import annotations
 
+import builtins
 import hashlib
 import heapq
 from collections.abc import Iterable, Mapping
@@ -387,7 +388,7 @@ class KVStateMachine:
                     data[k] = v  # type: ignore[assignment]
 
     def restore_stream(self, header: dict[str, Any],
-                       batches: Iterable[list[list[Any]]]) -> None:
+                       batches: Iterable[builtins.list[builtins.list[Any]]]) -> None:
         """Replace the whole state from a frozen header and an iterable of [[key, value], ...]
         batches (see raftd.storage.snapshots).  ValueError on bad data, state untouched."""
         try:
