@@ -33,7 +33,7 @@ from raftd.kv.fsm import KVStateMachine
 from raftd.storage.lock import DataDirInUse, DataDirLock
 from raftd.storage.wal import DurableLog
 from raftd.tls import ROLE_NODE, NodeTLS, TLSConfigError, handshake_error, may
-from raftd.wire.codec import (decode_body, decode_hello, decode_message, encode_client_response,
+from raftd.wire.codec import (decode_hello, decode_message, decode_request, encode_client_response,
                               encode_error)
 from raftd.wire.framing import (FrameDecoder, FrameTooLarge, FrameType, RemoteProtocolError,
                                  UnsupportedVersion)
@@ -1044,7 +1044,7 @@ class RaftServer:
                     if ftype == FrameType.CLIENT_REQUEST:
                         if peer_id is not None:
                             raise RemoteProtocolError("client request on a peer connection")
-                        req = decode_body(body)
+                        req = decode_request(body)
                         if type(req.get("id")) is not int:
                             raise RemoteProtocolError("client request without an integer id")
                         self._handle_request(conn, req)
@@ -1053,7 +1053,7 @@ class RaftServer:
                         watch.is_peer = True
                         if self.tls is not None:
                             self._check_peer(identity, peer_id, host)
-                        announced = decode_body(body).get("address")
+                        announced = decode_request(body).get("address")
                         if isinstance(announced, str):
                             self.hello_addresses[peer_id] = announced
                         if cluster is not None and cluster != self.cfg.cluster:

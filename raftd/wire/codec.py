@@ -27,7 +27,9 @@ import msgpack
 
 from raftd.core.messages import MESSAGE_TYPES, Message
 from raftd.core.types import Entry
+from raftd.core.validate import problem
 
+from .prescan import StructureError, check_structure
 from .framing import (
     FrameType,
     UndecodableBody,
@@ -208,7 +210,14 @@ def decode_message(frame_type: int, body: bytes) -> Message:
         raise UndecodableBody(f"{schema.cls.__name__}: a field has the wrong type")
     for i, dec in schema.decoders:
         values[i] = dec(values[i])
-    return schema.cls(*values)
+    msg = schema.cls(*values)
+    # What no honest peer sends (terms and indexes near the 64-bit limit, entries out of
+    # order, a CONFIG entry that does not decode...) is a protocol error of the connection,
+    # before it reaches the core or the WAL (issue 19 §1, §4, §5; issue 14 §8).
+    why = problem(msg)
+    if why is not None:
+        raise UndecodableBody(f"{schema.cls.__name__}: {why}")
+    return msg
 
 
 # --------------------------------------------------------------------------- client frames
@@ -262,9 +271,25 @@ def decode_body(body: bytes) -> dict:
     return obj
 
 
+# What a client request or HELLO may hold (raftd.wire.prescan): a legitimate one has a few
+# keys and scalars, a membership change a map of ids; nothing comes near these.
+REQUEST_MAX_ITEMS = 4096
+REQUEST_MAX_DEPTH = 4
+
+
+def decode_request(body: bytes) -> dict:
+    """A body from anyone who can connect (CLIENT_REQUEST, HELLO) -> dict, its structure
+    checked before msgpack builds objects from it (decode amplification, issue 19 §9)."""
+    try:
+        check_structure(body, REQUEST_MAX_ITEMS, REQUEST_MAX_DEPTH)
+    except StructureError as e:
+        raise UndecodableBody(str(e)) from None
+    return decode_body(body)
+
+
 def decode_hello(body: bytes) -> tuple[str, str | None]:
     """HELLO body -> (node_id, cluster).  Unknown keys are ignored."""
-    obj = decode_body(body)
+    obj = decode_request(body)
     node_id = obj.get("node_id")
     cluster = obj.get("cluster")
     if type(node_id) is not str or not node_id:
