@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from raftd.tls import TLSFiles
-from raftd.validate import split_address
+from raftd.validate import node_id_problem, split_address
 
 # The state machine's table size (raftd.kv.fsm.DEFAULT_MAX_SESSIONS; a test checks they are
 # equal): not imported from there, which would load the whole core into `raftctl kv get`.
@@ -144,9 +144,13 @@ def parse_config(raw: Any, source: str = "<config>") -> NodeConfig:
     except ValueError as e:
         raise err("listen", str(e)) from None
     peers = {}
+    why = node_id_problem(values["id"])
+    if why is not None:
+        raise err("id", why)
     for pid, paddr in values.get("peers", {}).items():
-        if not isinstance(pid, str) or not pid:
-            raise err(f"peers.{pid}", "node ids must be non-empty strings")
+        why = node_id_problem(pid)
+        if why is not None:
+            raise err(f"peers.{pid}", why)
         try:
             split_address(paddr)
         except ValueError as e:
@@ -178,6 +182,11 @@ def parse_config(raw: Any, source: str = "<config>") -> NodeConfig:
             raise err("peers", "required unless join: true (every initial member, itself included)")
         if values["id"] not in peers:
             raise err("peers", f"must include this node's own id {values['id']!r}")
+        why = _own_address_problem(values["listen"], peers[values["id"]])
+        if why is not None:
+            # Peers would reach this node at one address while it listens at another: the
+            # cluster never forms (issue 14 §9, issue 16 §10).
+            raise err(f"peers.{values['id']}", why)
     cfg = NodeConfig(**values)
     if cfg.heartbeat_interval_ms * 2 > cfg.election_timeout_ms:
         raise err("heartbeat_interval_ms", "must be at most half of election_timeout_ms")
@@ -194,6 +203,17 @@ def parse_config(raw: Any, source: str = "<config>") -> NodeConfig:
     if values.get("log_level", "info") not in ("debug", "info", "warning", "error"):
         raise err("log_level", "expected one of debug, info, warning, error")
     return cfg
+
+
+def _own_address_problem(listen: str, announced: str) -> str | None:
+    """Why this node's entry in ``peers`` cannot reach its ``listen`` address, or None.  A
+    wildcard listen host (0.0.0.0, ::) serves every address, so only the port must agree."""
+    lhost, lport = split_address(listen)
+    phost, pport = split_address(announced)
+    if lport != pport or (lhost not in ("0.0.0.0", "::", "") and lhost != phost):
+        return (f"this node's own entry is {announced} but it listens on {listen} "
+                f"(they must name the same address)")
+    return None
 
 
 def _parse_tls(raw: dict, source: str, err) -> TLSFiles:

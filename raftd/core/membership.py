@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 
+
 @dataclass(frozen=True, slots=True)
 class Configuration:
     voters: frozenset[str]

@@ -54,6 +54,7 @@ _FSM_ERRORS = ("session_expired", "stale_sequence")
 # What a server outside our configuration may send us (see _from_member_or_allowed).
 _NON_MEMBER_OK = (AppendEntries, InstallSnapshot, PreVote, RequestVote)
 _MAX_EVENTS = 200
+_MAX_HELLO_ADDRESSES = 16  # join mode: addresses announced in HELLO that we keep
 _INLINE_BACKOFF_S = 30.0  # inline_fsync auto: how long a slow fsync sends saves to the thread
 
 
@@ -580,10 +581,9 @@ class RaftServer:
             return
         link = self.peers.get(msg.dst)
         if link is None:
-            address = (self.node.config.address_of(msg.dst) or self.cfg.peers.get(msg.dst)
-                       or self.hello_addresses.get(msg.dst))
+            address = self._address_of(msg.dst)
             if address is None:
-                return
+                return  # not a server we know: no link to an address a stranger gave us
             link = PeerLink(self.node_id, msg.dst, address, self.cfg.host, self.cfg.cluster,
                             self.cfg.peer_queue_limit, own_address=self.cfg.listen,
                             tls=self.tls)
@@ -596,8 +596,27 @@ class RaftServer:
         link.send(msg)
 
     def _address_of(self, nid: str) -> str | None:
+        """Where ``nid`` listens: from the configuration, else the config file's peers, else
+        the address it announced in HELLO.  The last is how a joining node answers the leader
+        adding it, and a lagging one a leader its log does not name yet (thesis §4.1); at most
+        _MAX_HELLO_ADDRESSES such ids are kept, so strangers cannot make this node hold links
+        to any number of addresses (issue 19 §8)."""
         return (self.node.config.address_of(nid) or self.cfg.peers.get(nid)
                 or self.hello_addresses.get(nid))
+
+    def _note_hello_address(self, peer_id: str, address: str) -> None:
+        """Remember where a peer outside our configuration listens, the most recent few only;
+        the link to one forgotten (and not a known server) is closed with it."""
+        if self.node.config.address_of(peer_id) or peer_id in self.cfg.peers:
+            return  # a server we know: its address comes from the cluster, not from HELLO
+        self.hello_addresses.pop(peer_id, None)
+        self.hello_addresses[peer_id] = address
+        while len(self.hello_addresses) > _MAX_HELLO_ADDRESSES:
+            gone = next(iter(self.hello_addresses))
+            del self.hello_addresses[gone]
+            link = self.peers.pop(gone, None)
+            if link is not None:
+                asyncio.get_running_loop().create_task(link.close())
 
     def _on_soft_state(self, rd: Ready) -> None:
         ss = rd.soft_state
@@ -1054,8 +1073,8 @@ class RaftServer:
                         if self.tls is not None:
                             self._check_peer(identity, peer_id, host)
                         announced = decode_request(body).get("address")
-                        if isinstance(announced, str):
-                            self.hello_addresses[peer_id] = announced
+                        if isinstance(announced, str) and len(announced) <= 256:
+                            self._note_hello_address(peer_id, announced)
                         if cluster is not None and cluster != self.cfg.cluster:
                             raise RemoteProtocolError(
                                 f"peer {peer_id} belongs to cluster {cluster!r}, "

@@ -29,6 +29,8 @@ from raftd.core.messages import MESSAGE_TYPES, Message
 from raftd.core.types import Entry
 from raftd.core.validate import problem
 
+from raftd.validate import node_id_problem
+
 from .prescan import StructureError, check_structure
 from .framing import (
     FrameType,
@@ -292,8 +294,9 @@ def decode_hello(body: bytes) -> tuple[str, str | None]:
     obj = decode_request(body)
     node_id = obj.get("node_id")
     cluster = obj.get("cluster")
-    if type(node_id) is not str or not node_id:
-        raise UndecodableBody("HELLO needs a non-empty str node_id")
+    why = node_id_problem(node_id)
+    if why is not None:  # bounded: a peer cannot make a node keep megabytes of ids (§8)
+        raise UndecodableBody(f"HELLO node_id: {why}")
     if cluster is not None and type(cluster) is not str:
         raise UndecodableBody("HELLO cluster must be a str or nil")
     return node_id, cluster

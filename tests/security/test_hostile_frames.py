@@ -104,3 +104,41 @@ def test_hostile_frames_close_their_connection_and_nothing_else(cluster_factory)
         assert cl.get("after") == b"ok"
     for node in c.nodes.values():
         assert node.running
+
+
+def test_hello_from_strangers_opens_no_links_and_keeps_no_memory(cluster_factory):
+    """Issue 19 §8: 200 HELLOs with made-up ids and addresses, each followed by a vote
+    request the node answers, used to leave 200 peer links retrying for ever; HELLOs with
+    1 MiB ids were kept.  Now: links to strangers are the most recent 16 at most (a lagging
+    node must answer a leader its log does not name yet), ids are bounded."""
+    from raftd.core import PreVote
+
+    c = cluster_factory(3).start()
+    leader = c.wait_leader()
+    target = next(n for n in c.nodes if n != leader)
+    addr = c.nodes[target].address
+    st = c.status(target)
+    before = st["counters"]["bad_frames"]
+    for i in range(200):
+        fake = f"stranger{i}"
+        hello = encode_hello(fake, "raftd", f"127.0.0.1:{20000 + i}")
+        vote = _raw_message(PreVote(fake, target, st["term"] + 1, 0, 0))
+        _send(addr, [hello, vote], timeout=2) if i % 50 == 0 else _send_and_go(addr, [hello, vote])
+    huge = msgpack.packb({"node_id": "x" * (1 << 20), "cluster": "raftd"})
+    for _ in range(50):
+        _send(addr, [encode_frame(FrameType.HELLO, huge)], timeout=1)
+    time.sleep(0.5)
+    st = c.status(target)
+    strangers = set(st["peers"]) - set(c.nodes)
+    assert len(strangers) <= 16, sorted(strangers)  # the most recent few, to answer them
+    assert st["counters"]["bad_frames"] >= before + 50
+    with c.client() as cl:
+        cl.put("still", b"serving")
+    assert c.wait_leader() == leader
+
+
+def _send_and_go(address: str, frames: list[bytes]) -> None:
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        for f in frames:
+            s.sendall(f)
