@@ -111,8 +111,6 @@ def test_hello_from_strangers_opens_no_links_and_keeps_no_memory(cluster_factory
     request the node answers, used to leave 200 peer links retrying for ever; HELLOs with
     1 MiB ids were kept.  Now: links to strangers are the most recent 16 at most (a lagging
     node must answer a leader its log does not name yet), ids are bounded."""
-    from raftd.core import PreVote
-
     c = cluster_factory(3).start()
     leader = c.wait_leader()
     target = next(n for n in c.nodes if n != leader)
@@ -122,8 +120,9 @@ def test_hello_from_strangers_opens_no_links_and_keeps_no_memory(cluster_factory
     for i in range(200):
         fake = f"stranger{i}"
         hello = encode_hello(fake, "raftd", f"127.0.0.1:{20000 + i}")
-        vote = _raw_message(PreVote(fake, target, st["term"] + 1, 0, 0))
-        _send(addr, [hello, vote], timeout=2) if i % 50 == 0 else _send_and_go(addr, [hello, vote])
+        # A stale AppendEntries: the node answers it (Figure 2), to the stranger's address.
+        stale = _raw_message(AppendEntries(fake, target, st["term"] - 1, 0, 0, (), 0))
+        _send_and_go(addr, [hello, stale])
     huge = msgpack.packb({"node_id": "x" * (1 << 20), "cluster": "raftd"})
     for _ in range(50):
         _send(addr, [encode_frame(FrameType.HELLO, huge)], timeout=1)
