@@ -1,4 +1,4 @@
-"""Tests for the linearizability checker in tests/lincheck.py."""
+"""Tests for the linearizability checker in raftd/simrt/lincheck.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tests.lincheck import CheckResult, History, Op, check_linearizable
+from raftd.simrt.lincheck import CheckResult, History, Op, check_linearizable
 
 NEVER = b"never-written"
 

@@ -16,7 +16,6 @@ needs around it, in the order the thesis prescribes:
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 
 from raftd.config import split_address
@@ -160,7 +159,7 @@ class Reconfigurator:
     def _check_active_quorum(self, target: Configuration) -> None:
         """The new configuration must have a quorum of servers we heard from recently."""
         heard = self.server.peer_last_heard
-        now = time.monotonic()
+        now = self.server.sysclock.monotonic()
         window = 2 * self._election_timeout()
         active = {self.server.node_id} | {p for p, t in heard.items() if now - t < window}
         from raftd.core.membership import has_quorum  # noqa: PLC0415
@@ -182,7 +181,7 @@ class Reconfigurator:
         term = node.term
         self.server.wake()
         self.server._event("membership", f"proposed {cfg.describe()} at index {index}")
-        deadline = time.monotonic() + max(30.0, 20 * self._election_timeout())
+        deadline = self.server.sysclock.monotonic() + max(30.0, 20 * self._election_timeout())
         # Wait until the entry commits and, if it was joint, until C_new (appended by the core
         # when C_old,new commits) commits too.
         while True:
@@ -198,7 +197,7 @@ class Reconfigurator:
             if node.term != term or not self._still_ours(index, term):
                 raise ChangeError("leadership_lost",
                                   f"the change was lost in a leader change ({phase})")
-            if time.monotonic() > deadline:
+            if self.server.sysclock.monotonic() > deadline:
                 raise ChangeError("timeout", f"the change did not commit in time ({phase})")
             await asyncio.sleep(self.server.cfg.tick_ms / 1000)
 
@@ -220,16 +219,16 @@ class Reconfigurator:
         round_limit = self.server.cfg.catchup_round_timeout_ms / 1000
         for rnd in range(1, self.max_rounds + 1):
             target = node.log.last_index
-            t0 = time.monotonic()
+            t0 = self.server.sysclock.monotonic()
             while True:
                 self._require_leader("catch-up")
                 if all(node.progress.get(i) is not None
                        and node.progress[i].match_index >= target for i in ids):
                     break
-                if time.monotonic() - t0 > round_limit:
+                if self.server.sysclock.monotonic() - t0 > round_limit:
                     await self._abort(req, f"round {rnd} did not finish in {round_limit:g}s")
                 await asyncio.sleep(self.server.cfg.tick_ms / 1000)
-            if time.monotonic() - t0 < timeout:
+            if self.server.sysclock.monotonic() - t0 < timeout:
                 return rnd
         await self._abort(req, f"not caught up after {self.max_rounds} rounds")
         raise AssertionError("unreachable")

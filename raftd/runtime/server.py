@@ -18,7 +18,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from random import Random
 
@@ -38,11 +37,13 @@ from raftd.wire.codec import (decode_hello, decode_message, decode_request, enco
 from raftd.wire.framing import (FrameDecoder, FrameTooLarge, FrameType, RemoteProtocolError,
                                  UnsupportedVersion)
 
+from .clock import SYSTEM_CLOCK, Clock, ExecutorFactory, thread_executor
 from .clusterclock import ClusterClock
 from .connguard import ConnectionGuard
 from .metrics import RaftMetrics
 from .reconfig import ChangeError, ChangeRequest, Reconfigurator, describe_configuration
 from .snapshotting import Snapshotter
+from .statemachine import StateMachine
 from .transport import PeerIdentityError, PeerLink
 
 log = logging.getLogger("raftd")
@@ -80,8 +81,9 @@ class _ClientConn:
     whole batch of commits instead of one per request)."""
 
     def __init__(self, writer: asyncio.StreamWriter, identity=None, rate: int = 0,
-                 max_unsent: int = 64 << 20, on_overflow=None):
+                 max_unsent: int = 64 << 20, on_overflow=None, monotonic=time.monotonic):
         self.writer = writer
+        self._monotonic = monotonic
         self.closed = False
         self._out: list[bytes] = []
         self._out_bytes = 0
@@ -93,12 +95,12 @@ class _ClientConn:
         # Token bucket: ``rate`` requests per second, bursts of up to one second's worth.
         self.rate = rate
         self._tokens = float(rate)
-        self._refilled = time.monotonic()
+        self._refilled = monotonic()
         self.client_ids: set[str] = set()  # sessions this connection opened (a cap, see §12)
 
     def take_token(self) -> bool:
         if self._tokens < 1:
-            now = time.monotonic()
+            now = self._monotonic()
             self._tokens = min(self.rate, self._tokens + (now - self._refilled) * self.rate)
             self._refilled = now
             if self._tokens < 1:
@@ -132,10 +134,17 @@ class _ClientConn:
 
 
 class RaftServer:
-    def __init__(self, cfg: NodeConfig, *, rng_seed: int | None = None):
+    def __init__(self, cfg: NodeConfig, *, rng_seed: int | None = None,
+                 clock: Clock = SYSTEM_CLOCK, executor: ExecutorFactory = thread_executor,
+                 state_machine: StateMachine | None = None):
+        """``clock``, ``executor`` and ``state_machine`` are the parts the simulator replaces
+        (raftd.simrt): the daemon passes nothing and gets the system clock, worker threads
+        and the KV state machine."""
         self.cfg = cfg
         self.node_id = cfg.id
-        self.started_at = time.time()
+        self.sysclock = clock
+        self.new_executor = executor
+        self.started_at = clock.wall()
         self._rng = Random(rng_seed if rng_seed is not None else int.from_bytes(os.urandom(8)))
         self.storage: DurableLog | None = None
         # Failpoint (tests): called with each snapshot-install step's name, set before start().
@@ -144,12 +153,12 @@ class RaftServer:
         self.node: RaftNode | None = None
         # Session limits start at the state machine's defaults on every node: they are
         # replicated state, changed only through the log (_propose_session_limits).
-        self.fsm = KVStateMachine()
-        self.clock = ClusterClock(time.monotonic)
+        self.fsm = state_machine if state_machine is not None else KVStateMachine()
+        self.clock = ClusterClock(clock.monotonic)
         self._limits_term = -1
         self.peers: dict[str, PeerLink] = {}
         self._wake = asyncio.Event()
-        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raftd-disk")
+        self._disk = executor("raftd-disk")
         self._disk_jobs = 0
         self._saves: list[_Save] = []  # Readies waiting for the disk writer, in order
         self._disk_writer: asyncio.Task | None = None
@@ -316,8 +325,8 @@ class RaftServer:
             return
         log.info("stopping: transferring leadership to %s first", target)
         self.wake()
-        deadline = time.monotonic() + self.cfg.election_timeout_ms / 1000
-        while self.node.role == Role.LEADER and time.monotonic() < deadline:
+        deadline = self.sysclock.monotonic() + self.cfg.election_timeout_ms / 1000
+        while self.node.role == Role.LEADER and self.sysclock.monotonic() < deadline:
             await asyncio.sleep(self.cfg.tick_ms / 1000)
         if self.node.role == Role.LEADER:
             log.warning("leadership transfer to %s did not finish in time", target)
@@ -409,7 +418,7 @@ class RaftServer:
     async def _guard_connections(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            self.guard.sweep(time.monotonic())
+            self.guard.sweep(self.sysclock.monotonic())
 
     def _connection_timed_out(self, reason: str) -> None:
         self.limit_rejections[f"{reason}_connections"] += 1
@@ -471,18 +480,18 @@ class RaftServer:
                 if early:
                     for link in self.peers.values():
                         link.flush_now()
-                t0 = time.perf_counter()
+                t0 = self.sysclock.perf()
                 try:
                     self.storage.save(rd.hard_state, rd.entries)
                 except BaseException:
                     self._disk_failed = True  # see _write_saves
                     raise
-                dt = time.perf_counter() - t0
+                dt = self.sysclock.perf() - t0
                 self._count_fsync(dt)
                 if dt > self._inline_limit_s and self.cfg.inline_fsync == "auto":
                     # The loop was blocked that long: heartbeats, reads and status waited.
                     # Let the disk thread take the saves for a while.
-                    self._inline_until = time.monotonic() + _INLINE_BACKOFF_S
+                    self._inline_until = self.sysclock.monotonic() + _INLINE_BACKOFF_S
                     self.counters["inline_fsync_backoffs"] += 1
                     log.warning("an fsync took %.0f ms; saves run on the disk thread for the "
                                 "next %.0f s (inline_fsync: auto)", dt * 1000,
@@ -505,7 +514,7 @@ class RaftServer:
     def _save_inline(self) -> bool:
         mode = self.cfg.inline_fsync
         if mode == "auto":
-            return time.monotonic() >= self._inline_until
+            return self.sysclock.monotonic() >= self._inline_until
         return bool(mode)
 
     async def _write_saves(self) -> None:
@@ -517,9 +526,9 @@ class RaftServer:
                 batch, self._saves = self._saves, []
                 to_disk = [(s.rd.hard_state, s.rd.entries) for s in batch if s.persist]
                 if to_disk:
-                    t0 = time.perf_counter()
+                    t0 = self.sysclock.perf()
                     await self.on_disk(self.storage.save_many, to_disk)
-                    self._count_fsync(time.perf_counter() - t0)
+                    self._count_fsync(self.sysclock.perf() - t0)
                 for s in batch:
                     if s.persist and s.rd.entries:
                         node.persisted(s.rd.entries[-1].index, s.rd.entries[-1].term)
@@ -592,7 +601,7 @@ class RaftServer:
         if self.metrics is not None and isinstance(msg, AppendEntries):
             sent = self._append_sent.setdefault(msg.dst, {})
             if len(sent) < 4096:
-                sent.setdefault(msg.prev_log_index + len(msg.entries), time.perf_counter())
+                sent.setdefault(msg.prev_log_index + len(msg.entries), self.sysclock.perf())
         link.send(msg)
 
     def _address_of(self, nid: str) -> str | None:
@@ -962,7 +971,7 @@ class RaftServer:
         if sent:
             t = sent.pop(msg.match_index, None)
             if t is not None:
-                self.metrics.observe_append_rtt(msg.src, time.perf_counter() - t)
+                self.metrics.observe_append_rtt(msg.src, self.sysclock.perf() - t)
             for k in [k for k in sent if k < msg.match_index]:
                 del sent[k]
 
@@ -971,7 +980,7 @@ class RaftServer:
 
     # -------------------------------------------------------------------- status --
     def _event(self, kind: str, text: str) -> None:
-        self.events.append({"time": time.time(), "kind": kind, "text": text})
+        self.events.append({"time": self.sysclock.wall(), "kind": kind, "text": text})
         if len(self.events) > _MAX_EVENTS:
             del self.events[:len(self.events) - _MAX_EVENTS]
 
@@ -990,7 +999,7 @@ class RaftServer:
                                             if k in cfg.members or not cfg.members}},
             "last_leader_contact_ms": (0 if node.role == Role.LEADER else
                                        None if self.last_leader_contact is None else
-                                       round((time.monotonic() - self.last_leader_contact) * 1000)),
+                                       round((self.sysclock.monotonic() - self.last_leader_contact) * 1000)),
             "tick_ms": self.cfg.tick_ms,
             "election_timeout_ms": self.cfg.election_timeout_ms,
             "keys": len(self.fsm),
@@ -1003,7 +1012,7 @@ class RaftServer:
                          "session_ttl_ms": self.fsm.session_ttl_ms,
                          "max_sessions": self.fsm.max_sessions,
                          "cluster_time_ms": self.fsm.now_ms},
-            "uptime_s": round(time.time() - self.started_at, 3),
+            "uptime_s": round(self.sysclock.wall() - self.started_at, 3),
             "counters": dict(self.counters),
             "limit_rejections": dict(self.limit_rejections),
             "tls": self.tls.info() if self.tls is not None else {"enabled": False},
@@ -1049,8 +1058,9 @@ class RaftServer:
                     return
                 identity = self.tls.identity(writer.get_extra_info("ssl_object"))
             conn = _ClientConn(writer, identity, self.cfg.max_requests_per_second,
-                               self.cfg.max_unsent_bytes, self._unsent_overflow)
-            watch = self.guard.track(host, writer.transport.abort, time.monotonic())
+                               self.cfg.max_unsent_bytes, self._unsent_overflow,
+                               monotonic=self.sysclock.monotonic)
+            watch = self.guard.track(host, writer.transport.abort, self.sysclock.monotonic())
             while True:
                 if writer.transport.get_write_buffer_size() > self.cfg.max_unsent_bytes // 4:
                     await writer.drain()  # stop reading requests until the replies are read
@@ -1058,7 +1068,7 @@ class RaftServer:
                 if not data:
                     break
                 frames = decoder.feed(data)
-                watch.read(time.monotonic(), decoder.buffered > 0)
+                watch.read(self.sysclock.monotonic(), decoder.buffered > 0)
                 for ftype, body in frames:
                     if ftype == FrameType.CLIENT_REQUEST:
                         if peer_id is not None:
@@ -1097,7 +1107,7 @@ class RaftServer:
                             log.warning("dropping %s for %s from %s on %s's link",
                                         type(msg).__name__, msg.dst, msg.src, peer_id)
                             continue
-                        now = time.monotonic()
+                        now = self.sysclock.monotonic()
                         self.peer_last_heard[msg.src] = now
                         if ftype == 1 and msg.src == self.node.leader_id:  # AppendEntries
                             self.last_leader_contact = now
@@ -1167,8 +1177,8 @@ class RaftServer:
                                                  and not getattr(msg, "transfer", False)):
             return True
         self.counters["peer_messages_dropped"] += 1
-        if self._dropped_logged.get(msg.src, 0) < time.monotonic() - 10:  # once per 10 s
-            self._dropped_logged[msg.src] = time.monotonic()
+        if self._dropped_logged.get(msg.src, 0) < self.sysclock.monotonic() - 10:  # once per 10 s
+            self._dropped_logged[msg.src] = self.sysclock.monotonic()
             log.warning("dropping %s from %s: not a member of the configuration (%s)",
                         type(msg).__name__, msg.src, ", ".join(sorted(members)))
         return False

@@ -29,9 +29,7 @@ import asyncio
 import logging
 import os
 import signal
-import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from raftd.core import InstallSnapshot, SnapshotMeta
@@ -90,7 +88,7 @@ class Snapshotter:
         cfg = server.cfg
         self.store = SnapshotStore(os.path.join(cfg.data_dir, "snapshots"), cfg.snapshot_keep,
                                    cfg.fsync)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raftd-snapshot")
+        self._pool = server.new_executor("raftd-snapshot")
         self.in_progress: asyncio.Task | None = None
         self.last: dict | None = None  # the last snapshot this node took
         self.count = 0
@@ -169,13 +167,13 @@ class Snapshotter:
     async def _take(self) -> dict:
         srv = self.server
         node = srv.node
-        t0 = time.perf_counter()
+        t0 = self.server.sysclock.perf()
         index = srv.fsm.applied_index
         if node.snapshot is not None and index <= node.snapshot.index:
             return {**(self.last or {}), "index": node.snapshot.index, "unchanged": True}
         meta = SnapshotMeta(index, node.log.term_at(index), node.configuration_at(index))
         header, data = srv.fsm.freeze()  # O(1): writes go to an overlay meanwhile
-        stall = time.perf_counter() - t0
+        stall = self.server.sysclock.perf() - t0
         loop = asyncio.get_running_loop()
         try:
             info = await loop.run_in_executor(self._pool, self.store.write, meta, header, data)
@@ -192,7 +190,7 @@ class Snapshotter:
             node.compact(compact_to)
             # Through the disk thread, so it is ordered with every WAL write.
             await srv.on_disk(srv.storage.compact, compact_to, term)
-        elapsed = time.perf_counter() - t0
+        elapsed = self.server.sysclock.perf() - t0
         self.count += 1
         self.last = {"index": meta.index, "term": meta.term, "size": info.size,
                      "keys": info.keys, "duration_ms": round(elapsed * 1000, 1),
@@ -235,7 +233,7 @@ class Snapshotter:
 
     def _warn(self, peer: str, n: int, delay: float, exc: BaseException | None) -> None:
         """One line per failing peer per _WARN_EVERY_S, saying how many were not logged."""
-        now = time.monotonic()
+        now = self.server.sysclock.monotonic()
         last, suppressed = self._warned.get(peer, (None, 0))
         if last is not None and now - last < _WARN_EVERY_S:
             self._warned[peer] = (last, suppressed + 1)

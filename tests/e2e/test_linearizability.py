@@ -1,6 +1,6 @@
 """Concurrent clients against a 5-node cluster under kill -9, SIGSTOP/SIGCONT and network
 partitions (nftables on 127.0.0.x); the recorded history must be linearizable (Wing & Gong
-with Lowe's memoisation, tests/lincheck.py)."""
+with Lowe's memoisation, raftd/simrt/lincheck.py)."""
 from __future__ import annotations
 
 import random
@@ -10,7 +10,7 @@ import time
 import pytest
 
 from raftd.client import Client, ClientError
-from tests.lincheck import History, check_linearizable
+from raftd.simrt.lincheck import History, check_linearizable
 
 from .harness import Firewall, nft_available
 

@@ -1,0 +1,377 @@
+"""One seed of the simulation: raftd's own runtime (RaftServer, WAL, snapshot store, KV state
+machine, client library) on a virtual loop, a simulated network and a simulated disk.
+
+A run: start the nodes and the clients; a faulty phase (crashes and restarts, partitions,
+connection resets, slow disks and links); then the network heals, every node restarts and
+the cluster must serve a write and converge.  Checked throughout: Raft's safety invariants
+(raftd.sim.checker, looking at each live node's RaftNode every millisecond of virtual time);
+at the end: linearizability of the clients' history (reads included), one state on every
+node, and that no node stopped on a fatal error.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from random import Random
+
+import raftd.client as rclient
+from raftd.config import NodeConfig
+from raftd.core import Configuration
+from raftd.runtime.clock import Clock
+from raftd.runtime.server import RaftServer
+from raftd.sim.checker import SafetyChecker, SafetyViolation
+
+from .disk import SimDisk
+from .lincheck import History, check_linearizable, format_op
+from .loop import HOST, VirtualLoop
+from .net import NetParams, SimNet
+
+_PORT = 7100  # virtual: nothing listens on a real port
+_WALL0 = 1_800_000_000.0
+
+
+@dataclass
+class SimParams:
+    nodes: int = 5
+    clients: int = 3
+    keys: int = 3
+    faulty_s: float = 2.0  # virtual seconds of faults
+    settle_s: float = 4.0  # after healing: a write must succeed and the nodes converge
+    crash_p: float = 0.35  # per fault event
+    partition_p: float = 0.3
+
+
+class SimFailure(AssertionError):
+    pass
+
+
+class _Observed:
+    """What the safety checker looks at: a node id and its RaftNode."""
+    __slots__ = ("id", "raft")
+
+    def __init__(self, nid: str, raft) -> None:
+        self.id, self.raft = nid, raft
+
+
+class SimNode:
+    def __init__(self, nid: str, host: str, cfg: NodeConfig):
+        self.id, self.host, self.cfg = nid, host, cfg
+        self.server: RaftServer | None = None
+        self.incarnation = 0
+
+
+class SimCluster:
+    def __init__(self, seed: int, params: SimParams | None = None, trace: bool = False):
+        self.seed = seed
+        self.p = params or SimParams()
+        self.rng = Random(seed)
+        self.trace_on = trace
+        self.trace: list[str] = []
+        self.loop = VirtualLoop()
+        self.net = SimNet(self.loop, Random(self.rng.getrandbits(64)), self._net_params())
+        self.disk = SimDisk(Random(self.rng.getrandbits(64)))
+        self.dir = tempfile.mkdtemp(prefix=f"raftd-simrt-{seed}-")
+        ids = [f"n{i + 1}" for i in range(self.p.nodes)]
+        peers = {nid: f"10.0.0.{i + 1}:{_PORT}" for i, nid in enumerate(ids)}
+        inline = self.rng.choice([False, False, True])  # saves on the disk thread or the loop
+        self.nodes = {nid: SimNode(nid, f"10.0.0.{i + 1}", NodeConfig(
+            id=nid, listen=peers[nid], data_dir=f"{self.dir}/{nid}", peers=peers,
+            tick_ms=10, election_timeout_ms=150, heartbeat_interval_ms=30, inline_fsync=inline,
+            snapshot_entries=self.rng.choice([20, 50, 200]), snapshot_trailing=5,
+            client_idle_timeout_ms=0, catchup_round_timeout_ms=2000))
+            for i, nid in enumerate(ids)}
+        self.checker = SafetyChecker(ids, Configuration.make(peers, addresses=peers))
+        self.loop.set_exception_handler(self._loop_error)
+        self.history = History(clock=self.loop.time)
+        self.failure: BaseException | None = None
+        self.stats = {"crashes": 0, "restarts": 0, "partitions": 0, "ops": 0, "ok_ops": 0,
+                      "fatal": 0}
+        self._main: asyncio.Task | None = None
+        self._clients_run = True
+        self._ids = Random(self.rng.getrandbits(64))
+
+    def _net_params(self) -> NetParams:
+        # Swarm testing: each seed draws its own fault mix (TigerBeetle's VOPR does the same).
+        r = self.rng
+        return NetParams(connect_fail_p=r.choice([0.0, 0.02, 0.1]),
+                         reset_p=r.choice([0.0, 0.0005, 0.003]),
+                         slow_p=r.choice([0.0, 0.02, 0.1]))
+
+    def _loop_error(self, loop, context: dict) -> None:
+        # Tasks of a crashed node end cancelled mid-flight; asyncio reports some of them.
+        self.log(f"[{HOST.get()}] loop: {context.get('message')} {context.get('exception')!r}")
+
+    def log(self, text: str) -> None:
+        if self.trace_on:
+            self.trace.append(f"{self.loop.time() - 1000:9.4f} {text}")
+
+    # ------------------------------------------------------------------ nodes --
+    def start(self, n: SimNode) -> None:
+        n.incarnation += 1
+        clock = Clock(monotonic=self.loop.time, wall=lambda: _WALL0 + self.loop.time(),
+                      perf=self.loop.time)
+        srv = RaftServer(n.cfg, rng_seed=self.rng.getrandbits(64), clock=clock,
+                         executor=self.disk.executor(self.loop, n.host))
+        apply = srv.fsm.apply_entry
+
+        def observed_apply(entry, _nid=n.id):
+            self.checker.applied(_nid, entry)
+            return apply(entry)
+        srv.fsm.apply_entry = observed_apply  # observation only: the state machine is real
+        n.server = srv
+        self.checker.node_started(n.id)
+        self.net.restart(n.host)
+        ctx = contextvars.copy_context()
+        ctx.run(HOST.set, n.host)
+        self.loop.create_task(self._start(n, srv), context=ctx)
+        self.log(f"{n.id} start (incarnation {n.incarnation})")
+
+    async def _start(self, n: SimNode, srv: RaftServer) -> None:
+        try:
+            await srv.start()
+        except Exception as e:  # noqa: BLE001 - a node that cannot recover is a finding
+            self._fail(SimFailure(f"{n.id} failed to restart: {e!r}"))
+
+    def crash(self, n: SimNode) -> None:
+        srv, n.server = n.server, None
+        if srv is None:
+            return
+        self.stats["crashes"] += 1
+        self.log(f"{n.id} crash")
+        self.net.crash(n.host)
+        for t in list(self.loop.tasks_by_host.get(n.host, ())):
+            t.cancel()
+        self.disk.crash(n.host, n.cfg.data_dir)
+        if srv.storage is not None:
+            srv.storage.close()  # the process's descriptors go with it
+        srv._dir_lock.release()  # noqa: SLF001 - the kernel drops a dead process's flock
+
+    # ------------------------------------------------------------------ checks --
+    def _fail(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+            if self._main is not None:
+                self._main.cancel()
+
+    def _observe(self) -> None:
+        try:
+            for n in self.nodes.values():
+                srv = n.server
+                if srv is None or srv.node is None:
+                    continue
+                if srv.exit_code:
+                    raise SimFailure(f"{n.id} stopped on a fatal error (exit code "
+                                     f"{srv.exit_code}); see --trace")
+                self.checker.observe(_Observed(n.id, srv.node), 0)
+        except (SafetyViolation, SimFailure) as e:
+            self._fail(e)
+            return
+        self.loop.call_later(0.001, self._observe)
+
+    # ------------------------------------------------------------------ clients --
+    async def _client(self, cid: str) -> None:
+        endpoints = [n.cfg.listen for n in self.nodes.values()]
+        rng = Random(self.rng.getrandbits(64))
+        async with rclient.AsyncClient(endpoints, timeout=1.0, tls=False) as c:
+            while self._clients_run:
+                await self._one_op(c, cid, rng)
+                await asyncio.sleep(rng.uniform(0, 0.02))
+
+    async def _one_op(self, c, cid: str, rng: Random) -> None:
+        key = f"k{rng.randrange(self.p.keys)}"
+        kind = rng.choice(["put", "put", "get", "get", "cas", "delete"])
+        value = f"{cid}-{self.stats['ops']}"
+        self.stats["ops"] += 1
+        expected = None
+        if kind == "cas":
+            expected = rng.choice([None] + [o.value for o in self.history.ops[-8:]
+                                           if o.key == key and o.value])
+        op = self.history.invoke(cid, kind, key, value if kind in ("put", "cas") else None,
+                                 expected)
+        try:
+            if kind == "put":
+                await c.put(key, value)
+                self.history.ok(op, None)
+            elif kind == "get":
+                v = await c.get(key)
+                self.history.ok(op, v.decode() if v is not None else None)
+            elif kind == "delete":
+                self.history.ok(op, await c.delete(key))
+            else:
+                self.history.ok(op, await c.cas(key, expected, value))
+            self.stats["ok_ops"] += 1
+        except rclient.RequestError:
+            if kind == "get":
+                self.history.fail(op)
+            else:
+                self.history.unknown(op)
+        except (rclient.ClientError, OSError, asyncio.TimeoutError):
+            if kind == "get":
+                self.history.fail(op)
+            else:
+                self.history.unknown(op)  # may or may not have been applied
+
+    # ------------------------------------------------------------------ the run --
+    async def _scenario(self) -> None:
+        for n in self.nodes.values():
+            self.start(n)
+        self._observe()
+        clients = []
+        for i in range(self.p.clients):
+            ctx = contextvars.copy_context()
+            ctx.run(HOST.set, f"client{i}")
+            clients.append(self.loop.create_task(self._client(f"c{i}"), context=ctx))
+        end = self.loop.time() + self.p.faulty_s
+        hosts = [n.host for n in self.nodes.values()]
+        nodes = list(self.nodes.values())
+        while self.loop.time() < end:
+            await asyncio.sleep(self.rng.uniform(0.05, 0.4))
+            r = self.rng.random()
+            down = [n for n in nodes if n.server is None]
+            if r < self.p.crash_p:
+                victim = self.rng.choice(nodes)
+                if victim.server is not None:
+                    self.crash(victim)
+            elif r < self.p.crash_p + self.p.partition_p:
+                self.rng.shuffle(hosts)
+                cut = self.rng.randrange(1, len(hosts))
+                self.net.partition([set(hosts[:cut]), set(hosts[cut:])], sorted(hosts))
+                self.stats["partitions"] += 1
+                self.log(f"partition {sorted(hosts[:cut])} | {sorted(hosts[cut:])}")
+            else:
+                self.net.heal()
+                self.log("heal")
+            for n in down:
+                if self.rng.random() < 0.5:
+                    self.stats["restarts"] += 1
+                    self.start(n)
+        # Heal everything: the cluster must serve again and converge (liveness).
+        self.net.heal()
+        self.log("heal all, restart all")
+        for n in nodes:
+            if n.server is None:
+                self.start(n)
+        await asyncio.sleep(self.p.settle_s / 2)
+        self._clients_run = False
+        await asyncio.wait(clients, timeout=5.0)
+        await self._final_write()
+        await self._converged()
+
+    async def _final_write(self) -> None:
+        ctx = contextvars.copy_context()
+        ctx.run(HOST.set, "checker")
+
+        async def write() -> None:
+            async with rclient.AsyncClient([n.cfg.listen for n in self.nodes.values()],
+                                           timeout=self.p.settle_s, tls=False) as c:
+                op = self.history.invoke("final", "put", "k0", "final")
+                await c.put("k0", "final")
+                self.history.ok(op, None)
+        try:
+            await self.loop.create_task(write(), context=ctx)
+        except rclient.ClientError as e:
+            raise SimFailure(f"liveness: no write succeeded {self.p.settle_s}s after the "
+                             f"network healed: {e}") from None
+
+    async def _converged(self) -> None:
+        deadline = self.loop.time() + self.p.settle_s
+        while True:
+            states = {n.id: (n.server.fsm.applied_index, n.server.fsm.digest())
+                      for n in self.nodes.values() if n.server is not None and n.server.node}
+            leader_commit = max(n.server.node.commit_index for n in self.nodes.values()
+                                if n.server is not None and n.server.node)
+            if len(set(states.values())) == 1 and \
+                    next(iter(states.values()))[0] >= leader_commit:
+                return
+            if self.loop.time() > deadline:
+                raise SimFailure(f"the nodes did not converge {self.p.settle_s}s after the "
+                                 f"network healed: (applied index, digest) {states}")
+            await asyncio.sleep(0.05)
+
+    def run(self) -> "SimCluster":
+        with _patched_client(self._ids), _quiet(self.trace_on, self):
+            self.disk.install()
+            try:
+                self._main = self.loop.create_task(self._scenario())
+                try:
+                    self.loop.run_until_complete(self._main)
+                except asyncio.CancelledError:
+                    pass
+                if self.failure is None:
+                    res = check_linearizable(self.history.ops, timeout_s=60)
+                    if not res.ok:
+                        self.failure = SimFailure(f"linearizability: {res.explanation}")
+            finally:
+                self.disk.uninstall()
+                self._teardown()
+        if self.failure is not None:
+            raise self.failure
+        return self
+
+    def _teardown(self) -> None:
+        for n in self.nodes.values():
+            if n.server is not None:
+                self.crash(n)
+        for tasks in self.loop.tasks_by_host.values():
+            for t in tasks:
+                t.cancel()
+        for _ in range(3):
+            self.loop.run_until_complete(asyncio.sleep(0))
+        self.loop.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _patched_client(ids: Random):
+    """The real client library, connecting through the loop's simulated network (its own
+    _open makes a real socket) and drawing session ids from the seed."""
+    async def _open(self):
+        host, _, port = self.address.rpartition(":")
+        return await asyncio.open_connection(host, int(port))
+
+    class _Uuid:
+        @staticmethod
+        def uuid4():
+            return uuid.UUID(int=ids.getrandbits(128))
+    saved = (rclient._Connection._open, rclient.uuid)  # noqa: SLF001
+    rclient._Connection._open, rclient.uuid = _open, _Uuid  # noqa: SLF001
+    try:
+        yield
+    finally:
+        rclient._Connection._open, rclient.uuid = saved  # noqa: SLF001
+
+
+@contextlib.contextmanager
+def _quiet(trace: bool, cluster: SimCluster):
+    log = logging.getLogger("raftd")
+    handler = None
+    saved = log.level, log.propagate
+    if trace:
+        handler = _TraceHandler(cluster)
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    else:
+        log.setLevel(logging.CRITICAL + 1)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.setLevel(saved[0])
+        log.propagate = saved[1]
+        if handler is not None:
+            log.removeHandler(handler)
+
+
+class _TraceHandler(logging.Handler):
+    def __init__(self, cluster: SimCluster):
+        super().__init__()
+        self.cluster = cluster
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.cluster.log(f"[{HOST.get()}] {record.levelname.lower()}: {record.getMessage()}")

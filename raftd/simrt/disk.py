@@ -1,0 +1,101 @@
+"""Simulated disk timing and crash durability, under the real WAL and snapshot store.
+
+Jobs the runtime hands to its disk or snapshot thread run as scheduled virtual work: each
+takes a random virtual time and runs on the loop (one at a time per executor, in order), so a
+crash can fall between a write being asked for and it being done.  Files are real, in a
+temporary directory; fsync and fdatasync are observed (patched for the run) to learn what is
+durable: a crash keeps each file's fsynced length plus a random prefix of what was written
+after it, so the last record can be torn.  Not modelled yet: names made durable only by a
+directory fsync, EIO and ENOSPC (issue 15 §2; the file-layer interface is being added).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import Executor, Future
+from random import Random
+
+from .loop import HOST
+
+
+class SimExecutor(Executor):
+    def __init__(self, loop: asyncio.AbstractEventLoop, rng: Random, disk: "SimDisk",
+                 host: str, delay: tuple[float, float]):
+        self._loop, self._rng, self._disk, self.host = loop, rng, disk, host
+        self._delay = delay
+        self._free_at = 0.0  # one worker: jobs run in order
+        self.epoch = disk.epoch.get(host, 0)
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        fut: Future = Future()
+        at = max(self._loop.time(), self._free_at) + self._rng.uniform(*self._delay)
+        self._free_at = at
+        self._loop.call_at(at, self._run, fut, fn, args, kwargs)
+        return fut
+
+    def _run(self, fut: Future, fn, args, kwargs) -> None:
+        if self._disk.epoch.get(self.host, 0) != self.epoch:
+            return  # the process crashed: the job never ran
+        if not fut.set_running_or_notify_cancel():
+            return
+        token = HOST.set(self.host)
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+            fut.set_exception(e)
+        finally:
+            HOST.reset(token)
+
+    def shutdown(self, wait=True, *, cancel_futures=False) -> None:
+        pass
+
+
+class SimDisk:
+    """What each file has durable: its length at the last fsync (by inode)."""
+
+    def __init__(self, rng: Random):
+        self.rng = rng
+        self.synced: dict[tuple[int, int], int] = {}
+        self.epoch: dict[str, int] = {}
+        self.fsyncs = 0
+        self.torn = 0
+        self._saved = None
+
+    def install(self) -> None:
+        """Observe fsync/fdatasync for the run (restored by uninstall)."""
+        self._saved = (os.fsync, os.fdatasync)
+        real_fsync, real_fdatasync = self._saved
+
+        def watch(real):
+            def sync(fd):
+                st = os.fstat(fd)
+                if not os.path.isdir(f"/proc/self/fd/{fd}") and (st.st_mode & 0o170000) == 0o100000:
+                    self.synced[(st.st_dev, st.st_ino)] = st.st_size
+                self.fsyncs += 1
+                # No real sync: the simulated crash decides what survives.
+            return sync
+        os.fsync, os.fdatasync = watch(real_fsync), watch(real_fdatasync)
+
+    def uninstall(self) -> None:
+        if self._saved is not None:
+            os.fsync, os.fdatasync = self._saved
+            self._saved = None
+
+    def executor(self, loop, host: str, delay=(0.0005, 0.004)):
+        return lambda name: SimExecutor(loop, self.rng, self, host, delay)
+
+    def crash(self, host: str, data_dir: str) -> None:
+        """The process dies: pending jobs never run; unsynced bytes are partly lost."""
+        self.epoch[host] = self.epoch.get(host, 0) + 1
+        for root, _, files in os.walk(data_dir):
+            for name in sorted(files):
+                if name in ("LOCK", "raftd.pid"):
+                    continue
+                path = os.path.join(root, name)
+                st = os.stat(path)
+                durable = self.synced.get((st.st_dev, st.st_ino), 0)
+                if st.st_size > durable:
+                    keep = durable + self.rng.randrange(st.st_size - durable + 1)
+                    if keep < st.st_size:
+                        self.torn += 1
+                        os.truncate(path, keep)

@@ -1,0 +1,67 @@
+"""A deterministic asyncio event loop with a virtual clock (issue 15 §1, option 2 of
+docs: the daemon's own asyncio code on a virtual loop).
+
+Time advances only when every ready callback has run: the selector's ``select(timeout)`` moves
+the clock to the next timer instead of sleeping.  Nothing reaches the outside world: the loop's
+``create_connection``/``create_server`` go to the simulated network (net.py), and each task
+remembers which simulated host created it, so a crash can end exactly that host's tasks.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import selectors
+
+HOST: contextvars.ContextVar[str] = contextvars.ContextVar("simrt_host", default="sim")
+
+
+class Deadlock(RuntimeError):
+    """Every task waits and no timer is due: the simulated world stopped."""
+
+
+class _VirtualSelector(selectors._BaseSelectorImpl):  # noqa: SLF001 - the stdlib's own base
+    def __init__(self, loop: "VirtualLoop"):
+        super().__init__()
+        self._loop = loop
+
+    def select(self, timeout=None):
+        if timeout is None:
+            raise Deadlock("nothing to run and no timer due")
+        if timeout > 0:
+            self._loop.now += timeout
+        return []
+
+
+class VirtualLoop(asyncio.SelectorEventLoop):
+    def __init__(self, start: float = 1000.0):
+        self.now = start
+        super().__init__(_VirtualSelector(self))
+        self._clock_resolution = 1e-9
+        self.net = None  # set by SimNet
+        self.tasks_by_host: dict[str, set[asyncio.Task]] = {}
+        self.set_task_factory(self._make_task)
+
+    def time(self) -> float:
+        return self.now
+
+    def _make_task(self, loop, coro, **kw):
+        task = asyncio.Task(coro, loop=loop, **kw)
+        host = HOST.get()
+        tasks = self.tasks_by_host.setdefault(host, set())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return task
+
+    async def create_connection(self, protocol_factory, host=None, port=None, **kw):
+        return await self.net.connect(protocol_factory, host, port, **kw)
+
+    async def create_server(self, protocol_factory, host=None, port=None, **kw):
+        return self.net.listen(protocol_factory, host, port)
+
+    async def getaddrinfo(self, host, port, **kw):
+        raise OSError("no name resolution in the simulation")
+
+    def run_in_executor(self, executor, func, *args):
+        if executor is None:
+            raise RuntimeError("the simulation has no default executor (threads)")
+        return super().run_in_executor(executor, func, *args)

@@ -1,0 +1,121 @@
+"""Mutants: known Raft and runtime bugs, injected by patching at run time (issue 15 §5).
+
+Each one re-introduces a bug the simulator must catch; production code has no switch for any
+of them.  ``python -m raftd.simrt --mutant NAME`` runs the seeds with the patch applied; a
+mutant that survives its seeds shows a blind spot of the simulator.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator
+
+from raftd.core import EntryKind
+from raftd.core import membership
+from raftd.core.messages import AppendEntriesResponse, RequestVoteResponse
+from raftd.core.node import RaftNode
+from raftd.kv.commands import Op
+from raftd.kv.fsm import KVStateMachine
+from raftd.runtime.server import RaftServer
+
+
+@contextlib.contextmanager
+def _patch(obj, name: str, value) -> Iterator[None]:
+    saved = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, saved)
+
+
+def _send_before_save(kind: type, what: Callable[[object], bool] = lambda m: True):
+    """Messages of ``kind`` in a Ready that has something to save leave before the save
+    (ready.py: they may leave only once it is durable)."""
+    original = RaftServer._process_ready
+
+    def process_ready(self, rd):
+        persist = rd.hard_state is not None or bool(rd.entries)
+        if persist and not self._disk_failed:
+            early = [m for m in rd.messages if isinstance(m, kind) and what(m)]
+            if early:
+                for m in early:
+                    self._send(m)
+                rd = dataclasses.replace(rd, messages=[m for m in rd.messages
+                                                       if not any(m is e for e in early)])
+        return original(self, rd)
+    return _patch(RaftServer, "_process_ready", process_ready)
+
+
+def ack_before_fsync():
+    """A follower acknowledges entries before its WAL fsync (Raft §5.3: an entry is stored
+    before the AppendEntries reply)."""
+    return _send_before_save(AppendEntriesResponse, lambda m: m.success)
+
+
+def vote_before_persist():
+    """A vote leaves before the term and the vote are durable (Raft Figure 2: persistent state
+    is updated on stable storage before responding)."""
+    return _send_before_save(RequestVoteResponse, lambda m: m.granted)
+
+
+def commit_previous_term_by_count():
+    """The leader commits an entry of an earlier term by counting replicas (the Figure 8
+    scenario of Raft §5.4.2)."""
+    def maybe_commit(self) -> None:
+        match = {p: pr.match_index for p, pr in self.progress.items()}
+        match[self.id] = self._durable
+        n = membership.committed_index(self.config, match)
+        if n > self.commit_index:
+            self.commit_index = n
+            self._commit_dirty = True
+            self._on_commit_advanced()
+    return _patch(RaftNode, "_maybe_commit", maybe_commit)
+
+
+def truncate_committed():
+    """A follower truncates its log at the first entry of every AppendEntries, whether or not
+    it conflicts (Figure 2 step 3 says: only on a conflict), committed entries included."""
+    def append_from_leader(self, entries) -> None:
+        if not entries:
+            return
+        first = entries[0].index
+        if first <= self.log.last_index:
+            self._drop_acks_beyond(first - 1)
+            self.log.truncate_after(first - 1)
+            self._truncate_bookkeeping(first - 1)
+        self.log.extend(entries)
+        for e in entries:
+            if e.kind == EntryKind.CONFIG:
+                self._on_config_appended(e)
+    return _patch(RaftNode, "_append_from_leader", append_from_leader)
+
+
+def no_session_dedupe():
+    """The state machine applies a retried write again instead of answering from the client's
+    session (thesis §6.3)."""
+    original = KVStateMachine._apply_command
+
+    def apply_command(self, index, cmd):
+        s = self._sessions.get(cmd.client_id) if cmd.has_session else None
+        if s is not None and cmd.op != Op.OPEN_SESSION and cmd.seq <= s.last_seq:
+            result = self._execute(index, cmd)
+            self._touch(cmd.client_id, s.last_seq, result)
+            return result
+        return original(self, index, cmd)
+    return _patch(KVStateMachine, "_apply_command", apply_command)
+
+
+MUTANTS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
+    "ack-before-fsync": ack_before_fsync,
+    "vote-before-persist": vote_before_persist,
+    "commit-previous-term-by-count": commit_previous_term_by_count,
+    "truncate-committed": truncate_committed,
+    "no-session-dedupe": no_session_dedupe,
+}
+
+
+def mutant(name: str | None) -> contextlib.AbstractContextManager:
+    if name is None:
+        return contextlib.nullcontext()
+    return MUTANTS[name]()
