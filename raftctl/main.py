@@ -82,7 +82,11 @@ def root(ctx: typer.Context, endpoints: EndpointsOpt = None, output: OutputOpt =
              "--cert", envvar="RAFTCTL_CERT",
              help="client certificate (raftctl certs issue)")] = None,
          key: Annotated[Optional[str], typer.Option(
-             "--key", envvar="RAFTCTL_KEY", help="private key of --cert")] = None) -> None:
+             "--key", envvar="RAFTCTL_KEY", help="private key of --cert")] = None,
+         cluster_id: Annotated[Optional[str], typer.Option(
+             "--cluster-id", envvar="RAFTCTL_CLUSTER_ID",
+             help="refuse nodes of any other cluster (raftctl status shows the id)")] = None,
+         ) -> None:
     ctx.obj = {"endpoints": endpoints, "output": output, "timeout": timeout}
     # The client library reads its TLS files from these variables (raftd/client.py), so
     # every command, and any raftctl it starts, talks TLS once they are given here.
@@ -90,6 +94,8 @@ def root(ctx: typer.Context, endpoints: EndpointsOpt = None, output: OutputOpt =
                         ("RAFTCTL_KEY", key)):
         if value:
             os.environ[name] = os.path.abspath(value)
+    if cluster_id:
+        os.environ["RAFTCTL_CLUSTER_ID"] = cluster_id  # read by raftd.client, like the above
 
 
 def _wants_json(argv: list[str]) -> bool:

@@ -31,6 +31,9 @@ class NodeConfig:
     peers: dict[str, str] = field(default_factory=dict)  # id -> host:port, itself included
     join: bool = False  # start empty and wait to be added by a membership change
     cluster: str = "raftd"
+    # The cluster's identity (raftd/runtime/identity.py): written by the tools that create a
+    # cluster; a server whose data dir holds another refuses to start.
+    cluster_id: str | None = None
     # --- tuning (times in milliseconds) ---
     tick_ms: int = 50
     election_timeout_ms: int = 1000  # minimum; the actual timeout is drawn in [t, 2t)
@@ -97,6 +100,7 @@ class NodeConfig:
 # Every key of raftd.yaml and its type; raftctl's inventory takes its tuning keys from here.
 KEY_TYPES: dict[str, type | tuple[type, ...]] = {
     "id": str, "listen": str, "data_dir": str, "peers": dict, "join": bool, "cluster": str,
+    "cluster_id": (str, type(None)),
     "tick_ms": int, "election_timeout_ms": int, "heartbeat_interval_ms": int, "fsync": bool,
     "inline_fsync": (bool, str), "event_loop": str, "wal_preallocate_bytes": int,
     "max_append_entries": int, "max_append_bytes": int, "max_inflight_msgs": int,
@@ -147,6 +151,10 @@ def parse_config(raw: Any, source: str = "<config>") -> NodeConfig:
     why = node_id_problem(values["id"])
     if why is not None:
         raise err("id", why)
+    cid = values.get("cluster_id")
+    if cid is not None and (not cid or len(cid) > 64
+                            or not all(c.isalnum() or c in "-_." for c in cid)):
+        raise err("cluster_id", "expected 1-64 letters, digits, '-', '_' or '.'")
     for pid, paddr in values.get("peers", {}).items():
         why = node_id_problem(pid)
         if why is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -112,7 +113,10 @@ def plan_layout(directory: Path, nodes: int, base_port: int, host: str,
 
 def write_configs(directory: Path, nodes: list[dict], tuning: dict,
                    tls: bool = False) -> None:
+    """The node configs of a new cluster, with a new cluster_id shared by its nodes (issue 14
+    §9: a server of another cluster is then refused as a peer and as a new member)."""
     peers = {n["id"]: n["address"] for n in nodes}
+    cluster_id = secrets.token_hex(16)
     client = None
     if tls:
         from raftd import pki  # noqa: PLC0415 - cryptography only when asked for TLS
@@ -124,7 +128,7 @@ def write_configs(directory: Path, nodes: list[dict], tuning: dict,
         d = Path(n["data_dir"])
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         cfg = {"id": n["id"], "listen": n["address"], "data_dir": n["data_dir"], "peers": peers,
-               **tuning}
+               "cluster_id": cluster_id, **tuning}
         if tls:
             cfg["tls"] = _node_tls(directory, n)
         (d / "raftd.yaml").write_text(dump_config(cfg))

@@ -71,7 +71,8 @@ def register(app: typer.Typer) -> None:
 def print_status(out, st: dict) -> None:
     conf = st["configuration"]
     term = st["term"] if st["term"] is not None else "-"
-    title = (f"leader: {st['leader'] or 'none'}   term: {term}   voters: "
+    title = ((f"cluster: {st['cluster_id']}   " if st.get("cluster_id") else "")
+             + f"leader: {st['leader'] or 'none'}   term: {term}   voters: "
              f"{','.join(conf['voters']) or '-'}"
              + (f" (joint, old: {','.join(conf.get('old_voters', []))})" if conf["joint"] else "")
              + (f"   learners: {','.join(conf['learners'])}" if conf["learners"] else "")
@@ -89,6 +90,10 @@ def print_status(out, st: dict) -> None:
             row.append(n.get("cert_days_left"))
     out.table(cols, rows, title=title)
     for n in st["nodes"]:
+        if n.get("cluster_id") and st.get("cluster_id") and n["cluster_id"] != st["cluster_id"]:
+            out.info(f"WARNING: {n['id']} at {n['address']} belongs to cluster "
+                     f"{n['cluster_id']}, not {st['cluster_id']}: two clusters behind these "
+                     f"endpoints (raftctl --cluster-id ID refuses the other)")
         if n.get("cert_warning"):
             out.info(f"WARNING: {n['id']}: {n['cert_warning']}")
 

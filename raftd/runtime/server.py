@@ -41,6 +41,7 @@ from .clock import SYSTEM_CLOCK, Clock, ExecutorFactory, thread_executor
 from .clusterclock import ClusterClock
 from .connguard import ConnectionGuard
 from .metrics import RaftMetrics
+from .identity import ClusterIdentity, ClusterIdError
 from .reconfig import ChangeError, ChangeRequest, Reconfigurator, describe_configuration
 from .snapshotting import Snapshotter
 from .statemachine import StateMachine
@@ -196,6 +197,7 @@ class RaftServer:
         self.counters = {"proposals": 0, "fsyncs": 0, "fsync_seconds": 0.0,
                          "leader_changes": 0, "bad_frames": 0, "client_requests": 0,
                          "tls_handshake_failures": 0, "peers_refused": 0,
+                         "cluster_id_refused": 0,
                          "peer_messages_dropped": 0, "permission_denied": 0,
                          "inline_fsync_backoffs": 0}
         self._dropped_logged: dict[str, float] = {}  # peer -> when we last logged a drop
@@ -237,6 +239,10 @@ class RaftServer:
         try:
             self._dir_lock.acquire()  # before anything reads or writes the WAL
         except DataDirInUse as e:
+            raise StartupError(str(e)) from None
+        try:
+            self.identity = ClusterIdentity(cfg)
+        except ClusterIdError as e:
             raise StartupError(str(e)) from None
         if cfg.tls is not None:
             try:
@@ -595,7 +601,7 @@ class RaftServer:
                 return  # not a server we know: no link to an address a stranger gave us
             link = PeerLink(self.node_id, msg.dst, address, self.cfg.host, self.cfg.cluster,
                             self.cfg.peer_queue_limit, own_address=self.cfg.listen,
-                            tls=self.tls)
+                            tls=self.tls, cluster_id=lambda: self.identity.cluster_id)
             link.start()
             self.peers[msg.dst] = link
         if self.metrics is not None and isinstance(msg, AppendEntries):
@@ -765,6 +771,14 @@ class RaftServer:
         op = req.get("op")
         if type(op) is not str:  # e.g. ["put"]: unhashable, and no op of ours (issue 19 §14)
             conn.reply(rid, error={"code": "bad_request", "message": "op must be a string"})
+            return
+        wanted = req.get("cluster_id")
+        if wanted is not None and wanted != self.identity.cluster_id:
+            # The client was told which cluster it talks to (raftctl --cluster-id): two
+            # clusters behind the same endpoints must not be mixed up (issue 14 §9).
+            conn.reply(rid, error={"code": "wrong_cluster", "message":
+                                   f"{self.cfg.listen} belongs to cluster "
+                                   f"{self.identity.cluster_id}, not {wanted}"})
             return
         if conn.rate and not conn.take_token():
             self.limit_rejections["request_rate"] += 1
@@ -991,6 +1005,8 @@ class RaftServer:
         st = node.status()
         st.update({
             "address": self.cfg.listen,
+            "cluster_id": self.identity.cluster_id,
+            "join": self.cfg.join,
             "pid": os.getpid(),
             "applied_index": self.fsm.applied_index,
             "leader_address": addresses.get(node.leader_id) if node.leader_id else None,
@@ -1082,7 +1098,9 @@ class RaftServer:
                         watch.is_peer = True
                         if self.tls is not None:
                             self._check_peer(identity, peer_id, host)
-                        announced = decode_request(body).get("address")
+                        hello = decode_request(body)
+                        self._check_cluster_id(peer_id, hello.get("cluster_id"))
+                        announced = hello.get("address")
                         if isinstance(announced, str) and len(announced) <= 256:
                             self._note_hello_address(peer_id, announced)
                         if cluster is not None and cluster != self.cfg.cluster:
@@ -1152,6 +1170,16 @@ class RaftServer:
             self._conns.discard(writer)
             self._conn_tasks.discard(task)
             writer.close()
+
+    def _check_cluster_id(self, peer_id: str, theirs: object) -> None:
+        """A peer of another cluster is refused (issue 14 §9); a server in join mode takes the
+        id of the first peer that says hello, the leader adding it."""
+        why = self.identity.refuses(theirs)
+        if why is not None:
+            self.counters["cluster_id_refused"] += 1
+            raise PeerIdentityError(f"{peer_id}: {why}")
+        if isinstance(theirs, str) and self.identity.adopt(theirs):
+            self._event("cluster", f"joined cluster {theirs} (said by {peer_id})")
 
     def _check_peer(self, identity, peer_id: str, host: str) -> None:
         """Mutual TLS for peers: a node certificate of our CA, for the id the peer claims.

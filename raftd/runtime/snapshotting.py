@@ -254,7 +254,8 @@ class Snapshotter:
                                                 None))
         _, writer = await open_peer_connection(srv.tls, address, srv.cfg.host, msg.dst, 5.0)
         try:
-            writer.write(encode_hello(srv.node_id, srv.cfg.cluster, srv.cfg.listen))
+            writer.write(encode_hello(srv.node_id, srv.cfg.cluster, srv.cfg.listen,
+                                      srv.identity.cluster_id))
             srv._event("snapshot", f"sending snapshot {msg.last_included_index} to {msg.dst}")
             for offset, data in iter_chunks(path):
                 writer.write(encode_message(InstallSnapshot(

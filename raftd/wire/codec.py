@@ -252,12 +252,16 @@ def encode_error(code: str, message: str) -> bytes:
     return _map_frame(FrameType.ERROR, {"code": str(code), "message": message})
 
 
-def encode_hello(node_id: str, cluster: str | None = None, address: str | None = None) -> bytes:
+def encode_hello(node_id: str, cluster: str | None = None, address: str | None = None,
+                 cluster_id: str | None = None) -> bytes:
     """HELLO frame, the first frame a peer sends on a connection it opens.  ``address`` is the
-    sender's listen address, so a node that joined with no configuration can answer it."""
+    sender's listen address, so a node that joined with no configuration can answer it;
+    ``cluster_id`` its cluster's identity (absent: a server in join mode, or an older one)."""
     body = {"node_id": node_id, "cluster": cluster}
     if address is not None:
         body["address"] = address
+    if cluster_id is not None:
+        body["cluster_id"] = cluster_id
     return _map_frame(FrameType.HELLO, body)
 
 

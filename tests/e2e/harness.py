@@ -118,8 +118,9 @@ class LocalCluster:
         p = pki.issue_node(self.certs, nid, [addr.rsplit(":", 1)[0]], force=True)
         return {"tls": {"ca": str(p.ca), "cert": str(p.cert), "key": str(p.key)}}
 
-    def add_join_node(self) -> Node:
-        """A new node with `join: true` (empty, waits to be added); started."""
+    def add_join_node(self, **tuning) -> Node:
+        """A new node with `join: true` (empty, waits to be added); started.  ``tuning``
+        overrides the cluster's settings for this node."""
         self._count += 1
         nid = f"n{self._count}"
         host = _new_host()
@@ -128,7 +129,7 @@ class LocalCluster:
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         cfg = d / "raftd.yaml"
         cfg.write_text(yaml.safe_dump({"id": nid, "listen": addr, "data_dir": str(d),
-                                       "join": True, **self._tuning,
+                                       "join": True, **self._tuning, **tuning,
                                        **self._tls_conf(nid, addr)}))
         node = Node(nid, addr, d, cfg)
         self.nodes[nid] = node
