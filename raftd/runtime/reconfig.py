@@ -19,6 +19,7 @@ import asyncio
 from dataclasses import dataclass
 
 from raftd.config import split_address
+from raftd.validate import node_id_problem
 from raftd.runtime.transport import PeerIdentityError, open_peer_connection
 from raftd.wire.codec import decode_body, encode_client_request
 from raftd.wire.framing import FrameDecoder, FrameType, RemoteProtocolError
@@ -82,10 +83,16 @@ class Reconfigurator:
         addresses = {**self.server.cfg.peers, **cur.address_map()}
         addresses = {k: v for k, v in addresses.items() if k in cur.members}
         for nid, addr in req.add.items():
-            if not nid or not isinstance(nid, str):
-                raise ChangeError("bad_request", "server ids must be non-empty strings")
+            why = node_id_problem(nid)
+            if why is not None:
+                raise ChangeError("bad_request", why)
             if nid in cur.members:
                 raise ChangeError("bad_request", f"{nid} is already a member")
+            if nid in self.server.removed.ids:
+                # Ids are never reused, so every server may refuse a removed id for good
+                # (issue 19 §2).
+                raise ChangeError("id_removed", f"{nid} was removed from this cluster; add the "
+                                                f"server under a new id (ids are never reused)")
             try:
                 split_address(addr)
             except ValueError as e:

@@ -42,6 +42,7 @@ from .clusterclock import ClusterClock
 from .connguard import ConnectionGuard
 from .metrics import RaftMetrics
 from .identity import ClusterIdentity, ClusterIdError
+from .removed import RemovedIds
 from .reconfig import ChangeError, ChangeRequest, Reconfigurator, describe_configuration
 from .snapshotting import Snapshotter
 from .statemachine import StateMachine
@@ -197,7 +198,7 @@ class RaftServer:
         self.counters = {"proposals": 0, "fsyncs": 0, "fsync_seconds": 0.0,
                          "leader_changes": 0, "bad_frames": 0, "client_requests": 0,
                          "tls_handshake_failures": 0, "peers_refused": 0,
-                         "cluster_id_refused": 0,
+                         "cluster_id_refused": 0, "removed_refused": 0,
                          "peer_messages_dropped": 0, "permission_denied": 0,
                          "inline_fsync_backoffs": 0}
         self._dropped_logged: dict[str, float] = {}  # peer -> when we last logged a drop
@@ -274,6 +275,13 @@ class RaftServer:
             self._rng, hard_state=st.hard_state, entries=st.all_entries(),
             snapshot_index=st.snapshot_index, snapshot_term=st.snapshot_term,
             base_configuration=base, snapshot=snap.meta if snap else None)
+        try:
+            # Removals are learned from committed configurations as they are applied; those
+            # already applied (in the restored snapshot) are in the file.
+            self.removed = RemovedIds(
+                cfg.data_dir, self.node.configuration_at(self.fsm.applied_index).members)
+        except ValueError as e:
+            raise StartupError(str(e)) from None
         self._event("start", f"started with term {st.hard_state.term}, "
                              f"log {st.first_index}..{st.last_index}")
         log.info("recovered term=%d voted_for=%s log=[%d..%d] configuration: %s",
@@ -669,6 +677,8 @@ class RaftServer:
         normal = EntryKind.NORMAL
         for e in rd.committed_entries:
             snaps.bytes_since += len(e.data)
+            if e.kind == EntryKind.CONFIG:
+                self._config_committed(e)
             pw = pending.pop(e.index, None) if pending else None
             if pw is None:
                 fsm.apply_entry(e)
@@ -693,6 +703,11 @@ class RaftServer:
         self.node.applied(last.index)
         if last.term > self._limits_term:
             self._propose_session_limits(last.term)
+
+    def _config_committed(self, e) -> None:
+        gone = self.removed.committed(Configuration.decode(e.data))
+        for nid in sorted(gone):
+            self._event("membership", f"{nid} removed: its id is refused from now on")
 
     def _propose_session_limits(self, applied_term: int) -> None:
         """Session limits are replicated state (see raftd.kv.fsm): once per term, after the
@@ -1007,6 +1022,7 @@ class RaftServer:
             "address": self.cfg.listen,
             "cluster_id": self.identity.cluster_id,
             "join": self.cfg.join,
+            "removed_ids": sorted(self.removed.ids),
             "pid": os.getpid(),
             "applied_index": self.fsm.applied_index,
             "leader_address": addresses.get(node.leader_id) if node.leader_id else None,
@@ -1100,6 +1116,7 @@ class RaftServer:
                             self._check_peer(identity, peer_id, host)
                         hello = decode_request(body)
                         self._check_cluster_id(peer_id, hello.get("cluster_id"))
+                        self._check_not_removed(peer_id)
                         announced = hello.get("address")
                         if isinstance(announced, str) and len(announced) <= 256:
                             self._note_hello_address(peer_id, announced)
@@ -1170,6 +1187,14 @@ class RaftServer:
             self._conns.discard(writer)
             self._conn_tasks.discard(task)
             writer.close()
+
+    def _check_not_removed(self, peer_id: str) -> None:
+        """A removed server's id is refused for good (issue 19 §2): with TLS this is how its
+        certificate stops working.  Unless a configuration we hold names it: then the
+        removal has not reached us the way it reached the server that recorded it."""
+        if peer_id in self.removed.ids and peer_id not in self.node.config.members:
+            self.counters["removed_refused"] += 1
+            raise PeerIdentityError(f"{peer_id} was removed from this cluster")
 
     def _check_cluster_id(self, peer_id: str, theirs: object) -> None:
         """A peer of another cluster is refused (issue 14 §9); a server in join mode takes the
