@@ -53,7 +53,8 @@ __all__ = [
 
 
 class ErrorCode(enum.StrEnum):
-    """``error.code`` in CLIENT_RESPONSE and ``code`` in ERROR frames."""
+    """Every ``error.code`` in CLIENT_RESPONSE and ``code`` in ERROR frames: the one list
+    (docs/PROTOCOL.md §6.4; tests/wire/test_error_codes.py checks both against the code)."""
 
     NOT_LEADER = "not_leader"
     TIMEOUT = "timeout"
@@ -63,6 +64,24 @@ class ErrorCode(enum.StrEnum):
     TOO_LARGE = "too_large"
     VERSION_MISMATCH = "version_mismatch"
     INTERNAL = "internal"
+    # sessions (thesis §6.3)
+    SESSION_EXPIRED = "session_expired"
+    STALE_SEQUENCE = "stale_sequence"
+    TOO_MANY_SESSIONS = "too_many_sessions"
+    # limits and access (docs/SECURITY.md)
+    RATE_LIMITED = "rate_limited"
+    PERMISSION_DENIED = "permission_denied"
+    FRAME_TOO_LARGE = "frame_too_large"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    WRONG_CLUSTER = "wrong_cluster"
+    # membership changes (thesis §4)
+    CHANGE_IN_PROGRESS = "change_in_progress"
+    LEADERSHIP_LOST = "leadership_lost"
+    NO_QUORUM = "no_quorum"
+    CATCH_UP_FAILED = "catch_up_failed"
+    UNREACHABLE = "unreachable"
+    NOT_JOINABLE = "not_joinable"
+    ID_REMOVED = "id_removed"
 
 
 # --------------------------------------------------------------------------- msgpack
