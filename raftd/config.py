@@ -34,6 +34,8 @@ class NodeConfig:
     # The cluster's identity (raftd/runtime/identity.py): written by the tools that create a
     # cluster; a server whose data dir holds another refuses to start.
     cluster_id: str | None = None
+    # Refuse to start where the data dir cannot be locked (issue 21 §7); false runs anyway.
+    data_dir_lock: bool = True
     # --- tuning (times in milliseconds) ---
     tick_ms: int = 50
     election_timeout_ms: int = 1000  # minimum; the actual timeout is drawn in [t, 2t)
@@ -100,7 +102,7 @@ class NodeConfig:
 # Every key of raftd.yaml and its type; raftctl's inventory takes its tuning keys from here.
 KEY_TYPES: dict[str, type | tuple[type, ...]] = {
     "id": str, "listen": str, "data_dir": str, "peers": dict, "join": bool, "cluster": str,
-    "cluster_id": (str, type(None)),
+    "cluster_id": (str, type(None)), "data_dir_lock": bool,
     "tick_ms": int, "election_timeout_ms": int, "heartbeat_interval_ms": int, "fsync": bool,
     "inline_fsync": (bool, str), "event_loop": str, "wal_preallocate_bytes": int,
     "max_append_entries": int, "max_append_bytes": int, "max_inflight_msgs": int,

@@ -174,6 +174,7 @@ class DurableLog:
         except FileExistsError:
             pass
         self._recover()
+        self._make_recovered_durable()
         if self._segs:
             self._fd = os.open(self._segs[-1].path, os.O_WRONLY)
             self._size = self._last_end
@@ -353,6 +354,23 @@ class DurableLog:
             finally:
                 os.close(fd)
             self.stats["dir_fsyncs"] += 1
+
+    def _make_recovered_durable(self) -> None:
+        """What recovery read may have been only in the page cache (the process crashed, the
+        machine did not): fsync every segment and the directories before acting on it, or a
+        later power loss takes back a vote or an entry this node already answered for
+        (issue 21 §1)."""
+        if not self._fsync:
+            return
+        for seg in self._segs:
+            fd = os.open(seg.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self.stats["fsyncs"] += 1
+        self._sync_dir(self._dir)
+        self._sync_dir(self._dir.parent)
 
     def _recover(self) -> None:
         found = sorted((int(m[1]), p) for p in self._dir.iterdir() if (m := _SEGMENT_NAME.match(p.name)))
