@@ -28,10 +28,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from raftctl.commands.bench import run_bench  # noqa: E402
-from raftctl.commands.local import (_layout, _write_configs, bring_down, bring_up,  # noqa: E402
+from raftctl.commands.bench import run_bench  # noqa: E402 - after the section comment that explains these tests
+from raftctl.commands.local import (_layout, _write_configs, bring_down, bring_up,  # noqa: E402 - after the section comment that explains these tests
                                     free_base_port)
-from raftctl.cluster import gather_status  # noqa: E402
+from raftctl.cluster import gather_status  # noqa: E402 - after the section comment that explains these tests
 
 
 def _value(v: str):

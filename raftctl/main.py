@@ -113,7 +113,7 @@ def _wants_json(argv: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> None:
     """Run raftctl.  Usage errors are one line on stderr (a JSON object with -o json) and
     exit 2, like every other error, instead of click's three-line usage block."""
-    import sys  # noqa: PLC0415
+    import sys  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
 
     args = sys.argv[1:] if argv is None else argv
     try:

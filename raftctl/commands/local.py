@@ -137,7 +137,7 @@ def write_configs(directory: Path, nodes: list[dict], tuning: dict,
 
 def _node_tls(directory: Path, n: dict) -> dict:
     """Issue node ``n`` its certificate (CN = id, SAN = its host) from DIR/certs."""
-    from raftd import pki  # noqa: PLC0415
+    from raftd import pki  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
     paths = pki.issue_node((directory / "certs").resolve(), n["id"],
                            [n["address"].rsplit(":", 1)[0]], force=True)
     return {"ca": str(paths.ca), "cert": str(paths.cert), "key": str(paths.key)}
@@ -431,7 +431,7 @@ def add(ctx: typer.Context, directory: DirOpt = Path("./raftd-local"),
     s = settings(ctx, None, output, timeout or 60.0)
 
     def body() -> int:
-        from .member import change  # noqa: PLC0415
+        from .member import change  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
 
         layout = load_cluster(directory)
         nums = [int(n["id"][1:]) for n in layout if n["id"][1:].isdigit()]
@@ -487,7 +487,7 @@ def remove(ctx: typer.Context, node_id: Annotated[str, typer.Argument(metavar="I
     s = settings(ctx, None, output, timeout or 60.0)
 
     def body() -> int:
-        from .member import change  # noqa: PLC0415
+        from .member import change  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
 
         layout = load_cluster(directory)
         node = next((n for n in layout if n["id"] == node_id), None)

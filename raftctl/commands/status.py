@@ -159,7 +159,7 @@ def watch_status(s, interval: float, count: int | None) -> int:
 
 
 def _watch_live(s, dash: dashboard.Dashboard, interval: float, count: int | None) -> None:
-    from rich.live import Live  # noqa: PLC0415
+    from rich.live import Live  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
 
     console = s.out.console
 

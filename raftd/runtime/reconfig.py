@@ -55,7 +55,8 @@ class Reconfigurator:
 
     def _require_leader(self, phase: str) -> None:
         if self.node.role != Role.LEADER:
-            raise ChangeError("leadership_lost", f"lost leadership during the change ({phase}); a new "
+            raise ChangeError("leadership_lost", f"lost leadership during the change ({phase}); "
+                                                 f"a new "
                                             f"leader finishes any joint configuration; check "
                                             f"`raftctl member list`")
 
@@ -214,7 +215,7 @@ class Reconfigurator:
         now = self.server.sysclock.monotonic()
         window = 2 * self._election_timeout()
         active = {self.server.node_id} | {p for p, t in heard.items() if now - t < window}
-        from raftd.core.membership import has_quorum  # noqa: PLC0415
+        from raftd.core.membership import has_quorum  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
         if not has_quorum(Configuration(target.voters), active):
             down = sorted(target.voters - active)
             raise ChangeError("no_quorum", f"the new configuration would not have an active "

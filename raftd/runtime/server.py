@@ -23,7 +23,8 @@ from random import Random
 
 from raftd.config import NodeConfig, split_address
 from raftd.core import (Configuration, ConfChangeInProgressError, EntryKind, InstallSnapshot,
-                        InvalidConfChangeError, LogCorruptionError, NotLeaderError, ProposalDroppedError, RaftConfig,
+                        InvalidConfChangeError, LogCorruptionError, NotLeaderError,
+                        ProposalDroppedError, RaftConfig,
                         RaftNode, Ready, Role)
 from raftd.core.messages import AppendEntries, AppendEntriesResponse, PreVote, RequestVote
 from raftd.core.ready import may_send_early
@@ -791,7 +792,8 @@ class RaftServer:
         leader = self.node.leader_id
         if leader == self.node_id and self.node.role == Role.LEADER:
             leader = None
-        addr = (self.node.config.address_of(leader) or self.cfg.peers.get(leader)) if leader else None
+        addr = ((self.node.config.address_of(leader) or self.cfg.peers.get(leader))
+                if leader else None)
         return {"code": "not_leader",
                 "message": message or f"{self.node_id} is not the leader "
                                       f"(leader: {leader or 'unknown'})",
@@ -1048,7 +1050,8 @@ class RaftServer:
                                             if k in cfg.members or not cfg.members}},
             "last_leader_contact_ms": (0 if node.role == Role.LEADER else
                                        None if self.last_leader_contact is None else
-                                       round((self.sysclock.monotonic() - self.last_leader_contact) * 1000)),
+                                       round((self.sysclock.monotonic()
+                                              - self.last_leader_contact) * 1000)),
             "tick_ms": self.cfg.tick_ms,
             "election_timeout_ms": self.cfg.election_timeout_ms,
             "keys": len(self.fsm),
@@ -1066,8 +1069,9 @@ class RaftServer:
             "limit_rejections": dict(self.limit_rejections),
             "tls": self.tls.info() if self.tls is not None else {"enabled": False},
             "storage": dict(self.storage.stats),
-            "peers": {pid: {"connected": l.connected, "dropped": l.dropped, "sent": l.sent}
-                      for pid, l in sorted(self.peers.items())},
+            "peers": {pid: {"connected": link.connected, "dropped": link.dropped,
+                            "sent": link.sent}
+                      for pid, link in sorted(self.peers.items())},
             "events": self.events[-50:],
         })
         return st

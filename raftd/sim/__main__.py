@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                                            pipeline=a.pipeline), trace=True)
             try:
                 c.run()
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - any failure here is reported, never raised
                 print("\n".join(c.trace))
                 print(f"seed {seed} FAILED: {e}")
                 return 1

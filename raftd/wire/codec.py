@@ -129,8 +129,10 @@ def _unpack(body: bytes) -> Any:
 # this with a plain ``Entry(*e)`` loop).
 
 _ENTRY_FIELDS = ("term", "index", "kind", "data")
-if not (issubclass(Entry, tuple) and getattr(Entry, "_fields", None) == _ENTRY_FIELDS):  # pragma: no cover
-    raise ImportError("raftd.core.types.Entry is no longer the NamedTuple (term, index, kind, data); "
+if not (issubclass(Entry, tuple)
+        and getattr(Entry, "_fields", None) == _ENTRY_FIELDS):  # pragma: no cover
+    raise ImportError("raftd.core.types.Entry is no longer the NamedTuple (term, index, kind, "
+                      "data); "
                       "update _decode_entries in raftd.wire.codec and docs/PROTOCOL.md")
 
 _tuple_new = tuple.__new__
@@ -140,12 +142,12 @@ _ONLY_INT = {int}
 _ONLY_BYTES = {bytes}
 
 
-def _decode_entries(raw: list) -> tuple[Entry, ...]:
+def _decode_entries(raw: list[Any]) -> tuple[Entry, ...]:
     if not raw:
         return ()
     if set(map(type, raw)) != _ONLY_LIST or set(map(len, raw)) != _ONLY_FOUR:
         raise UndecodableBody("an entry is not a 4-element array")
-    terms, indexes, kinds, datas = zip(*raw)
+    terms, indexes, kinds, datas = zip(*raw, strict=True)  # every entry has 4 fields (above)
     # exact types: bool is an int subclass but not an int on this wire
     if set(map(type, terms + indexes + kinds)) != _ONLY_INT or set(map(type, datas)) != _ONLY_BYTES:
         raise UndecodableBody("entry field of the wrong type")
@@ -159,7 +161,8 @@ _PRIMITIVES: dict[Any, type] = {int: int, str: str, bool: bool, bytes: bytes, No
 _ENTRIES_HINT = tuple[Entry, ...]
 
 
-def _field_spec(cls: type, name: str, hint: Any) -> tuple[frozenset[type], Callable | None]:
+def _field_spec(cls: type, name: str,
+                hint: Any) -> tuple[frozenset[type], Callable[[Any], Any] | None]:
     """(the exact Python types msgpack may decode this field to, converter or None).
 
     Encoding needs no per-field work: every supported value (Entry included) is something
@@ -231,7 +234,7 @@ def decode_message(frame_type: int, body: bytes) -> Message:
         raise UndecodableBody(f"{schema.cls.__name__}: a field has the wrong type")
     for i, dec in schema.decoders:
         values[i] = dec(values[i])
-    msg = schema.cls(*values)
+    msg: Message = schema.cls(*values)
     # What no honest peer sends (terms and indexes near the 64-bit limit, entries out of
     # order, a CONFIG entry that does not decode...) is a protocol error of the connection,
     # before it reaches the core or the WAL (issue 19 §1, §4, §5; issue 14 §8).
@@ -243,13 +246,13 @@ def decode_message(frame_type: int, body: bytes) -> Message:
 
 # --------------------------------------------------------------------------- client frames
 
-def _map_frame(frame_type: FrameType, body: dict) -> bytes:
+def _map_frame(frame_type: FrameType, body: dict[str, Any]) -> bytes:
     if not isinstance(body, dict):
         raise TypeError("client frame bodies are maps")
     return encode_frame(frame_type, msgpack.packb(body, use_bin_type=True))
 
 
-def encode_client_request(req: dict) -> bytes:
+def encode_client_request(req: dict[str, Any]) -> bytes:
     """CLIENT_REQUEST frame: ``{"id": int, "op": str, ...op arguments}``."""
     return _map_frame(FrameType.CLIENT_REQUEST, req)
 
@@ -259,7 +262,7 @@ def encode_client_request(req: dict) -> bytes:
 _response_pack = msgpack.Packer(use_bin_type=True).pack
 
 
-def encode_client_response(resp: dict) -> bytes:
+def encode_client_response(resp: dict[str, Any]) -> bytes:
     """CLIENT_RESPONSE frame: ``{"id": int, "ok": bool, "result": ..., "error": {...}}``."""
     if type(resp) is not dict:
         return _map_frame(FrameType.CLIENT_RESPONSE, resp)
@@ -284,7 +287,7 @@ def encode_hello(node_id: str, cluster: str | None = None, address: str | None =
     return _map_frame(FrameType.HELLO, body)
 
 
-def decode_body(body: bytes) -> dict:
+def decode_body(body: bytes) -> dict[str, Any]:
     """Body of a CLIENT_REQUEST / CLIENT_RESPONSE / ERROR / HELLO frame -> dict.
 
     Only checks that it is a msgpack map with str keys; the caller validates the contents."""
@@ -302,7 +305,7 @@ REQUEST_MAX_ITEMS = 4096
 REQUEST_MAX_DEPTH = 4
 
 
-def decode_request(body: bytes) -> dict:
+def decode_request(body: bytes) -> dict[str, Any]:
     """A body from anyone who can connect (CLIENT_REQUEST, HELLO) -> dict, its structure
     checked before msgpack builds objects from it (decode amplification, issue 19 §9)."""
     try:
@@ -322,4 +325,5 @@ def decode_hello(body: bytes) -> tuple[str, str | None]:
         raise UndecodableBody(f"HELLO node_id: {why}")
     if cluster is not None and type(cluster) is not str:
         raise UndecodableBody("HELLO cluster must be a str or nil")
+    assert isinstance(node_id, str)  # node_id_problem checked it
     return node_id, cluster

@@ -50,7 +50,7 @@ class Node:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> None:
-        log = open(self.data_dir / "raftd.log", "ab")  # noqa: SIM115
+        log = open(self.data_dir / "raftd.log", "ab")  # noqa: SIM115 - the file outlives this call: the child process writes it
         self.proc = subprocess.Popen([sys.executable, "-m", "raftd", "--config", str(self.config)],
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
@@ -173,7 +173,7 @@ class LocalCluster:
         c = Client([node.address], timeout=timeout, tls=self.client_tls)
         try:
             return c.status(node.address, timeout, digest)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - any failure here is reported, never raised
             return None
         finally:
             c.close()

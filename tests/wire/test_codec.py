@@ -38,7 +38,8 @@ from raftd.wire import (
 # msgpack's integer range
 INTS = st.integers(min_value=-(2**63), max_value=2**64 - 1)
 ENTRIES = st.lists(
-    st.builds(Entry, INTS, INTS, st.one_of(st.sampled_from(EntryKind), INTS), st.binary(max_size=64)),
+    st.builds(Entry, INTS, INTS, st.one_of(st.sampled_from(EntryKind), INTS),
+              st.binary(max_size=64)),
     max_size=8,
 ).map(tuple)
 _BY_HINT: dict[typing.Any, st.SearchStrategy] = {
@@ -277,7 +278,8 @@ def test_fuzz_random_bodies_after_valid_header(ftype: FrameType, body: bytes) ->
 # msgpack-shaped garbage: random values in the right kind of container
 _VALUES = st.recursive(
     st.none() | st.booleans() | INTS | st.floats() | st.text(max_size=8) | st.binary(max_size=8),
-    lambda inner: st.lists(inner, max_size=9) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    lambda inner: (st.lists(inner, max_size=9)
+                   | st.dictionaries(st.text(max_size=4), inner, max_size=4)),
     max_leaves=30,
 )
 
@@ -290,7 +292,8 @@ def test_fuzz_structured_garbage(ftype: FrameType, value) -> None:
 
 def _valid_frames() -> list[bytes]:
     return [encode_message(m) for m in SAMPLES.values()] + [
-        encode_client_request({"id": 1, "op": "put", "key": "k", "value": b"v", "client_id": "c", "seq": 1}),
+        encode_client_request({"id": 1, "op": "put", "key": "k", "value": b"v",
+                               "client_id": "c", "seq": 1}),
         encode_client_response({"id": 1, "ok": True, "result": {"index": 4}, "error": None}),
         encode_error("version_mismatch", "no"),
         encode_hello("n1", "c1"),
@@ -305,7 +308,8 @@ _MUTATION = st.tuples(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(min_value=0, max_value=len(_valid_frames()) - 1), st.lists(_MUTATION, min_size=1, max_size=4))
+@given(st.integers(min_value=0, max_value=len(_valid_frames()) - 1),
+       st.lists(_MUTATION, min_size=1, max_size=4))
 def test_fuzz_mutated_valid_frames(which: int, mutations: list) -> None:
     frame = bytearray(_valid_frames()[which])
     for op, pos, byte in mutations:
@@ -338,7 +342,8 @@ def one_frame(frame: bytes) -> tuple[int, bytes]:
 
 
 def test_client_request_and_response_round_trip() -> None:
-    req = {"id": 7, "op": "cas", "key": "k", "expected": None, "value": b"\x00\xff", "client_id": "c", "seq": 3}
+    req = {"id": 7, "op": "cas", "key": "k", "expected": None, "value": b"\x00\xff",
+           "client_id": "c", "seq": 3}
     ftype, body = one_frame(encode_client_request(req))
     assert ftype == FrameType.CLIENT_REQUEST and decode_body(body) == req
     resp = {"id": 7, "ok": False, "result": None,
@@ -373,7 +378,8 @@ def test_bad_hello(body: bytes) -> None:
         decode_hello(body)
 
 
-@pytest.mark.parametrize("body", [pack([1, 2]), pack("x"), pack(None), pack({b"id": 1}), pack({"a": 1, b"b": 2})])
+@pytest.mark.parametrize("body", [pack([1, 2]), pack("x"), pack(None), pack({b"id": 1}),
+                                  pack({"a": 1, b"b": 2})])
 def test_decode_body_requires_map_with_str_keys(body: bytes) -> None:
     with pytest.raises(UndecodableBody):
         decode_body(body)
@@ -399,7 +405,8 @@ def test_protocol_md_matches_code() -> None:
     text = PROTOCOL_MD.read_text()
     # raft message table rows: | 1 | `AppendEntries` | `[src, dst, ...]` |
     rows = {int(tag): (name, [f.strip() for f in fields.split(",")])
-            for tag, name, fields in re.findall(r"^\|\s*(\d+)\s*\|\s*`(\w+)`\s*\|\s*`\[([^\]]*)\]`", text, re.M)}
+            for tag, name, fields in re.findall(
+                r"^\|\s*(\d+)\s*\|\s*`(\w+)`\s*\|\s*`\[([^\]]*)\]`", text, re.M)}
     assert set(rows) == {int(t) for t in MESSAGE_TYPES}
     for tag, cls in MESSAGE_TYPES.items():
         name, fields = rows[int(tag)]
