@@ -23,6 +23,7 @@ from random import Random
 import raftd.client as rclient
 from raftd.config import NodeConfig
 from raftd.core import Configuration
+from raftd.core.messages import AppendEntriesResponse, RequestVoteResponse
 from raftd.runtime.clock import Clock
 from raftd.runtime.server import RaftServer
 from raftd.sim.checker import SafetyChecker, SafetyViolation
@@ -80,6 +81,8 @@ class SimCluster:
         ids = [f"n{i + 1}" for i in range(self.p.nodes)]
         peers = {nid: f"10.0.0.{i + 1}:{_PORT}" for i, nid in enumerate(ids)}
         inline = self.rng.choice([False, False, True])  # saves on the disk thread or the loop
+        # How long a disk job (write + fsync) takes: SSDs to cloud volumes.
+        self.fsync_time = self.rng.choice([(0.0005, 0.004), (0.002, 0.02)])
         self.nodes = {nid: SimNode(nid, f"10.0.0.{i + 1}", NodeConfig(
             id=nid, listen=peers[nid], data_dir=f"{self.dir}/{nid}", peers=peers,
             tick_ms=10, election_timeout_ms=150, heartbeat_interval_ms=30, inline_fsync=inline,
@@ -117,13 +120,19 @@ class SimCluster:
         clock = Clock(monotonic=self.loop.time, wall=lambda: _WALL0 + self.loop.time(),
                       perf=self.loop.time)
         srv = RaftServer(n.cfg, rng_seed=self.rng.getrandbits(64), clock=clock,
-                         executor=self.disk.executor(self.loop, n.host))
+                         executor=self.disk.executor(self.loop, n.host, self.fsync_time))
         apply = srv.fsm.apply_entry
 
         def observed_apply(entry, _nid=n.id):
             self.checker.applied(_nid, entry)
             return apply(entry)
         srv.fsm.apply_entry = observed_apply  # observation only: the state machine is real
+        send = srv._send  # noqa: SLF001
+
+        def observed_send(msg, _nid=n.id, _srv=srv):
+            self._check_persisted_before_send(_nid, _srv, msg)
+            return send(msg)
+        srv._send = observed_send  # noqa: SLF001 - observation only
         n.server = srv
         self.checker.node_started(n.id)
         self.net.restart(n.host)
@@ -152,12 +161,39 @@ class SimCluster:
             srv.storage.close()  # the process's descriptors go with it
         srv._dir_lock.release()  # noqa: SLF001 - the kernel drops a dead process's flock
 
+    def _restart(self, n: SimNode) -> None:
+        if n.server is None and self.failure is None:
+            self.stats["restarts"] += 1
+            self.start(n)
+
     # ------------------------------------------------------------------ checks --
     def _fail(self, exc: BaseException) -> None:
         if self.failure is None:
             self.failure = exc
             if self._main is not None:
                 self._main.cancel()
+
+    def _check_persisted_before_send(self, nid: str, srv: RaftServer, msg) -> None:
+        """Raft Figure 2: persistent state is on stable storage before responding.  The WAL's
+        in-memory view changes only once a save is written and fsynced."""
+        st = srv.storage
+        if isinstance(msg, AppendEntriesResponse) and msg.success:
+            if st.last_index < msg.match_index:
+                self._fail(SafetyViolation(f"{nid} acknowledged entries up to "
+                                           f"{msg.match_index} with only {st.last_index} on disk"))
+        elif isinstance(msg, RequestVoteResponse) and msg.granted:
+            hs = st.hard_state
+            if hs.term != msg.term or hs.voted_for != msg.dst:
+                self._fail(SafetyViolation(f"{nid} granted its vote to {msg.dst} in term "
+                                           f"{msg.term} with term {hs.term}, vote "
+                                           f"{hs.voted_for} on disk"))
+
+    def _check_log_keeps_committed(self, nid: str, raft) -> None:
+        """A log never loses an entry at or below its own commit index."""
+        log = raft.log
+        if raft.commit_index > log.last_index:
+            raise SafetyViolation(f"{nid}: commit index {raft.commit_index} is past the end "
+                                  f"of its log ({log.last_index}): committed entries removed")
 
     def _observe(self) -> None:
         try:
@@ -169,6 +205,7 @@ class SimCluster:
                     raise SimFailure(f"{n.id} stopped on a fatal error (exit code "
                                      f"{srv.exit_code}); see --trace")
                 self.checker.observe(_Observed(n.id, srv.node), 0)
+                self._check_log_keeps_committed(n.id, srv.node)
         except (SafetyViolation, SimFailure) as e:
             self._fail(e)
             return
@@ -237,9 +274,14 @@ class SimCluster:
             if r < self.p.crash_p:
                 # One process, or several at once (a power failure): only fsynced bytes
                 # survive, which is what acknowledgements and votes must rest on.
-                k = 1 if self.rng.random() < 0.6 else self.rng.randrange(2, len(nodes) + 1)
+                k = 1 if self.rng.random() < 0.5 else self.rng.randrange(2, len(nodes) + 1)
+                bounce = self.rng.random() < 0.5  # a supervisor restarts it at once
                 for victim in self.rng.sample(nodes, k):
-                    self.crash(victim)
+                    if victim.server is not None:
+                        self.crash(victim)
+                        if bounce:
+                            self.loop.call_later(self.rng.uniform(0.001, 0.05),
+                                                 self._restart, victim)
             elif r < self.p.crash_p + self.p.partition_p:
                 self.rng.shuffle(hosts)
                 cut = self.rng.randrange(1, len(hosts))
@@ -251,8 +293,7 @@ class SimCluster:
                 self.log("heal")
             for n in down:
                 if self.rng.random() < 0.5:
-                    self.stats["restarts"] += 1
-                    self.start(n)
+                    self._restart(n)
         # Heal everything: the cluster must serve again and converge (liveness).
         self.net.heal()
         self.log("heal all, restart all")
