@@ -26,6 +26,7 @@ from raftd.core import Configuration
 from raftd.core.messages import AppendEntriesResponse, RequestVoteResponse
 from raftd.runtime.clock import Clock
 from raftd.runtime.server import RaftServer
+from raftd.runtime.transport import PeerLink
 from raftd.sim.checker import SafetyChecker, SafetyViolation
 
 from .disk import SimDisk
@@ -98,6 +99,7 @@ class SimCluster:
         self._main: asyncio.Task | None = None
         self._clients_run = True
         self._ids = Random(self.rng.getrandbits(64))
+        self._dup = (self.rng.choice([0.0, 0.01, 0.05]), self.rng.choice([0.0, 0.03, 0.1]))
 
     def _net_params(self) -> NetParams:
         # Swarm testing: each seed draws its own fault mix (TigerBeetle's VOPR does the same).
@@ -338,7 +340,8 @@ class SimCluster:
             await asyncio.sleep(0.05)
 
     def run(self) -> "SimCluster":
-        with _patched_client(self._ids), _quiet(self.trace_on, self):
+        with _patched_client(self._ids), _quiet(self.trace_on, self), \
+                _duplicating_links(Random(self.rng.getrandbits(64)), *self._dup):
             self.disk.install()
             try:
                 self.loop.time_limit = self.loop.time() + self.p.faulty_s + 4 * self.p.settle_s + 10
@@ -372,6 +375,32 @@ class SimCluster:
                 break
         self.loop.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _duplicating_links(rng: Random, dup_p: float, stale_p: float):
+    """Raft messages duplicated, and old ones sent again later (reordered), as a network of
+    retransmitting proxies would: what the connection-level network alone never does."""
+    send = PeerLink.send
+    held: list = []
+
+    def faulty_send(self, msg) -> None:
+        send(self, msg)
+        r = rng.random()
+        if r < dup_p:
+            send(self, msg)
+        elif r < dup_p + stale_p:
+            if len(held) >= 64:
+                held.pop(0)
+            held.append((self, msg))
+        if held and rng.random() < stale_p:
+            link, old = held.pop(rng.randrange(len(held)))
+            send(link, old)
+    PeerLink.send = faulty_send
+    try:
+        yield
+    finally:
+        PeerLink.send = send
 
 
 @contextlib.contextmanager
