@@ -22,7 +22,7 @@ from random import Random
 
 import raftd.client as rclient
 from raftd.config import NodeConfig
-from raftd.core import Configuration
+from raftd.core import Configuration, Role
 from raftd.core.messages import AppendEntriesResponse, RequestVoteResponse
 from raftd.runtime.clock import Clock
 from raftd.runtime.server import RaftServer
@@ -82,13 +82,15 @@ class SimCluster:
         ids = [f"n{i + 1}" for i in range(self.p.nodes)]
         peers = {nid: f"10.0.0.{i + 1}:{_PORT}" for i, nid in enumerate(ids)}
         inline = self.rng.choice([False, False, True])  # saves on the disk thread or the loop
+        append_limit = self.rng.choice([1, 4, 512])  # entries per AppendEntries
         # How long a disk job (write + fsync) takes: SSDs to cloud volumes.
         self.fsync_time = self.rng.choice([(0.0005, 0.004), (0.002, 0.02)])
         self.nodes = {nid: SimNode(nid, f"10.0.0.{i + 1}", NodeConfig(
             id=nid, listen=peers[nid], data_dir=f"{self.dir}/{nid}", peers=peers,
             tick_ms=10, election_timeout_ms=150, heartbeat_interval_ms=30, inline_fsync=inline,
             snapshot_entries=self.rng.choice([20, 50, 200]), snapshot_trailing=5,
-            client_idle_timeout_ms=0, catchup_round_timeout_ms=2000))
+            client_idle_timeout_ms=0, catchup_round_timeout_ms=2000,
+            max_append_entries=append_limit))
             for i, nid in enumerate(ids)}
         self.checker = SafetyChecker(ids, Configuration.make(peers, addresses=peers))
         self.loop.set_exception_handler(self._loop_error)
@@ -99,6 +101,7 @@ class SimCluster:
         self._main: asyncio.Task | None = None
         self._clients_run = True
         self._ids = Random(self.rng.getrandbits(64))
+        self._leader_commits: dict[str, tuple[int, int] | None] = {}
         self._dup = (self.rng.choice([0.0, 0.01, 0.05]), self.rng.choice([0.0, 0.03, 0.1]))
 
     def _net_params(self) -> NetParams:
@@ -135,6 +138,12 @@ class SimCluster:
             self._check_persisted_before_send(_nid, _srv, msg)
             return send(msg)
         srv._send = observed_send  # noqa: SLF001 - observation only
+        handle_ready = srv._handle_ready  # noqa: SLF001
+
+        async def observed_ready(rd, _nid=n.id, _srv=srv):
+            self._check_leader_commit(_nid, _srv.node)
+            return await handle_ready(rd)
+        srv._handle_ready = observed_ready  # noqa: SLF001 - observation only
         n.server = srv
         self.checker.node_started(n.id)
         self.net.restart(n.host)
@@ -189,6 +198,18 @@ class SimCluster:
                 self._fail(SafetyViolation(f"{nid} granted its vote to {msg.dst} in term "
                                            f"{msg.term} with term {hs.term}, vote "
                                            f"{hs.voted_for} on disk"))
+
+    def _check_leader_commit(self, nid: str, raft) -> None:
+        """Raft §5.4.2: a leader advances its commit index by counting replicas only to an
+        entry of its own term (earlier ones commit with it, never alone)."""
+        seen = self._leader_commits.get(nid)
+        now = (raft.term, raft.commit_index) if raft.role == Role.LEADER else None
+        self._leader_commits[nid] = now
+        if now and seen and seen[0] == now[0] and now[1] > seen[1] and \
+                raft.log.term_at(now[1]) not in (None, raft.term):
+            self._fail(SafetyViolation(
+                f"leader {nid} (term {raft.term}) committed index {now[1]} of term "
+                f"{raft.log.term_at(now[1])} by counting replicas"))
 
     def _check_log_keeps_committed(self, nid: str, raft) -> None:
         """A log never loses an entry at or below its own commit index."""
