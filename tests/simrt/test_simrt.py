@@ -9,7 +9,9 @@ from raftd.simrt.__main__ import main
 from raftd.simrt.mutants import MUTANTS
 
 # mutant -> first seed (from 0, 5 nodes) that catches it: `python -m raftd.simrt --mutant NAME`
-CAUGHT_AT: dict[str, int] = {}
+CAUGHT_AT: dict[str, int] = {"ack-before-fsync": 0, "vote-before-persist": 0,
+                             "commit-previous-term-by-count": 7, "truncate-committed": 1,
+                             "no-session-dedupe": 3}
 
 
 def test_seeds_pass(capsys):
