@@ -22,9 +22,11 @@ from random import Random
 
 import raftd.client as rclient
 from raftd.config import NodeConfig
-from raftd.core import Configuration
+from raftd.core import Configuration, Role
+from raftd.core.messages import AppendEntriesResponse, RequestVoteResponse
 from raftd.runtime.clock import Clock
 from raftd.runtime.server import RaftServer
+from raftd.runtime.transport import PeerLink
 from raftd.sim.checker import SafetyChecker, SafetyViolation
 
 from .disk import SimDisk
@@ -80,11 +82,15 @@ class SimCluster:
         ids = [f"n{i + 1}" for i in range(self.p.nodes)]
         peers = {nid: f"10.0.0.{i + 1}:{_PORT}" for i, nid in enumerate(ids)}
         inline = self.rng.choice([False, False, True])  # saves on the disk thread or the loop
+        append_limit = self.rng.choice([1, 4, 512])  # entries per AppendEntries
+        # How long a disk job (write + fsync) takes: SSDs to cloud volumes.
+        self.fsync_time = self.rng.choice([(0.0005, 0.004), (0.002, 0.02)])
         self.nodes = {nid: SimNode(nid, f"10.0.0.{i + 1}", NodeConfig(
             id=nid, listen=peers[nid], data_dir=f"{self.dir}/{nid}", peers=peers,
             tick_ms=10, election_timeout_ms=150, heartbeat_interval_ms=30, inline_fsync=inline,
             snapshot_entries=self.rng.choice([20, 50, 200]), snapshot_trailing=5,
-            client_idle_timeout_ms=0, catchup_round_timeout_ms=2000))
+            client_idle_timeout_ms=0, catchup_round_timeout_ms=2000,
+            max_append_entries=append_limit))
             for i, nid in enumerate(ids)}
         self.checker = SafetyChecker(ids, Configuration.make(peers, addresses=peers))
         self.loop.set_exception_handler(self._loop_error)
@@ -95,6 +101,8 @@ class SimCluster:
         self._main: asyncio.Task | None = None
         self._clients_run = True
         self._ids = Random(self.rng.getrandbits(64))
+        self._leader_commits: dict[str, tuple[int, int] | None] = {}
+        self._dup = (self.rng.choice([0.0, 0.01, 0.05]), self.rng.choice([0.0, 0.03, 0.1]))
 
     def _net_params(self) -> NetParams:
         # Swarm testing: each seed draws its own fault mix (TigerBeetle's VOPR does the same).
@@ -117,13 +125,25 @@ class SimCluster:
         clock = Clock(monotonic=self.loop.time, wall=lambda: _WALL0 + self.loop.time(),
                       perf=self.loop.time)
         srv = RaftServer(n.cfg, rng_seed=self.rng.getrandbits(64), clock=clock,
-                         executor=self.disk.executor(self.loop, n.host))
+                         executor=self.disk.executor(self.loop, n.host, self.fsync_time))
         apply = srv.fsm.apply_entry
 
         def observed_apply(entry, _nid=n.id):
             self.checker.applied(_nid, entry)
             return apply(entry)
         srv.fsm.apply_entry = observed_apply  # observation only: the state machine is real
+        send = srv._send  # noqa: SLF001
+
+        def observed_send(msg, _nid=n.id, _srv=srv):
+            self._check_persisted_before_send(_nid, _srv, msg)
+            return send(msg)
+        srv._send = observed_send  # noqa: SLF001 - observation only
+        handle_ready = srv._handle_ready  # noqa: SLF001
+
+        async def observed_ready(rd, _nid=n.id, _srv=srv):
+            self._check_leader_commit(_nid, _srv.node)
+            return await handle_ready(rd)
+        srv._handle_ready = observed_ready  # noqa: SLF001 - observation only
         n.server = srv
         self.checker.node_started(n.id)
         self.net.restart(n.host)
@@ -152,12 +172,51 @@ class SimCluster:
             srv.storage.close()  # the process's descriptors go with it
         srv._dir_lock.release()  # noqa: SLF001 - the kernel drops a dead process's flock
 
+    def _restart(self, n: SimNode) -> None:
+        if n.server is None and self.failure is None:
+            self.stats["restarts"] += 1
+            self.start(n)
+
     # ------------------------------------------------------------------ checks --
     def _fail(self, exc: BaseException) -> None:
         if self.failure is None:
             self.failure = exc
             if self._main is not None:
                 self._main.cancel()
+
+    def _check_persisted_before_send(self, nid: str, srv: RaftServer, msg) -> None:
+        """Raft Figure 2: persistent state is on stable storage before responding.  The WAL's
+        in-memory view changes only once a save is written and fsynced."""
+        st = srv.storage
+        if isinstance(msg, AppendEntriesResponse) and msg.success:
+            if st.last_index < msg.match_index:
+                self._fail(SafetyViolation(f"{nid} acknowledged entries up to "
+                                           f"{msg.match_index} with only {st.last_index} on disk"))
+        elif isinstance(msg, RequestVoteResponse) and msg.granted:
+            hs = st.hard_state
+            if hs.term != msg.term or hs.voted_for != msg.dst:
+                self._fail(SafetyViolation(f"{nid} granted its vote to {msg.dst} in term "
+                                           f"{msg.term} with term {hs.term}, vote "
+                                           f"{hs.voted_for} on disk"))
+
+    def _check_leader_commit(self, nid: str, raft) -> None:
+        """Raft §5.4.2: a leader advances its commit index by counting replicas only to an
+        entry of its own term (earlier ones commit with it, never alone)."""
+        seen = self._leader_commits.get(nid)
+        now = (raft.term, raft.commit_index) if raft.role == Role.LEADER else None
+        self._leader_commits[nid] = now
+        if now and seen and seen[0] == now[0] and now[1] > seen[1] and \
+                raft.log.term_at(now[1]) not in (None, raft.term):
+            self._fail(SafetyViolation(
+                f"leader {nid} (term {raft.term}) committed index {now[1]} of term "
+                f"{raft.log.term_at(now[1])} by counting replicas"))
+
+    def _check_log_keeps_committed(self, nid: str, raft) -> None:
+        """A log never loses an entry at or below its own commit index."""
+        log = raft.log
+        if raft.commit_index > log.last_index:
+            raise SafetyViolation(f"{nid}: commit index {raft.commit_index} is past the end "
+                                  f"of its log ({log.last_index}): committed entries removed")
 
     def _observe(self) -> None:
         try:
@@ -169,6 +228,7 @@ class SimCluster:
                     raise SimFailure(f"{n.id} stopped on a fatal error (exit code "
                                      f"{srv.exit_code}); see --trace")
                 self.checker.observe(_Observed(n.id, srv.node), 0)
+                self._check_log_keeps_committed(n.id, srv.node)
         except (SafetyViolation, SimFailure) as e:
             self._fail(e)
             return
@@ -235,9 +295,16 @@ class SimCluster:
             r = self.rng.random()
             down = [n for n in nodes if n.server is None]
             if r < self.p.crash_p:
-                victim = self.rng.choice(nodes)
-                if victim.server is not None:
-                    self.crash(victim)
+                # One process, or several at once (a power failure): only fsynced bytes
+                # survive, which is what acknowledgements and votes must rest on.
+                k = 1 if self.rng.random() < 0.5 else self.rng.randrange(2, len(nodes) + 1)
+                bounce = self.rng.random() < 0.5  # a supervisor restarts it at once
+                for victim in self.rng.sample(nodes, k):
+                    if victim.server is not None:
+                        self.crash(victim)
+                        if bounce:
+                            self.loop.call_later(self.rng.uniform(0.001, 0.05),
+                                                 self._restart, victim)
             elif r < self.p.crash_p + self.p.partition_p:
                 self.rng.shuffle(hosts)
                 cut = self.rng.randrange(1, len(hosts))
@@ -249,8 +316,7 @@ class SimCluster:
                 self.log("heal")
             for n in down:
                 if self.rng.random() < 0.5:
-                    self.stats["restarts"] += 1
-                    self.start(n)
+                    self._restart(n)
         # Heal everything: the cluster must serve again and converge (liveness).
         self.net.heal()
         self.log("heal all, restart all")
@@ -295,9 +361,11 @@ class SimCluster:
             await asyncio.sleep(0.05)
 
     def run(self) -> "SimCluster":
-        with _patched_client(self._ids), _quiet(self.trace_on, self):
+        with _patched_client(self._ids), _quiet(self.trace_on, self), \
+                _duplicating_links(Random(self.rng.getrandbits(64)), *self._dup):
             self.disk.install()
             try:
+                self.loop.time_limit = self.loop.time() + self.p.faulty_s + 4 * self.p.settle_s + 10
                 self._main = self.loop.create_task(self._scenario())
                 try:
                     self.loop.run_until_complete(self._main)
@@ -322,9 +390,38 @@ class SimCluster:
             for t in tasks:
                 t.cancel()
         for _ in range(3):
-            self.loop.run_until_complete(asyncio.sleep(0))
+            try:
+                self.loop.run_until_complete(asyncio.sleep(0))
+            except Exception:  # noqa: BLE001 - a stuck run: its first error is reported
+                break
         self.loop.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _duplicating_links(rng: Random, dup_p: float, stale_p: float):
+    """Raft messages duplicated, and old ones sent again later (reordered), as a network of
+    retransmitting proxies would: what the connection-level network alone never does."""
+    send = PeerLink.send
+    held: list = []
+
+    def faulty_send(self, msg) -> None:
+        send(self, msg)
+        r = rng.random()
+        if r < dup_p:
+            send(self, msg)
+        elif r < dup_p + stale_p:
+            if len(held) >= 64:
+                held.pop(0)
+            held.append((self, msg))
+        if held and rng.random() < stale_p:
+            link, old = held.pop(rng.randrange(len(held)))
+            send(link, old)
+    PeerLink.send = faulty_send
+    try:
+        yield
+    finally:
+        PeerLink.send = send
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ class SimExecutor(Executor):
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         fut: Future = Future()
-        at = max(self._loop.time(), self._free_at) + self._rng.uniform(*self._delay)
+        at = max(self._loop.time(), self._free_at + 1e-7) + self._rng.uniform(*self._delay)
         self._free_at = at
         self._loop.call_at(at, self._run, fut, fn, args, kwargs)
         return fut
@@ -69,7 +69,7 @@ class SimDisk:
         def watch(real):
             def sync(fd):
                 st = os.fstat(fd)
-                if not os.path.isdir(f"/proc/self/fd/{fd}") and (st.st_mode & 0o170000) == 0o100000:
+                if (st.st_mode & 0o170000) == 0o100000:  # a regular file (not a directory)
                     self.synced[(st.st_dev, st.st_ino)] = st.st_size
                 self.fsyncs += 1
                 # No real sync: the simulated crash decides what survives.

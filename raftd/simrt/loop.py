@@ -29,12 +29,18 @@ class _VirtualSelector(selectors._BaseSelectorImpl):  # noqa: SLF001 - the stdli
             raise Deadlock("nothing to run and no timer due")
         if timeout > 0:
             self._loop.now += timeout
+            self._loop._passes = 0  # noqa: SLF001 - the clock moved to a timer
         return []
 
 
 class VirtualLoop(asyncio.SelectorEventLoop):
+    # Loop passes without the clock moving before the run is declared stuck (livelock).
+    MAX_PASSES_AT_ONE_TIME = 1_000_000
+
     def __init__(self, start: float = 1000.0):
         self.now = start
+        self._passes = 0
+        self.time_limit = float("inf")  # virtual seconds: a run that goes past it is stuck
         super().__init__(_VirtualSelector(self))
         self._clock_resolution = 1e-9
         self.net = None  # set by SimNet
@@ -44,9 +50,25 @@ class VirtualLoop(asyncio.SelectorEventLoop):
     def time(self) -> float:
         return self.now
 
+    def _run_once(self) -> None:
+        # Every pass costs a little virtual CPU time, as on a real machine: a retry loop
+        # that waits "until the deadline" with a nearly spent budget reaches it, instead of
+        # waiting for ever on a timer too close to move a float clock.
+        self.now += 1e-7
+        self._passes += 1
+        if self._passes > self.MAX_PASSES_AT_ONE_TIME:
+            ready = "; ".join(repr(getattr(h._callback, "__self__", h))[:300]
+                              for h in list(self._ready)[:3])
+            raise Deadlock(f"livelock: {self._passes} loop passes at virtual time "
+                           f"{self.now - 1000:.4f} without a timer falling due ({ready})")
+        if self.now > self.time_limit:
+            raise Deadlock(f"the run passed its virtual time limit ({self.now - 1000:.1f} s)")
+        super()._run_once()
+
     def _make_task(self, loop, coro, **kw):
         task = asyncio.Task(coro, loop=loop, **kw)
-        host = HOST.get()
+        ctx = kw.get("context")
+        host = ctx.run(HOST.get) if ctx is not None else HOST.get()
         tasks = self.tasks_by_host.setdefault(host, set())
         tasks.add(task)
         task.add_done_callback(tasks.discard)

@@ -75,7 +75,20 @@ def commit_previous_term_by_count():
 
 def truncate_committed():
     """A follower truncates its log at the first entry of every AppendEntries, whether or not
-    it conflicts (Figure 2 step 3 says: only on a conflict), committed entries included."""
+    it conflicts and even below its commit index (Figure 2 step 3: only on a conflict, and
+    never a committed entry)."""
+    on_append = RaftNode._on_append_entries
+
+    def on_append_entries(self, m) -> None:
+        committed = self.commit_index
+        # Forget, for this message, that the entries it carries are committed here: the
+        # core would skip them instead of truncating.
+        self.commit_index = min(committed, m.prev_log_index)
+        try:
+            on_append(self, m)
+        finally:
+            self.commit_index = max(committed, self.commit_index)
+
     def append_from_leader(self, entries) -> None:
         if not entries:
             return
@@ -88,7 +101,13 @@ def truncate_committed():
         for e in entries:
             if e.kind == EntryKind.CONFIG:
                 self._on_config_appended(e)
-    return _patch(RaftNode, "_append_from_leader", append_from_leader)
+
+    @contextlib.contextmanager
+    def both():
+        with _patch(RaftNode, "_on_append_entries", on_append_entries), \
+                _patch(RaftNode, "_append_from_leader", append_from_leader):
+            yield
+    return both()
 
 
 def no_session_dedupe():

@@ -237,7 +237,9 @@ class SimNet:
         return self.rng.uniform(*self.p.latency)
 
     def _schedule(self, dst: SimTransport, item) -> None:
-        at = max(self.loop.time() + self._latency(), dst._next_at)
+        # Strictly later than the previous delivery: the loop's timer heap does not keep the
+        # order of equal times, and a byte stream must arrive in order.
+        at = max(self.loop.time() + self._latency(), dst._next_at + 1e-7)
         dst._next_at = at
         self.loop.call_at(at, dst._receive, item, context=dst._ctx)
 
