@@ -396,13 +396,17 @@ class RaftNode:
     def _tick_leader(self) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
+        if self.transfer_target is not None:
+            # Thesis §3.10: give up one election timeout after the transfer began, on its own
+            # clock (tied to the check-quorum round, it could end one tick after it began).
+            self._transfer_elapsed += 1
+            if self._transfer_elapsed >= self.cfg.election_ticks:
+                self.transfer_target = None
         if self.election_elapsed >= self.cfg.election_ticks:
             self.election_elapsed = 0
             if self.cfg.check_quorum and not self._quorum_active():
                 self._become_follower(self.term, None)  # check-quorum: we may be partitioned
                 return
-            if self.transfer_target is not None:
-                self.transfer_target = None  # thesis §3.10: give up after an election timeout
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
             self.heartbeat_elapsed = 0
             self._broadcast_heartbeat()
@@ -653,7 +657,18 @@ class RaftNode:
                 if pr.state == ProgressState.PROBE:
                     break
             if commit_dirty and not sent and pr.state == ProgressState.REPLICATE:
-                self._send_append(peer, pr)  # empty: tells the follower the new commit index
+                self._send_commit_notice(peer, pr)
+
+    def _send_commit_notice(self, peer: str, pr: Progress) -> None:
+        """An AppendEntries with no entries that tells the follower the new commit index.  It
+        must stay empty: with the in-flight window full, a normal append would carry another
+        batch past max_inflight_msgs/bytes on every commit (issue 14 §5)."""
+        prev = pr.next_index - 1
+        prev_term = self.log.term_at(prev)
+        if prev_term is None:
+            return  # the follower needs a snapshot; the next heartbeat sees to it
+        self._send(AppendEntries(self.id, peer, self.term, prev, prev_term, (),
+                                 self.commit_index, self._seq))
 
     def _send_append(self, peer: str, pr: Progress) -> None:
         prev = pr.next_index - 1
