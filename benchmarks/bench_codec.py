@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import msgpack  # noqa: E402 - after the section comment that explains these tests
+import msgpack  # noqa: E402 - after sys.path points at the repo
 
-from raftd.core.messages import AppendEntries  # noqa: E402 - after the section comment that explains these tests
-from raftd.core.types import Entry  # noqa: E402 - after the section comment that explains these tests
-from raftd.wire import FrameDecoder, decode_message, encode_message  # noqa: E402 - after the section comment that explains these tests
+from raftd.core.messages import AppendEntries  # noqa: E402 - after sys.path points at the repo
+from raftd.core.types import Entry  # noqa: E402 - after sys.path points at the repo
+from raftd.wire import FrameDecoder, decode_message, encode_message  # noqa: E402 - after sys.path points at the repo
 
 
 def rate(fn, seconds: float) -> float:
