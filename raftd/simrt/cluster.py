@@ -30,7 +30,7 @@ from raftd.runtime.transport import PeerLink
 from raftd.sim.checker import SafetyChecker, SafetyViolation
 
 from .disk import SimDisk
-from .lincheck import History, check_linearizable, format_op
+from .lincheck import History, check_linearizable
 from .loop import HOST, VirtualLoop
 from .net import NetParams, SimNet
 
