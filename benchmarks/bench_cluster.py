@@ -28,10 +28,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from raftctl.commands.bench import run_bench  # noqa: E402
-from raftctl.commands.local import (_layout, _write_configs, bring_down, bring_up,  # noqa: E402
+from raftctl.commands.bench import run_bench  # noqa: E402 - after sys.path points at the repo
+from raftctl.commands.local import (bring_down, bring_up, plan_layout, write_configs,  # noqa: E402 - after sys.path points at the repo
                                     free_base_port)
-from raftctl.cluster import gather_status  # noqa: E402
+from raftctl.cluster import gather_status  # noqa: E402 - after sys.path points at the repo
 
 
 def _value(v: str):
@@ -53,8 +53,8 @@ def cpu_s(pid: int) -> float:
 
 def start(directory: Path, nodes: int, tuning: dict) -> tuple[list[dict], list[str]]:
     base = free_base_port(nodes)
-    layout = _layout(directory, nodes, base, "127.0.0.1", False)
-    _write_configs(directory, layout, {"fsync": True, "tick_ms": 25, "election_timeout_ms": 500,
+    layout = plan_layout(directory, nodes, base, "127.0.0.1", False)
+    write_configs(directory, layout, {"fsync": True, "tick_ms": 25, "election_timeout_ms": 500,
                                        "heartbeat_interval_ms": 100, **tuning})
     layout, _ = bring_up(directory, nodes, timeout=30)
     return layout, [n["address"] for n in layout]

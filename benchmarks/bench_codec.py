@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import msgpack  # noqa: E402
+import msgpack  # noqa: E402 - after sys.path points at the repo
 
-from raftd.core.messages import AppendEntries  # noqa: E402
-from raftd.core.types import Entry  # noqa: E402
-from raftd.wire import FrameDecoder, decode_message, encode_message  # noqa: E402
+from raftd.core.messages import AppendEntries  # noqa: E402 - after sys.path points at the repo
+from raftd.core.types import Entry  # noqa: E402 - after sys.path points at the repo
+from raftd.wire import FrameDecoder, decode_message, encode_message  # noqa: E402 - after sys.path points at the repo
 
 
 def rate(fn, seconds: float) -> float:
@@ -60,7 +60,6 @@ def main() -> None:
     msg = AppendEntries("node-1", "node-2", 7, 999, 7, entries, 998, 42)
     heartbeat = AppendEntries("node-1", "node-2", 7, 1063, 7, (), 1063, 43)
     frame = encode_message(msg)
-    hb_frame = encode_message(heartbeat)
     decoder = FrameDecoder()
     [(ftype, body)] = decoder.feed(frame)
     assert decode_message(ftype, body) == msg

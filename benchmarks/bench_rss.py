@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_cluster import rss_mb, start  # noqa: E402
-from raftctl.commands.local import bring_down  # noqa: E402
-from raftd.client import AsyncClient  # noqa: E402
+from bench_cluster import rss_mb, start  # noqa: E402 - after sys.path points at the repo
+from raftctl.commands.local import bring_down  # noqa: E402 - after sys.path points at the repo
+from raftd.client import AsyncClient  # noqa: E402 - after sys.path points at the repo
 
 
 async def fill(eps: list[str], n: int, inflight: int) -> float:

@@ -16,7 +16,8 @@ def run(batch: int, seconds: float = 2.0) -> tuple[float, float]:
         db = sqlite3.connect(os.path.join(d, "log.db"), isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
-        db.execute("CREATE TABLE log (idx INTEGER PRIMARY KEY, term INTEGER, kind INTEGER, data BLOB)")
+        db.execute("CREATE TABLE log (idx INTEGER PRIMARY KEY, term INTEGER, kind INTEGER, "
+                   "data BLOB)")
         data = b"x" * 100
         idx = 0
         commits = 0

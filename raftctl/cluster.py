@@ -10,7 +10,8 @@ from raftd.client import AsyncClient, RequestError
 STATUS_TIMEOUT = 0.7
 
 NODE_FIELDS = ("id", "address", "role", "term", "commit_index", "applied_index",
-               "last_log_index", "snapshot_index", "first_log_index", "reachable", "pid")
+               "last_log_index", "snapshot_index", "first_log_index", "reachable", "pid",
+               "cluster_id")
 
 
 async def _one(address: str, timeout: float) -> dict | str:
@@ -50,7 +51,7 @@ async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
         for r in results:
             if isinstance(r, BaseException):
                 raise r
-        for a, r in zip(todo, results):
+        for a, r in zip(todo, results, strict=True):
             seen[a] = r
         todo = []
         for r in results:
@@ -96,8 +97,12 @@ async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
     shown = {"voters": conf.get("voters", []), "learners": conf.get("learners", []),
              "joint": conf.get("joint", False),
              **({"old_voters": conf.get("old_voters", [])} if conf.get("joint") else {})}
+    ids = [n["cluster_id"] for n in nodes if n["reachable"] and n.get("cluster_id")]
     return {
         "leader": leader["id"] if leader else None,
+        # The leader's, else the one most reachable nodes report (issue 14 §9).
+        "cluster_id": (leader or {}).get("cluster_id") or (max(ids, key=ids.count) if ids
+                                                           else None),
         "term": max((n["term"] for n in nodes if n["term"] is not None), default=None),
         "fault_tolerance": fault_tolerance(shown),
         "nodes": nodes,

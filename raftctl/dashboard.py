@@ -123,7 +123,7 @@ def commit_rates(history: Sequence[dict], window: float = WINDOW_S) -> list[floa
     end = history[-1]["time"]
     recent = [s for s in history if s["time"] >= end - window]
     rates = []
-    for a, b in zip(recent, recent[1:]):
+    for a, b in zip(recent, recent[1:], strict=False):
         dt = b["time"] - a["time"]
         ca, cb = _leader_commit(a), _leader_commit(b)
         if dt <= 0:
@@ -205,7 +205,8 @@ def merge_events(*sources: Iterable[Event]) -> list[Event]:
 
 def history_events(history: Sequence[dict]) -> list[Event]:
     """Every event visible in a list of snapshots: node rings plus derived ones."""
-    derived = [e for a, b in zip([None, *history], history) for e in derive_events(a, b)]
+    pairs = zip([None, *history], history, strict=False)  # (previous, current)
+    derived = [e for a, b in pairs for e in derive_events(a, b)]
     return merge_events(*(node_events(s) for s in history), derived)
 
 
@@ -291,7 +292,7 @@ def render_nodes(snap: dict, a: dict | None = None, title: str | None = None) ->
     for c in NODE_COLUMNS:
         t.add_column(c, justify="left" if c in _TEXT_COLUMNS else "right",
                      no_wrap=c in _TEXT_COLUMNS, min_width=widest if c == "address" else None)
-    for row, n in zip(node_rows(snap, a), snap["nodes"]):
+    for row, n in zip(node_rows(snap, a), snap["nodes"], strict=True):
         cells = [Text(_fmt(v)) for v in row]
         if not n["reachable"]:
             cells[-1].stylize("bold red")

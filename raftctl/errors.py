@@ -29,9 +29,9 @@ def error_kind(class_name: str) -> str:
 
 def fail(err: BaseException, output_json: bool) -> int:
     """Print ``err`` the raftctl way and return the exit code."""
-    from raftd.client import RequestError, Timeout, Unavailable  # noqa: PLC0415
-    from raftd.config import ConfigError  # noqa: PLC0415
-    from raftd.tls import TLSConfigError  # noqa: PLC0415
+    from raftd.client import RequestError, Timeout, Unavailable  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
+    from raftd.config import ConfigError  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
+    from raftd.tls import TLSConfigError  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
 
     if isinstance(err, CliError):
         code, kind = err.code, err.kind
@@ -49,7 +49,7 @@ def fail(err: BaseException, output_json: bool) -> int:
         code, kind = FAILED, error_kind(type(err).__name__)
     msg = str(err) or kind
     if os.environ.get("RAFTCTL_DEBUG") == "1":
-        import traceback  # noqa: PLC0415
+        import traceback  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
         traceback.print_exception(err)
     if output_json:
         sys.stderr.write(json.dumps({"error": kind, "message": msg, "exit_code": code}) + "\n")

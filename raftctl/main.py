@@ -79,9 +79,14 @@ def root(ctx: typer.Context, endpoints: EndpointsOpt = None, output: OutputOpt =
              "--cacert", envvar="RAFTCTL_CACERT",
              help="CA certificate of a TLS cluster (turns TLS on)")] = None,
          cert: Annotated[Optional[str], typer.Option(
-             "--cert", envvar="RAFTCTL_CERT", help="client certificate (raftctl certs issue)")] = None,
+             "--cert", envvar="RAFTCTL_CERT",
+             help="client certificate (raftctl certs issue)")] = None,
          key: Annotated[Optional[str], typer.Option(
-             "--key", envvar="RAFTCTL_KEY", help="private key of --cert")] = None) -> None:
+             "--key", envvar="RAFTCTL_KEY", help="private key of --cert")] = None,
+         cluster_id: Annotated[Optional[str], typer.Option(
+             "--cluster-id", envvar="RAFTCTL_CLUSTER_ID",
+             help="refuse nodes of any other cluster (raftctl status shows the id)")] = None,
+         ) -> None:
     ctx.obj = {"endpoints": endpoints, "output": output, "timeout": timeout}
     # The client library reads its TLS files from these variables (raftd/client.py), so
     # every command, and any raftctl it starts, talks TLS once they are given here.
@@ -89,6 +94,8 @@ def root(ctx: typer.Context, endpoints: EndpointsOpt = None, output: OutputOpt =
                         ("RAFTCTL_KEY", key)):
         if value:
             os.environ[name] = os.path.abspath(value)
+    if cluster_id:
+        os.environ["RAFTCTL_CLUSTER_ID"] = cluster_id  # read by raftd.client, like the above
 
 
 def _wants_json(argv: list[str]) -> bool:
@@ -106,7 +113,7 @@ def _wants_json(argv: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> None:
     """Run raftctl.  Usage errors are one line on stderr (a JSON object with -o json) and
     exit 2, like every other error, instead of click's three-line usage block."""
-    import sys  # noqa: PLC0415
+    import sys  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
 
     args = sys.argv[1:] if argv is None else argv
     try:

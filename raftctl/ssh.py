@@ -104,7 +104,7 @@ class Remote:
         if self._sftp is not None:
             try:
                 self._sftp.close()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - any failure here is reported, never raised
                 pass
         self.client.close()
 
@@ -192,7 +192,7 @@ class Remote:
     def upload(self, local: Path, remote: str, skip_same_size: bool = False) -> bool:
         """Copy a file by SFTP (to a temporary name, then renamed).  Returns False if
         ``skip_same_size`` and the remote file already has the same size."""
-        import paramiko  # noqa: PLC0415
+        import paramiko  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
         try:
             if skip_same_size:
                 try:
@@ -292,7 +292,7 @@ def parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[tuple[T, R | None
     with ThreadPoolExecutor(max_workers=min(32, len(items))) as pool:
         futures = [pool.submit(fn, it) for it in items]
         out = []
-        for it, f in zip(items, futures):
+        for it, f in zip(items, futures, strict=True):
             try:
                 out.append((it, f.result(), None))
             except BaseException as e:  # noqa: BLE001 - reported per host

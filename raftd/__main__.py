@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         # Developers: every call of this process, written to FILE when it stops (read it with
         # python -m pstats FILE; "{id}" in FILE becomes the node id, so one variable serves a
         # whole local cluster); docs/PERFORMANCE.md.  cProfile roughly halves the speed.
-        import cProfile  # noqa: PLC0415
+        import cProfile  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
         prof = cProfile.Profile()
         try:
             return prof.runcall(asyncio.run, _run(cfg, flt))
@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _run(cfg, flt: _NodeFilter) -> int:
     from raftd.runtime.server import RaftServer  # noqa: PLC0415 - after logging is set up
-    from raftd.runtime.server import StartupError  # noqa: PLC0415
-    from raftd.storage.wal import CorruptLogError  # noqa: PLC0415
+    from raftd.runtime.server import StartupError  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
+    from raftd.storage.wal import CorruptLogError  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
 
     server = RaftServer(cfg)
     flt.server = server

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import socket
 import ssl
 import threading
@@ -237,6 +238,7 @@ class _Connection:
         self._fail_all(ConnectionResetError("client closed"))
 
 
+CLUSTER_ID_ENV = "RAFTCTL_CLUSTER_ID"  # the cluster a client expects (issue 14 §9)
 _SWEEP = 0.02  # seconds between deadline sweeps: how late a timeout may fire
 
 
@@ -249,11 +251,13 @@ class AsyncClient:
     def __init__(self, endpoints: Sequence[str] | str, timeout: float = 5.0,
                  max_frame_size: int = 16 << 20,
                  tls: TLSFiles | ssl.SSLContext | bool | None = None,
-                 refused_grace: float | None = None):
+                 refused_grace: float | None = None, cluster_id: str | None = None):
         """``refused_grace``: give up (Unavailable, "no raftd at ...") once every endpoint has
         refused the connection for this many seconds, instead of retrying until ``timeout``:
         nothing listens there, so nothing was sent.  None (the default) retries until
-        ``timeout``, for callers that start nodes and talk to them at once."""
+        ``timeout``, for callers that start nodes and talk to them at once.
+        ``cluster_id`` (default: $RAFTCTL_CLUSTER_ID): every request names it, and a node of
+        another cluster refuses it (RequestError ``wrong_cluster``) instead of serving it."""
         if isinstance(endpoints, str):
             endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
         if not endpoints:
@@ -267,6 +271,7 @@ class AsyncClient:
         self._rr = 0
         self._free_sessions: list[list] = []  # [client_id, last_seq]
         self._connecting: dict[str, asyncio.Future] = {}
+        self.cluster_id = cluster_id or os.environ.get(CLUSTER_ID_ENV) or None
         if tls is None:
             tls = files_from_env()
         self._ssl = client_context(tls) if isinstance(tls, TLSFiles) else (tls or None)
@@ -376,6 +381,8 @@ class AsyncClient:
         ``write`` carries a session (client_id, seq) from the pool, the same on every retry.
         (One coroutine for all of it: every await layer costs a frame per request.)"""
         args = dict(args)
+        if self.cluster_id is not None:
+            args["cluster_id"] = self.cluster_id
         session = None
         if write:
             session = self._free_sessions.pop() if self._free_sessions else None

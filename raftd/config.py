@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from raftd.tls import TLSFiles
-from raftd.validate import split_address
+from raftd.validate import node_id_problem, split_address
 
 # The state machine's table size (raftd.kv.fsm.DEFAULT_MAX_SESSIONS; a test checks they are
 # equal): not imported from there, which would load the whole core into `raftctl kv get`.
@@ -31,6 +31,11 @@ class NodeConfig:
     peers: dict[str, str] = field(default_factory=dict)  # id -> host:port, itself included
     join: bool = False  # start empty and wait to be added by a membership change
     cluster: str = "raftd"
+    # The cluster's identity (raftd/runtime/identity.py): written by the tools that create a
+    # cluster; a server whose data dir holds another refuses to start.
+    cluster_id: str | None = None
+    # Refuse to start where the data dir cannot be locked (issue 21 §7); false runs anyway.
+    data_dir_lock: bool = True
     # --- tuning (times in milliseconds) ---
     tick_ms: int = 50
     election_timeout_ms: int = 1000  # minimum; the actual timeout is drawn in [t, 2t)
@@ -97,6 +102,7 @@ class NodeConfig:
 # Every key of raftd.yaml and its type; raftctl's inventory takes its tuning keys from here.
 KEY_TYPES: dict[str, type | tuple[type, ...]] = {
     "id": str, "listen": str, "data_dir": str, "peers": dict, "join": bool, "cluster": str,
+    "cluster_id": (str, type(None)), "data_dir_lock": bool,
     "tick_ms": int, "election_timeout_ms": int, "heartbeat_interval_ms": int, "fsync": bool,
     "inline_fsync": (bool, str), "event_loop": str, "wal_preallocate_bytes": int,
     "max_append_entries": int, "max_append_bytes": int, "max_inflight_msgs": int,
@@ -144,9 +150,17 @@ def parse_config(raw: Any, source: str = "<config>") -> NodeConfig:
     except ValueError as e:
         raise err("listen", str(e)) from None
     peers = {}
+    why = node_id_problem(values["id"])
+    if why is not None:
+        raise err("id", why)
+    cid = values.get("cluster_id")
+    if cid is not None and (not cid or len(cid) > 64
+                            or not all(c.isalnum() or c in "-_." for c in cid)):
+        raise err("cluster_id", "expected 1-64 letters, digits, '-', '_' or '.'")
     for pid, paddr in values.get("peers", {}).items():
-        if not isinstance(pid, str) or not pid:
-            raise err(f"peers.{pid}", "node ids must be non-empty strings")
+        why = node_id_problem(pid)
+        if why is not None:
+            raise err(f"peers.{pid}", why)
         try:
             split_address(paddr)
         except ValueError as e:
@@ -178,6 +192,11 @@ def parse_config(raw: Any, source: str = "<config>") -> NodeConfig:
             raise err("peers", "required unless join: true (every initial member, itself included)")
         if values["id"] not in peers:
             raise err("peers", f"must include this node's own id {values['id']!r}")
+        why = _own_address_problem(values["listen"], peers[values["id"]])
+        if why is not None:
+            # Peers would reach this node at one address while it listens at another: the
+            # cluster never forms (issue 14 §9, issue 16 §10).
+            raise err(f"peers.{values['id']}", why)
     cfg = NodeConfig(**values)
     if cfg.heartbeat_interval_ms * 2 > cfg.election_timeout_ms:
         raise err("heartbeat_interval_ms", "must be at most half of election_timeout_ms")
@@ -194,6 +213,17 @@ def parse_config(raw: Any, source: str = "<config>") -> NodeConfig:
     if values.get("log_level", "info") not in ("debug", "info", "warning", "error"):
         raise err("log_level", "expected one of debug, info, warning, error")
     return cfg
+
+
+def _own_address_problem(listen: str, announced: str) -> str | None:
+    """Why this node's entry in ``peers`` cannot reach its ``listen`` address, or None.  A
+    wildcard listen host (0.0.0.0, ::) serves every address, so only the port must agree."""
+    lhost, lport = split_address(listen)
+    phost, pport = split_address(announced)
+    if lport != pport or (lhost not in ("0.0.0.0", "::", "") and lhost != phost):
+        return (f"this node's own entry is {announced} but it listens on {listen} "
+                f"(they must name the same address)")
+    return None
 
 
 def _parse_tls(raw: dict, source: str, err) -> TLSFiles:

@@ -94,17 +94,17 @@ def _load_certs(path: str, what: str) -> list[x509.Certificate]:
 
 def _subject(cert: x509.Certificate) -> tuple[str | None, str | None]:
     """(CN, OU): the name and the role (raftd/pki.py's conventions)."""
-    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
 
-    from raftd.pki import name_attribute  # noqa: PLC0415
+    from raftd.pki import name_attribute  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
     return (name_attribute(cert.subject, NameOID.COMMON_NAME),
             name_attribute(cert.subject, NameOID.ORGANIZATIONAL_UNIT_NAME))
 
 
 def _key_id(cert: x509.Certificate, authority: bool) -> bytes | None:
     """The authority (or, with ``authority`` False, the subject) key identifier."""
-    from cryptography import x509  # noqa: PLC0415
-    from cryptography.x509.oid import ExtensionOID  # noqa: PLC0415
+    from cryptography import x509  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
+    from cryptography.x509.oid import ExtensionOID  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
     oid = ExtensionOID.AUTHORITY_KEY_IDENTIFIER if authority \
         else ExtensionOID.SUBJECT_KEY_IDENTIFIER
     try:
@@ -184,7 +184,7 @@ class NodeTLS:
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         if not der:
             return Identity(None, None, False)
-        from cryptography import x509  # noqa: PLC0415
+        from cryptography import x509  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
         cert = x509.load_der_x509_certificate(der)
         from_cluster_ca = any(self._issued_by(cert, ca) for ca in self._cas)
         return Identity(*_subject(cert), from_cluster_ca)
@@ -210,13 +210,16 @@ def handshake_error(e: BaseException) -> str:
     """A readable reason for a failed TLS handshake."""
     reason = getattr(e, "reason", None) or ""
     text = str(e)
-    if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE") \
+    if reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL",
+                  "RECORD_LAYER_FAILURE") \
             or "wrong version number" in text:
         return "not TLS (a plaintext client or peer?)"
     if reason in ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED"):
         return "no client certificate presented"
-    if reason in ("CERTIFICATE_VERIFY_FAILED", "TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_BAD_CERTIFICATE"):
-        return f"certificate not signed by this cluster's CA ({getattr(e, 'verify_message', None) or reason})"
+    if reason in ("CERTIFICATE_VERIFY_FAILED", "TLSV1_ALERT_UNKNOWN_CA",
+                  "SSLV3_ALERT_BAD_CERTIFICATE"):
+        why = getattr(e, "verify_message", None) or reason
+        return f"certificate not signed by this cluster's CA ({why})"
     if isinstance(e, TimeoutError):
         return "handshake timed out"
     return text or type(e).__name__

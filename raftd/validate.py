@@ -1,10 +1,30 @@
 """One validator for the YAML files operators write (raftd's config, raftctl's inventory):
-the same messages everywhere, `<file>: <where>: key '<key>': <why>`, exit code 2 upstream."""
+the same messages everywhere, `<file>: <where>: key '<key>': <why>`, exit code 2 upstream.
+Also the rules for ids and addresses that the wire protocol enforces too.  Imports nothing of
+raftd, so any layer may use it."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
+
+# A server id: what configs, HELLO, membership changes and status carry.  Short and plain, so
+# a peer cannot make a node hold megabytes of ids (issue 19 §8) and logs stay readable.
+NODE_ID_MAX = 64
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def node_id_problem(node_id: object) -> str | None:
+    """Why ``node_id`` is not a valid server id, or None."""
+    if not isinstance(node_id, str) or not node_id:
+        return "a server id must be a non-empty string"
+    if len(node_id) > NODE_ID_MAX:
+        return f"a server id has at most {NODE_ID_MAX} characters"
+    if not _NODE_ID.fullmatch(node_id):
+        return (f"bad server id {node_id!r} (letters, digits, '_', '.', '-'; "
+                f"starting with a letter or digit)")
+    return None
 
 
 def type_name(want: type | tuple[type, ...]) -> str:
@@ -39,7 +59,8 @@ class Validator:
                 raise self.err(where, f"{prefix}{key}",
                                f"unknown key (known keys: {', '.join(sorted(known))})")
 
-    def typed(self, section: dict[str, Any], key: str, want: type | tuple[type, ...], where: str = "",
+    def typed(self, section: dict[str, Any], key: str, want: type | tuple[type, ...],
+              where: str = "",
               prefix: str = "", required: bool = False, default: Any = None) -> Any:
         if key not in section:
             if required:

@@ -1,7 +1,8 @@
 """The layers of raftd and raftctl, enforced (issue 17 §5).
 
     raftd.core                      the pure Raft state machine: imports nothing else of raftd
-    raftd.wire, .storage, .kv       each imports only raftd.core (and itself)
+    raftd.wire, .storage, .kv       each imports only raftd.core, raftd.validate (the id and
+                                    address rules; it imports nothing of raftd) and itself
     raftd.runtime, .sim, ...        may use the layers above
     raftctl                         a client of raftd's public modules only (PUBLIC below)
 
@@ -85,7 +86,11 @@ def test_core_imports_nothing_else_of_raftd():
 
 def test_wire_storage_kv_import_only_core():
     assert not _violations("raftd", lambda me, it: me not in SELF_ONLY
-                           or it in (me, "raftd.core"))
+                           or it in (me, "raftd.core", "raftd.validate"))
+
+
+def test_validate_imports_nothing_of_raftd():
+    assert not _violations("raftd", lambda me, it: me != "raftd.validate")
 
 
 def test_raftctl_imports_only_public_raftd_modules():

@@ -104,8 +104,8 @@ def generate_history(plan, n_clients, spread, pool=4, unique=False):
     for j, p in enumerate(plan):
         points.setdefault(p[0] % n_clients, []).append(j)
     next_point = {}
-    for c, js in points.items():
-        for a, b in zip(js, js[1:]):
+    for js in points.values():
+        for a, b in zip(js, js[1:], strict=False):
             next_point[a] = b
     last_ret: dict = {}
     ops = []

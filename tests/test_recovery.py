@@ -180,3 +180,30 @@ def test_seeding_makes_every_file_and_directory_durable(tmp_path):
     # and the seeded files are what a node reads at start
     s = recovery.survey(target / "n2")
     assert (s.snapshot_index, s.last_index, s.term) == (40, 40, 4)
+
+
+_REOPEN = """
+import sys
+from raftd.storage.wal import DurableLog
+DurableLog.open(sys.argv[1]).close()
+"""
+
+
+@pytest.mark.skipif(not _strace_works(), reason="needs a working strace")
+def test_reopening_a_wal_makes_what_it_read_durable_first(tmp_path):
+    """Issue 21 §1: after a process crash the WAL may be only in the page cache; open() fsyncs
+    every segment and the directories before handing anything back."""
+    from raftd.core.types import Entry, HardState
+    from raftd.storage.wal import DurableLog
+    wal = tmp_path / "data" / "wal"
+    log = DurableLog.open(wal, segment_bytes=4096)
+    for i in range(1, 60):
+        log.save(HardState(1, "n1"), [Entry(1, i, 0, b"x" * 100)])
+    log.close()
+    segments = sorted(str(p) for p in wal.iterdir() if p.suffix == ".wal" or "seg" in p.name)
+    assert len(segments) > 1
+    calls = _strace([sys.executable, "-c", _REOPEN, str(wal)], tmp_path / "trace")
+    synced = {paths[0] for name, paths in calls if name in ("fsync", "fdatasync") and paths}
+    missing = [s for s in segments if s not in synced]
+    assert not missing, f"not fsynced on open: {missing}"
+    assert str(wal) in synced and str(wal.parent) in synced

@@ -66,7 +66,7 @@ def add_host(s: Settings, sess: Session, opts: BootstrapOptions) -> int:
                 check_alive(sess, [n])
                 time.sleep(0.2)
             sess.step(target, "adding it to the cluster (learner, catch-up, joint consensus)")
-            from ..commands.member import change  # noqa: PLC0415
+            from ..commands.member import change  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
             result = change(Settings(sess.endpoints(others), s.out, max(s.timeout, 60.0)),
                             add={target.name: target.endpoint})
         except CliError as e:

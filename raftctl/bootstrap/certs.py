@@ -14,7 +14,7 @@ def ensure_tls(inv, create: bool = True) -> None:
     run's own requests unless the operator gave one (--cacert/--cert/--key)."""
     if not inv.tls_dir:
         return
-    from raftd import pki  # noqa: PLC0415
+    from raftd import pki  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
 
     d = Path(inv.tls_dir)
     if create:
@@ -35,7 +35,7 @@ def tls_files(inv, h: Host) -> dict | None:
     """What op_activate writes into <root>/tls on the host (see Inventory.node_config)."""
     if not inv.tls_dir:
         return None
-    from raftd import pki  # noqa: PLC0415
+    from raftd import pki  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
 
     p = pki.node_paths(inv.tls_dir, h.name)
     return {"ca.crt": p.ca.read_text(), "node.crt": p.cert.read_text(),

@@ -32,7 +32,7 @@ def print_result(s: Settings, inv: Inventory, nodes: list[Node], st: dict | None
 
 def _print_cluster(s: Settings, st: dict) -> None:
     try:
-        from ..commands.status import print_status  # noqa: PLC0415
+        from ..commands.status import print_status  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
     except ImportError:  # pragma: no cover - status.py is another module's
         print_status = None
     if print_status is not None:

@@ -132,7 +132,7 @@ def prepare_shipment(sess: Session, opts: BootstrapOptions, wheel: Path, nodes: 
     info = wheel_info(wheel)
     ship = Shipment(wheel, info, opts.offline, opts.wheelhouse, tmp)
     if opts.offline:
-        import platform  # noqa: PLC0415
+        import platform  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
         for n in nodes:
             problem = offline_problem(n.probe, platform.machine())
             if problem is not None:

@@ -129,7 +129,7 @@ def register(app: typer.Typer) -> None:
 
         def body() -> int:
             if clients < 1 or duration <= 0 or not 0 <= read_ratio <= 1 or not prefix:
-                from ..context import usage_error  # noqa: PLC0415
+                from ..context import usage_error  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
                 raise usage_error("need --clients >= 1, --duration > 0, 0 <= --read-ratio <= 1 "
                                   "and a non-empty --prefix")
             tmp = None

@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
         Example: raftctl bootstrap --upgrade inventory.yaml
         Example: raftctl bootstrap --add-host n4 inventory.yaml"""
         s = command_settings(ctx, output, timeout, 60.0)
-        from ..ssh import cache_dir  # noqa: PLC0415
+        from ..ssh import cache_dir  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
         opts = BootstrapOptions(upgrade=upgrade, add_host=add_host_, offline=offline,
                                 wheelhouse=(wheelhouse or cache_dir() / "wheelhouse")
                                 if offline else None, wheel=wheel)
@@ -442,7 +442,7 @@ def ssh_rotate_certs_cmd(
     s = command_settings(ctx, output, timeout, 30.0)
 
     def body(sess: Session) -> int:
-        from raftd import pki  # noqa: PLC0415
+        from raftd import pki  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
 
         inv = sess.inv
         if not inv.tls_dir:

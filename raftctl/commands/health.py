@@ -34,7 +34,8 @@ def check_health(status: dict, max_lag: int, allow_down: int = 0) -> dict:
     return {"healthy": a["healthy"] and not reasons, "leader": a["leader"],
             "reachable_voters": a["reachable_voters"], "voters": len(a["voters"]),
             "quorum": a["quorum"], "fault_tolerance": a["fault_tolerance"],
-            "max_lag": max_lag, "lagging": a["lagging"], "down": down, "allow_down": allow_down, "reasons": reasons,
+            "max_lag": max_lag, "lagging": a["lagging"], "down": down, "allow_down": allow_down,
+            "reasons": reasons,
             "lag": {n["id"]: a["lags"][n["id"]] for n in status["nodes"]
                     if n["reachable"] and a["lags"].get(n["id"]) is not None},
             "voter_status": [{"id": v, "reachable": v not in down, "lag": a["lags"].get(v)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -112,7 +113,10 @@ def plan_layout(directory: Path, nodes: int, base_port: int, host: str,
 
 def write_configs(directory: Path, nodes: list[dict], tuning: dict,
                    tls: bool = False) -> None:
+    """The node configs of a new cluster, with a new cluster_id shared by its nodes (issue 14
+    §9: a server of another cluster is then refused as a peer and as a new member)."""
     peers = {n["id"]: n["address"] for n in nodes}
+    cluster_id = secrets.token_hex(16)
     client = None
     if tls:
         from raftd import pki  # noqa: PLC0415 - cryptography only when asked for TLS
@@ -124,7 +128,7 @@ def write_configs(directory: Path, nodes: list[dict], tuning: dict,
         d = Path(n["data_dir"])
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         cfg = {"id": n["id"], "listen": n["address"], "data_dir": n["data_dir"], "peers": peers,
-               **tuning}
+               "cluster_id": cluster_id, **tuning}
         if tls:
             cfg["tls"] = _node_tls(directory, n)
         (d / "raftd.yaml").write_text(dump_config(cfg))
@@ -133,7 +137,7 @@ def write_configs(directory: Path, nodes: list[dict], tuning: dict,
 
 def _node_tls(directory: Path, n: dict) -> dict:
     """Issue node ``n`` its certificate (CN = id, SAN = its host) from DIR/certs."""
-    from raftd import pki  # noqa: PLC0415
+    from raftd import pki  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
     paths = pki.issue_node((directory / "certs").resolve(), n["id"],
                            [n["address"].rsplit(":", 1)[0]], force=True)
     return {"ca": str(paths.ca), "cert": str(paths.cert), "key": str(paths.key)}
@@ -357,7 +361,8 @@ def up(ctx: typer.Context,
                                   "can separate nodes")] = False,
        fsync: Annotated[bool, typer.Option(help="fsync the log (turn off only for trials)")] = True,
        tls: Annotated[bool, typer.Option(
-           "--tls", help="mutual TLS: make a CA and certificates in DIR/certs and use them")] = False,
+           "--tls",
+           help="mutual TLS: make a CA and certificates in DIR/certs and use them")] = False,
        output: OutputOpt = None, timeout: TimeoutOpt = None) -> None:
     """Start (or restart) a local cluster in DIR and wait until it has a leader.
 
@@ -426,7 +431,7 @@ def add(ctx: typer.Context, directory: DirOpt = Path("./raftd-local"),
     s = settings(ctx, None, output, timeout or 60.0)
 
     def body() -> int:
-        from .member import change  # noqa: PLC0415
+        from .member import change  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
 
         layout = load_cluster(directory)
         nums = [int(n["id"][1:]) for n in layout if n["id"][1:].isdigit()]
@@ -482,7 +487,7 @@ def remove(ctx: typer.Context, node_id: Annotated[str, typer.Argument(metavar="I
     s = settings(ctx, None, output, timeout or 60.0)
 
     def body() -> int:
-        from .member import change  # noqa: PLC0415
+        from .member import change  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
 
         layout = load_cluster(directory)
         node = next((n for n in layout if n["id"] == node_id), None)

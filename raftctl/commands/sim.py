@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
 def _run(nodes: int, seed: int, speed: float, scenario: str | None, list_scenarios: bool,
          script: bool, keys: str, ticks: int) -> int:
     from ..learn import driver  # noqa: PLC0415 - rich and the core load only for this command
-    from ..learn.scenarios import SCENARIOS, play  # noqa: PLC0415
+    from ..learn.scenarios import SCENARIOS, play  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
 
     if list_scenarios:
         width = max(map(len, SCENARIOS))

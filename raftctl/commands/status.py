@@ -71,7 +71,8 @@ def register(app: typer.Typer) -> None:
 def print_status(out, st: dict) -> None:
     conf = st["configuration"]
     term = st["term"] if st["term"] is not None else "-"
-    title = (f"leader: {st['leader'] or 'none'}   term: {term}   voters: "
+    title = ((f"cluster: {st['cluster_id']}   " if st.get("cluster_id") else "")
+             + f"leader: {st['leader'] or 'none'}   term: {term}   voters: "
              f"{','.join(conf['voters']) or '-'}"
              + (f" (joint, old: {','.join(conf.get('old_voters', []))})" if conf["joint"] else "")
              + (f"   learners: {','.join(conf['learners'])}" if conf["learners"] else "")
@@ -85,10 +86,14 @@ def print_status(out, st: dict) -> None:
             "last_log_index", "snapshot_index", "first_log_index", "reachable"]
     if any(n.get("cert_days_left") is not None for n in st["nodes"]):  # a TLS cluster
         cols.append("cert_days_left")
-        for row, n in zip(rows, st["nodes"]):
+        for row, n in zip(rows, st["nodes"], strict=True):
             row.append(n.get("cert_days_left"))
     out.table(cols, rows, title=title)
     for n in st["nodes"]:
+        if n.get("cluster_id") and st.get("cluster_id") and n["cluster_id"] != st["cluster_id"]:
+            out.info(f"WARNING: {n['id']} at {n['address']} belongs to cluster "
+                     f"{n['cluster_id']}, not {st['cluster_id']}: two clusters behind these "
+                     f"endpoints (raftctl --cluster-id ID refuses the other)")
         if n.get("cert_warning"):
             out.info(f"WARNING: {n['id']}: {n['cert_warning']}")
 
@@ -154,7 +159,7 @@ def watch_status(s, interval: float, count: int | None) -> int:
 
 
 def _watch_live(s, dash: dashboard.Dashboard, interval: float, count: int | None) -> None:
-    from rich.live import Live  # noqa: PLC0415
+    from rich.live import Live  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
 
     console = s.out.console
 

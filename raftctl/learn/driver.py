@@ -56,7 +56,8 @@ class Session:
         elif key == "r":
             self.writes += 1
             w.write(f"w{self.writes}".encode())
-        elif len(key) == 2 and key[0] == "p" and key[1].isdigit() and 1 <= int(key[1]) <= len(w.ids):
+        elif (len(key) == 2 and key[0] == "p" and key[1].isdigit()
+              and 1 <= int(key[1]) <= len(w.ids)):
             w.toggle_isolation(f"n{key[1]}")
         else:
             return False
@@ -131,7 +132,7 @@ class Clock:
 
 def live_free(session: Session, seed: int, speed: float) -> None:
     """The interactive view of a free-running cluster (raftctl sim)."""
-    from rich.live import Live  # noqa: PLC0415
+    from rich.live import Live  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
 
     clock, pending_p, last = Clock(speed), False, time.monotonic()
     title = f"seed {seed}"
@@ -162,7 +163,7 @@ def _status(clock: Clock, pending_p: bool) -> str:
 
 def live_frames(frames: list[Frame], speed: float) -> None:
     """Play a scenario's recorded frames; at the end the last frame stays until q."""
-    from rich.live import Live  # noqa: PLC0415
+    from rich.live import Live  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
 
     clock, pos, last = Clock(speed), 0, time.monotonic()
     with raw_keys(), Live(screen=True, auto_refresh=False) as live:

@@ -69,9 +69,9 @@ def figure8(s: Script) -> None:
         w.timeout("n1")
         if w.settle(until=lambda: n1.role == Role.LEADER):
             break
-    trio = lambda m: {m.src, m.dst} <= {"n1", "n2", "n3"}  # noqa: E731
+    trio = lambda m: {m.src, m.dst} <= {"n1", "n2", "n3"}  # noqa: E731 - a one-line message filter reads best as a lambda
     w.drop(lambda m: not trio(m))  # n4 plays no part in (c)
-    progress = lambda: n1.status()["progress"]  # noqa: E731
+    progress = lambda: n1.status()["progress"]  # noqa: E731 - a one-line message filter reads best as a lambda
     w.settle(where=trio,
              until=lambda: all(progress()[p]["match_index"] >= 2 for p in ("n2", "n3")))
     holders = [n for n in ("n1", "n2", "n3", "n4") if w.node(n).log.term_at(2) == 1]

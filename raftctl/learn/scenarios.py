@@ -58,7 +58,7 @@ def log_replication(s: Script) -> None:
     s.note("the client's command goes to the leader, which appends it and sends "
            "AppendEntries (§5.3)")
     idx = w.write(b"x=1")
-    pair = lambda a, b: lambda m: {m.src, m.dst} == {a, b}  # noqa: E731
+    pair = lambda a, b: lambda m: {m.src, m.dst} == {a, b}  # noqa: E731 - a one-line message filter reads best as a lambda
     w.settle(where=pair("n1", "n2"))
     s.check(w.node("n1").commit_index < idx,
             f"index {idx} is on n1 and n2 only, 2 of 5: not committed (§5.3)")

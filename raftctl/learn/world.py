@@ -14,7 +14,7 @@ import dataclasses
 import random
 from dataclasses import dataclass, field
 
-from raftd.core import (AppendEntries, AppendEntriesResponse, Configuration, Entry, EntryKind,
+from raftd.core import (AppendEntries, Configuration, Entry, EntryKind,
                         HardState, InstallSnapshot, NotLeaderError, PreVote, RaftConfig, RaftNode,
                         RaftError, Ready, RequestVote, RequestVoteResponse, Role, SnapshotMeta)
 

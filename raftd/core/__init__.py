@@ -13,7 +13,8 @@ from .types import Entry, EntryKind, HardState, Role, SoftState
 
 __all__ = [
     "AppendEntries", "AppendEntriesResponse", "CompactedError", "ConfChangeInProgressError",
-    "Configuration", "Entry", "InstallSnapshot", "SnapshotMeta", "EntryKind", "HardState", "InvalidConfChangeError",
+    "Configuration", "Entry", "InstallSnapshot", "SnapshotMeta", "EntryKind", "HardState",
+    "InvalidConfChangeError",
     "LogCorruptionError", "MESSAGE_TYPES", "Message", "MessageType", "NotLeaderError",
     "PreVote", "PreVoteResponse", "ProposalDroppedError", "RaftConfig", "RaftError", "RaftLog",
     "RaftNode", "ReadState", "Ready", "RequestVote", "RequestVoteResponse", "Role", "SoftState",

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 
+
 @dataclass(frozen=True, slots=True)
 class Configuration:
     voters: frozenset[str]
@@ -146,4 +147,5 @@ def vote_result(config: Configuration, votes: Mapping[str, bool]) -> str:
 def has_quorum(config: Configuration, active: Iterable[str]) -> bool:
     """True if ``active`` contains a quorum of ``config`` (used by check-quorum and ReadIndex)."""
     act = set(active)
-    return vote_result(config, {v: (v in act) for v in config.voters | config.outgoing}) == VoteResult.WON
+    votes = {v: (v in act) for v in config.voters | config.outgoing}
+    return vote_result(config, votes) == VoteResult.WON

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import membership
 from .errors import (ConfChangeInProgressError, InvalidConfChangeError, NotLeaderError,
@@ -48,7 +50,8 @@ def entry_size(e: Entry) -> int:
 
 class RaftNode:
     def __init__(self, node_id: str, config: RaftConfig, rng: random.Random, *,
-                 hard_state: HardState = HardState(), entries: list[Entry] | tuple = (),
+                 hard_state: HardState = HardState(),
+                 entries: list[Entry] | tuple[Entry, ...] = (),
                  snapshot_index: int = 0, snapshot_term: int = 0,
                  base_configuration: Configuration = Configuration(frozenset()),
                  snapshot: SnapshotMeta | None = None):
@@ -201,7 +204,8 @@ class RaftNode:
         if self.role != Role.LEADER:
             raise NotLeaderError(self.leader_id)
         if target == self.id or not self.config.is_voter(target):
-            raise InvalidConfChangeError(f"cannot transfer leadership to {target}: not another voter")
+            raise InvalidConfChangeError(
+                f"cannot transfer leadership to {target}: not another voter")
         self.transfer_target = target
         self._transfer_elapsed = 0
         if self.progress[target].match_index == self.log.last_index:
@@ -223,7 +227,9 @@ class RaftNode:
             raise ValueError(f"cannot compact to {index}: no snapshot covers it")
         if index <= self.log.snapshot_index:
             return
-        self.log.compact(index, self.log.term_at(index))
+        term = self.log.term_at(index)
+        assert term is not None  # snapshot_index < index <= last_index: the entry is here
+        self.log.compact(index, term)
         # Configuration entries at or below the new base are no longer in the log; the newest of
         # them is the configuration at the base.
         older = [(i, c) for i, c in self._config_log if i <= index]
@@ -284,7 +290,7 @@ class RaftNode:
                     or SoftState(self.role, self.leader_id, self.term) != self._last_ss
                     or (self.role == Role.LEADER and self._has_appends_to_send()))
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, object]:
         return {
             "id": self.id, "term": self.term, "leader": self.leader_id,
             "role": ("learner" if self.role == Role.FOLLOWER and self.id in self.config.learners
@@ -390,13 +396,17 @@ class RaftNode:
     def _tick_leader(self) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
+        if self.transfer_target is not None:
+            # Thesis §3.10: give up one election timeout after the transfer began, on its own
+            # clock (tied to the check-quorum round, it could end one tick after it began).
+            self._transfer_elapsed += 1
+            if self._transfer_elapsed >= self.cfg.election_ticks:
+                self.transfer_target = None
         if self.election_elapsed >= self.cfg.election_ticks:
             self.election_elapsed = 0
             if self.cfg.check_quorum and not self._quorum_active():
                 self._become_follower(self.term, None)  # check-quorum: we may be partitioned
                 return
-            if self.transfer_target is not None:
-                self.transfer_target = None  # thesis §3.10: give up after an election timeout
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
             self.heartbeat_elapsed = 0
             self._broadcast_heartbeat()
@@ -445,7 +455,9 @@ class RaftNode:
                                                  prev + len(entries), seq=m.seq))
                 return
             entries = entries[skip:]
-            prev, prev_term = self.commit_index, self.log.term_at(self.commit_index)
+            committed_term = self.log.term_at(self.commit_index)
+            assert committed_term is not None  # snapshot_index <= commit_index <= last_index
+            prev, prev_term = self.commit_index, committed_term
         if self.log.term_at(prev) != prev_term:
             hint_index, hint_term = self.log.find_conflict_by_term(min(prev, self.log.last_index),
                                                                    prev_term)
@@ -485,7 +497,8 @@ class RaftNode:
             if t is not None:
                 if e.index <= self.commit_index:
                     raise LogCorruptionError(
-                        f"{self.id}: leader {self.leader_id} conflicts with committed entry {e.index}")
+                        f"{self.id}: leader {self.leader_id} conflicts with committed entry "
+                        f"{e.index}")
                 self._drop_acks_beyond(e.index - 1)
                 log.truncate_after(e.index - 1)
                 self._truncate_bookkeeping(e.index - 1)
@@ -579,7 +592,8 @@ class RaftNode:
 
     def _on_pre_vote(self, m: PreVote) -> None:
         # m.term >= self.term here (stale ones were rejected in step()).
-        can_vote = m.term > self.term or (self.voted_for in (None, m.src) and self.leader_id is None)
+        can_vote = m.term > self.term or (self.voted_for in (None, m.src)
+                                          and self.leader_id is None)
         granted = can_vote and self.log.is_up_to_date(m.last_log_index, m.last_log_term)
         self._send(PreVoteResponse(self.id, m.src, m.term if granted else self.term, granted))
 
@@ -597,7 +611,7 @@ class RaftNode:
         if self.role != Role.LEADER:
             self._campaign(transfer=True)
 
-    _HANDLERS = {
+    _HANDLERS: dict[type, Callable[[RaftNode, Any], None]] = {
         AppendEntries: _on_append_entries,
         AppendEntriesResponse: _on_append_entries_response,
         RequestVote: _on_request_vote,
@@ -636,13 +650,25 @@ class RaftNode:
         c = self.cfg
         for peer, pr in self.progress.items():
             sent = False
-            while pr.next_index <= last and not pr.paused(c.max_inflight_msgs, c.max_inflight_bytes):
+            while (pr.next_index <= last
+                   and not pr.paused(c.max_inflight_msgs, c.max_inflight_bytes)):
                 self._send_append(peer, pr)
                 sent = True
                 if pr.state == ProgressState.PROBE:
                     break
             if commit_dirty and not sent and pr.state == ProgressState.REPLICATE:
-                self._send_append(peer, pr)  # empty: tells the follower the new commit index
+                self._send_commit_notice(peer, pr)
+
+    def _send_commit_notice(self, peer: str, pr: Progress) -> None:
+        """An AppendEntries with no entries that tells the follower the new commit index.  It
+        must stay empty: with the in-flight window full, a normal append would carry another
+        batch past max_inflight_msgs/bytes on every commit (issue 14 §5)."""
+        prev = pr.next_index - 1
+        prev_term = self.log.term_at(prev)
+        if prev_term is None:
+            return  # the follower needs a snapshot; the next heartbeat sees to it
+        self._send(AppendEntries(self.id, peer, self.term, prev, prev_term, (),
+                                 self.commit_index, self._seq))
 
     def _send_append(self, peer: str, pr: Progress) -> None:
         prev = pr.next_index - 1

@@ -27,7 +27,8 @@ class Progress:
         self.match_index = 0
         self.next_index = next_index
         self.state = ProgressState.PROBE
-        self.probe_sent = False  # PROBE: an AppendEntries is outstanding; wait for reply or heartbeat
+        # PROBE: an AppendEntries is outstanding; wait for its reply or the next heartbeat
+        self.probe_sent = False
         self.inflight: deque[tuple[int, int]] = deque()  # (last index sent, bytes) per message
         self.inflight_bytes = 0
         self.recent_active = False  # heard from since the last check-quorum round

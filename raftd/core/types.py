@@ -40,7 +40,8 @@ class Entry(NamedTuple):
     write and serialised as a plain array, and tuple construction is several times cheaper."""
 
     term: int
-    index: int
+    # The paper's name; it shadows tuple.index, which nothing here uses.
+    index: int  # type: ignore[assignment]
     kind: int = EntryKind.NORMAL
     data: bytes = b""
 

@@ -43,9 +43,9 @@ def problem(msg: Message) -> str | None:
         value = getattr(msg, name)
         if not _in_range(value, MAX_TERM) or value > msg.term:
             return f"{name} {value!r} out of range [0, term {msg.term}]"
-    if cls is AppendEntries:
+    if isinstance(msg, AppendEntries):
         return _entries_problem(msg)
-    if cls is InstallSnapshot:
+    if isinstance(msg, InstallSnapshot):
         return _config_problem(msg.configuration)
     return None
 

@@ -97,7 +97,8 @@ class Command:
             raise ValueError(f"{op.name} takes no expected value")
         if op is Op.DELETE and self.value is not None:
             raise ValueError("DELETE takes no value")
-        if self.client_id is not None and (not isinstance(self.client_id, str) or not self.client_id):
+        if self.client_id is not None and (not isinstance(self.client_id, str)
+                                           or not self.client_id):
             raise ValueError(f"client_id must be a non-empty str or None, got {self.client_id!r}")
         if not _is_int(self.seq) or self.seq < 0:
             raise ValueError(f"seq must be an int >= 0, got {self.seq!r}")

@@ -33,6 +33,7 @@ the log.
 """
 from __future__ import annotations
 
+import builtins
 import hashlib
 import heapq
 from collections.abc import Iterable, Mapping
@@ -165,9 +166,10 @@ class KVStateMachine:
 
         if cmd.has_session:
             assert cmd.client_id is not None
-            if session is None:
+            if cmd.client_id not in self._sessions:
                 # Make room first, so that the session just opened is never the one evicted
-                # (its result must survive for the client's retry).
+                # (its result must survive for the client's retry).  Checked after execute: a
+                # SESSION_LIMITS command may have evicted this very session.
                 while len(self._sessions) >= self.max_sessions:
                     self._pop_oldest_session()
             self._touch(cmd.client_id, cmd.seq, dict(result))
@@ -386,7 +388,7 @@ class KVStateMachine:
                     data[k] = v  # type: ignore[assignment]
 
     def restore_stream(self, header: dict[str, Any],
-                       batches: Iterable[list[list[Any]]]) -> None:
+                       batches: Iterable[builtins.list[builtins.list[Any]]]) -> None:
         """Replace the whole state from a frozen header and an iterable of [[key, value], ...]
         batches (see raftd.storage.snapshots).  ValueError on bad data, state untouched."""
         try:

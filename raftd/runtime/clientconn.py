@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from raftd.wire.codec import encode_client_response
+from raftd.wire.codec import (encode_client_response)
+
 
 
 class ClientConn:
@@ -64,4 +65,3 @@ class ClientConn:
         # A client that reset its connection: uvloop raises on writes to a closed transport.
         if not self.closed and out and not self.writer.transport.is_closing():
             self.writer.write(b"".join(out))
-

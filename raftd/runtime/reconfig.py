@@ -19,7 +19,10 @@ import asyncio
 from dataclasses import dataclass
 
 from raftd.config import split_address
+from raftd.validate import node_id_problem
 from raftd.runtime.transport import PeerIdentityError, open_peer_connection
+from raftd.wire.codec import decode_body, encode_client_request
+from raftd.wire.framing import FrameDecoder, FrameType, RemoteProtocolError
 from raftd.core import (ConfChangeInProgressError, Configuration, InvalidConfChangeError,
                         NotLeaderError, ProposalDroppedError, Role)
 
@@ -52,7 +55,8 @@ class Reconfigurator:
 
     def _require_leader(self, phase: str) -> None:
         if self.node.role != Role.LEADER:
-            raise ChangeError("leadership_lost", f"lost leadership during the change ({phase}); a new "
+            raise ChangeError("leadership_lost", f"lost leadership during the change ({phase}); "
+                                                 f"a new "
                                             f"leader finishes any joint configuration; check "
                                             f"`raftctl member list`")
 
@@ -80,10 +84,16 @@ class Reconfigurator:
         addresses = {**self.server.cfg.peers, **cur.address_map()}
         addresses = {k: v for k, v in addresses.items() if k in cur.members}
         for nid, addr in req.add.items():
-            if not nid or not isinstance(nid, str):
-                raise ChangeError("bad_request", "server ids must be non-empty strings")
+            why = node_id_problem(nid)
+            if why is not None:
+                raise ChangeError("bad_request", why)
             if nid in cur.members:
                 raise ChangeError("bad_request", f"{nid} is already a member")
+            if nid in self.server.removed.ids:
+                # Ids are never reused, so every server may refuse a removed id for good
+                # (issue 19 §2).
+                raise ChangeError("id_removed", f"{nid} was removed from this cluster; add the "
+                                                f"server under a new id (ids are never reused)")
             try:
                 split_address(addr)
             except ValueError as e:
@@ -141,20 +151,63 @@ class Reconfigurator:
                 "index": node.config_index()}
 
     async def _check_reachable(self, add: dict[str, str]) -> None:
-        async def probe(nid: str, addr: str) -> str | None:
+        """Before anything is logged: every new server answers at its address, is who it
+        should be (over TLS, by certificate), and is an empty server in join mode of no other
+        cluster.  A server that holds data of its own would fork ours once it leads (issue 14
+        §9: a single-node cluster added as a voter served its own key)."""
+        async def probe(nid: str, addr: str) -> tuple[str, str] | None:
             try:
                 split_address(addr)
                 # Over TLS this also checks the certificate there is node ``nid``'s.
-                _, w = await open_peer_connection(self.server.tls, addr, None, nid, 2.0)
-                w.close()
-                return None
+                st = await asyncio.wait_for(self._status_of(nid, addr), 5.0)
             except PeerIdentityError as e:
-                return f"{nid} at {addr}: {e}"
-            except (OSError, asyncio.TimeoutError) as e:
-                return f"{nid} at {addr} is unreachable ({getattr(e, 'strerror', None) or e})"
-        errors = [e for e in await asyncio.gather(*(probe(n, a) for n, a in add.items())) if e]
-        if errors:
-            raise ChangeError("unreachable", "; ".join(errors) + "; nothing was changed")
+                return "unreachable", f"{nid} at {addr}: {e}"
+            except (OSError, asyncio.TimeoutError, RemoteProtocolError) as e:
+                return "unreachable", (f"{nid} at {addr} is unreachable "
+                                       f"({getattr(e, 'strerror', None) or e})")
+            why = self._not_joinable(nid, addr, st)
+            return ("not_joinable", why) if why else None
+        problems = [p for p in await asyncio.gather(*(probe(n, a) for n, a in add.items())) if p]
+        if problems:
+            code = "not_joinable" if any(c == "not_joinable" for c, _ in problems) \
+                else "unreachable"
+            raise ChangeError(code, "; ".join(m for _, m in problems) + "; nothing was changed")
+
+    async def _status_of(self, nid: str, addr: str) -> dict:
+        """The status of the server at ``addr``, asked as a client over a peer connection."""
+        reader, writer = await open_peer_connection(self.server.tls, addr, None, nid, 2.0)
+        try:
+            writer.write(encode_client_request({"id": 1, "op": "status"}))
+            decoder = FrameDecoder(self.server.cfg.max_frame_size)
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    raise ConnectionResetError("closed before answering")
+                for ftype, body in decoder.feed(data):
+                    if ftype == FrameType.CLIENT_RESPONSE:
+                        resp = decode_body(body)
+                        if not resp.get("ok") or not isinstance(resp.get("result"), dict):
+                            raise ConnectionResetError(f"status refused: {resp.get('error')}")
+                        return resp["result"]
+        finally:
+            writer.close()
+
+    def _not_joinable(self, nid: str, addr: str, st: dict) -> str | None:
+        ours = self.server.identity.cluster_id
+        theirs = st.get("cluster_id")
+        if theirs is not None and theirs != ours:
+            return (f"{nid} at {addr} belongs to another cluster ({theirs}; this one is {ours}):"
+                    f" it cannot be added")
+        if st.get("id") not in (None, nid):
+            return f"the server at {addr} is {st.get('id')}, not {nid}"
+        if theirs is not None:
+            return None  # a server of this cluster (added before, or removed): Raft fixes its log
+        last = max(st.get("last_log_index") or 0, st.get("snapshot_index") or 0)
+        if not st.get("join") or last > 0:
+            return (f"{nid} at {addr} is not an empty server in join mode (join: "
+                    f"{bool(st.get('join'))}, log up to index {last}): start it with an empty "
+                    f"data_dir and join: true")
+        return None
 
     def _check_active_quorum(self, target: Configuration) -> None:
         """The new configuration must have a quorum of servers we heard from recently."""
@@ -162,7 +215,7 @@ class Reconfigurator:
         now = self.server.sysclock.monotonic()
         window = 2 * self._election_timeout()
         active = {self.server.node_id} | {p for p, t in heard.items() if now - t < window}
-        from raftd.core.membership import has_quorum  # noqa: PLC0415
+        from raftd.core.membership import has_quorum  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
         if not has_quorum(Configuration(target.voters), active):
             down = sorted(target.voters - active)
             raise ChangeError("no_quorum", f"the new configuration would not have an active "

@@ -9,21 +9,20 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from raftd.core import (
-    ConfChangeInProgressError,
-    InvalidConfChangeError,
-    NotLeaderError,
-    ProposalDroppedError,
-    Role,
-)
+from raftd.core import (ConfChangeInProgressError, InvalidConfChangeError, NotLeaderError,
+                        ProposalDroppedError, Role)
 from raftd.kv.commands import Command, Op, encode_command, session_put
-from raftd.runtime.clientconn import ClientConn as _ClientConn
-from raftd.runtime.reconfig import ChangeError, ChangeRequest
 from raftd.tls import may
 
+from raftd.runtime.reconfig import ChangeError, ChangeRequest
+from raftd.runtime.clientconn import ClientConn as _ClientConn
+
+
 log = logging.getLogger("raftd")
+
 _WRITE_OPS = {"put": Op.PUT, "delete": Op.DELETE, "cas": Op.CAS,
               "open_session": Op.OPEN_SESSION}
+
 
 
 @dataclass(slots=True)
@@ -81,7 +80,8 @@ class ClientRequests:
         leader = self.node.leader_id
         if leader == self.node_id and self.node.role == Role.LEADER:
             leader = None
-        addr = (self.node.config.address_of(leader) or self.cfg.peers.get(leader)) if leader else None
+        addr = ((self.node.config.address_of(leader) or self.cfg.peers.get(leader))
+                if leader else None)
         return {"code": "not_leader",
                 "message": message or f"{self.node_id} is not the leader "
                                       f"(leader: {leader or 'unknown'})",
@@ -93,6 +93,14 @@ class ClientRequests:
         op = req.get("op")
         if type(op) is not str:  # e.g. ["put"]: unhashable, and no op of ours (issue 19 §14)
             conn.reply(rid, error={"code": "bad_request", "message": "op must be a string"})
+            return
+        wanted = req.get("cluster_id")
+        if wanted is not None and wanted != self.identity.cluster_id:
+            # The client was told which cluster it talks to (raftctl --cluster-id): two
+            # clusters behind the same endpoints must not be mixed up (issue 14 §9).
+            conn.reply(rid, error={"code": "wrong_cluster", "message":
+                                   f"{self.cfg.listen} belongs to cluster "
+                                   f"{self.identity.cluster_id}, not {wanted}"})
             return
         if conn.rate and not conn.take_token():
             self.limit_rejections["request_rate"] += 1

@@ -9,11 +9,15 @@ import asyncio
 import logging
 from dataclasses import dataclass, replace
 
-from raftd.core import Ready
+from raftd.core import (Ready)
 from raftd.core.ready import may_send_early
 
+
+
 log = logging.getLogger("raftd")
+
 _INLINE_BACKOFF_S = 30.0  # inline_fsync auto: how long a slow fsync sends saves to the thread
+
 
 
 @dataclass(slots=True)
@@ -22,7 +26,6 @@ class _Save:
     rd: Ready
     late: list  # messages that may leave only after the save (votes, acks, ...)
     persist: bool
-
 
 
 class SavePipeline:
@@ -171,4 +174,3 @@ class SavePipeline:
             return await asyncio.get_running_loop().run_in_executor(self._disk, fn, *args)
         finally:
             self._disk_jobs -= 1
-

@@ -21,27 +21,31 @@ from dataclasses import replace
 from random import Random
 
 from raftd.config import NodeConfig, split_address
-from raftd.core import (Configuration, EntryKind, InstallSnapshot, InvalidConfChangeError,
-                        LogCorruptionError, NotLeaderError, ProposalDroppedError, RaftConfig,
+from raftd.core import (Configuration, EntryKind, InstallSnapshot,
+                        InvalidConfChangeError, LogCorruptionError, NotLeaderError,
+                        ProposalDroppedError, RaftConfig,
                         RaftNode, Ready, Role)
 from raftd.core.messages import AppendEntries, AppendEntriesResponse, PreVote, RequestVote
 from raftd.kv.commands import Command, Op, encode_command, encode_limits
 from raftd.kv.fsm import KVStateMachine
+from raftd.storage.durable import mkdir_durable
 from raftd.storage.lock import DataDirInUse, DataDirLock
 from raftd.storage.wal import DurableLog
 from raftd.tls import ROLE_NODE, NodeTLS, TLSConfigError, handshake_error
-from raftd.wire.codec import decode_body, decode_hello, decode_message, encode_error
+from raftd.wire.codec import (decode_hello, decode_message, decode_request, encode_error)
 from raftd.wire.framing import (FrameDecoder, FrameTooLarge, FrameType, RemoteProtocolError,
                                  UnsupportedVersion)
 
 from .clientconn import ClientConn as _ClientConn
+from .requests import ClientRequests
+from .savepipeline import SavePipeline
 from .clock import SYSTEM_CLOCK, Clock, ExecutorFactory, thread_executor
 from .clusterclock import ClusterClock
 from .connguard import ConnectionGuard
 from .metrics import RaftMetrics
+from .identity import ClusterIdentity, ClusterIdError
+from .removed import RemovedIds
 from .reconfig import Reconfigurator, describe_configuration
-from .requests import ClientRequests
-from .savepipeline import SavePipeline
 from .snapshotting import Snapshotter
 from .statemachine import StateMachine
 from .transport import PeerIdentityError, PeerLink
@@ -53,6 +57,7 @@ _FSM_ERRORS = ("session_expired", "stale_sequence")
 # What a server outside our configuration may send us (see _from_member_or_allowed).
 _NON_MEMBER_OK = (AppendEntries, InstallSnapshot, PreVote, RequestVote)
 _MAX_EVENTS = 200
+_MAX_HELLO_ADDRESSES = 16  # join mode: addresses announced in HELLO that we keep
 
 
 class RaftServer(SavePipeline, ClientRequests):
@@ -118,6 +123,7 @@ class RaftServer(SavePipeline, ClientRequests):
         self.counters = {"proposals": 0, "fsyncs": 0, "fsync_seconds": 0.0,
                          "leader_changes": 0, "bad_frames": 0, "client_requests": 0,
                          "tls_handshake_failures": 0, "peers_refused": 0,
+                         "cluster_id_refused": 0, "removed_refused": 0,
                          "peer_messages_dropped": 0, "permission_denied": 0,
                          "inline_fsync_backoffs": 0}
         self._dropped_logged: dict[str, float] = {}  # peer -> when we last logged a drop
@@ -150,15 +156,35 @@ class RaftServer(SavePipeline, ClientRequests):
 
     async def _start(self) -> None:
         cfg = self.cfg
-        os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)
+        if cfg.fsync:
+            # Synced into its parent: a power loss must not drop the directory (and every
+            # acknowledged write in it) that a crash would have kept (issue 21 §6).
+            mkdir_durable(cfg.data_dir)
+        else:
+            os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)
         mode = os.stat(cfg.data_dir).st_mode & 0o777
         if mode & 0o022:
             raise StartupError(f"data_dir {cfg.data_dir} is writable by group or others "
                                f"(mode {mode:o}): anyone could rewrite the log; run "
                                f"`chmod 700 {cfg.data_dir}`")
         try:
-            self._dir_lock.acquire()  # before anything reads or writes the WAL
+            locked = self._dir_lock.acquire()  # before anything reads or writes the WAL
         except DataDirInUse as e:
+            raise StartupError(str(e)) from None
+        if not locked:
+            # Two daemons on one data dir write the same WAL at their own offsets (issue 21
+            # §7): without the lock, refuse unless the operator opted out knowingly.
+            why = self._dir_lock.failure or "no lock"
+            if cfg.data_dir_lock:
+                raise StartupError(
+                    f"cannot lock {cfg.data_dir}/LOCK ({why}), so nothing stops a second raftd "
+                    f"on this data dir; use a filesystem with locks, or set data_dir_lock: "
+                    f"false and make sure yourself that only one raftd uses it")
+            log.warning("data_dir_lock: false: running without the data dir lock (%s); make "
+                        "sure no other raftd uses %s", why, cfg.data_dir)
+        try:
+            self.identity = ClusterIdentity(cfg)
+        except ClusterIdError as e:
             raise StartupError(str(e)) from None
         if cfg.tls is not None:
             try:
@@ -190,6 +216,13 @@ class RaftServer(SavePipeline, ClientRequests):
             self._rng, hard_state=st.hard_state, entries=st.all_entries(),
             snapshot_index=st.snapshot_index, snapshot_term=st.snapshot_term,
             base_configuration=base, snapshot=snap.meta if snap else None)
+        try:
+            # Removals are learned from committed configurations as they are applied; those
+            # already applied (in the restored snapshot) are in the file.
+            self.removed = RemovedIds(
+                cfg.data_dir, self.node.configuration_at(self.fsm.applied_index).members)
+        except ValueError as e:
+            raise StartupError(str(e)) from None
         self._event("start", f"started with term {st.hard_state.term}, "
                              f"log {st.first_index}..{st.last_index}")
         log.info("recovered term=%d voted_for=%s log=[%d..%d] configuration: %s",
@@ -369,13 +402,12 @@ class RaftServer(SavePipeline, ClientRequests):
             return
         link = self.peers.get(msg.dst)
         if link is None:
-            address = (self.node.config.address_of(msg.dst) or self.cfg.peers.get(msg.dst)
-                       or self.hello_addresses.get(msg.dst))
+            address = self._address_of(msg.dst)
             if address is None:
-                return
+                return  # not a server we know: no link to an address a stranger gave us
             link = PeerLink(self.node_id, msg.dst, address, self.cfg.host, self.cfg.cluster,
                             self.cfg.peer_queue_limit, own_address=self.cfg.listen,
-                            tls=self.tls)
+                            tls=self.tls, cluster_id=lambda: self.identity.cluster_id)
             link.start()
             self.peers[msg.dst] = link
         if self.metrics is not None and isinstance(msg, AppendEntries):
@@ -385,8 +417,27 @@ class RaftServer(SavePipeline, ClientRequests):
         link.send(msg)
 
     def _address_of(self, nid: str) -> str | None:
+        """Where ``nid`` listens: from the configuration, else the config file's peers, else
+        the address it announced in HELLO.  The last is how a joining node answers the leader
+        adding it, and a lagging one a leader its log does not name yet (thesis §4.1); at most
+        _MAX_HELLO_ADDRESSES such ids are kept, so strangers cannot make this node hold links
+        to any number of addresses (issue 19 §8)."""
         return (self.node.config.address_of(nid) or self.cfg.peers.get(nid)
                 or self.hello_addresses.get(nid))
+
+    def _note_hello_address(self, peer_id: str, address: str) -> None:
+        """Remember where a peer outside our configuration listens, the most recent few only;
+        the link to one forgotten (and not a known server) is closed with it."""
+        if self.node.config.address_of(peer_id) or peer_id in self.cfg.peers:
+            return  # a server we know: its address comes from the cluster, not from HELLO
+        self.hello_addresses.pop(peer_id, None)
+        self.hello_addresses[peer_id] = address
+        while len(self.hello_addresses) > _MAX_HELLO_ADDRESSES:
+            gone = next(iter(self.hello_addresses))
+            del self.hello_addresses[gone]
+            link = self.peers.pop(gone, None)
+            if link is not None:
+                asyncio.get_running_loop().create_task(link.close())
 
     def _on_soft_state(self, rd: Ready) -> None:
         ss = rd.soft_state
@@ -424,6 +475,8 @@ class RaftServer(SavePipeline, ClientRequests):
         normal = EntryKind.NORMAL
         for e in rd.committed_entries:
             snaps.bytes_since += len(e.data)
+            if e.kind == EntryKind.CONFIG:
+                self._config_committed(e)
             pw = pending.pop(e.index, None) if pending else None
             if pw is None:
                 fsm.apply_entry(e)
@@ -448,6 +501,11 @@ class RaftServer(SavePipeline, ClientRequests):
         self.node.applied(last.index)
         if last.term > self._limits_term:
             self._propose_session_limits(last.term)
+
+    def _config_committed(self, e) -> None:
+        gone = self.removed.committed(Configuration.decode(e.data))
+        for nid in sorted(gone):
+            self._event("membership", f"{nid} removed: its id is refused from now on")
 
     def _propose_session_limits(self, applied_term: int) -> None:
         """Session limits are replicated state (see raftd.kv.fsm): once per term, after the
@@ -501,6 +559,9 @@ class RaftServer(SavePipeline, ClientRequests):
         st = node.status()
         st.update({
             "address": self.cfg.listen,
+            "cluster_id": self.identity.cluster_id,
+            "join": self.cfg.join,
+            "removed_ids": sorted(self.removed.ids),
             "pid": os.getpid(),
             "applied_index": self.fsm.applied_index,
             "leader_address": addresses.get(node.leader_id) if node.leader_id else None,
@@ -509,7 +570,8 @@ class RaftServer(SavePipeline, ClientRequests):
                                             if k in cfg.members or not cfg.members}},
             "last_leader_contact_ms": (0 if node.role == Role.LEADER else
                                        None if self.last_leader_contact is None else
-                                       round((self.sysclock.monotonic() - self.last_leader_contact) * 1000)),
+                                       round((self.sysclock.monotonic()
+                                              - self.last_leader_contact) * 1000)),
             "tick_ms": self.cfg.tick_ms,
             "election_timeout_ms": self.cfg.election_timeout_ms,
             "keys": len(self.fsm),
@@ -527,8 +589,9 @@ class RaftServer(SavePipeline, ClientRequests):
             "limit_rejections": dict(self.limit_rejections),
             "tls": self.tls.info() if self.tls is not None else {"enabled": False},
             "storage": dict(self.storage.stats),
-            "peers": {pid: {"connected": l.connected, "dropped": l.dropped, "sent": l.sent}
-                      for pid, l in sorted(self.peers.items())},
+            "peers": {pid: {"connected": link.connected, "dropped": link.dropped,
+                            "sent": link.sent}
+                      for pid, link in sorted(self.peers.items())},
             "events": self.events[-50:],
         })
         return st
@@ -583,7 +646,7 @@ class RaftServer(SavePipeline, ClientRequests):
                     if ftype == FrameType.CLIENT_REQUEST:
                         if peer_id is not None:
                             raise RemoteProtocolError("client request on a peer connection")
-                        req = decode_body(body)
+                        req = decode_request(body)
                         if type(req.get("id")) is not int:
                             raise RemoteProtocolError("client request without an integer id")
                         self._handle_request(conn, req)
@@ -592,9 +655,12 @@ class RaftServer(SavePipeline, ClientRequests):
                         watch.is_peer = True
                         if self.tls is not None:
                             self._check_peer(identity, peer_id, host)
-                        announced = decode_body(body).get("address")
-                        if isinstance(announced, str):
-                            self.hello_addresses[peer_id] = announced
+                        hello = decode_request(body)
+                        self._check_cluster_id(peer_id, hello.get("cluster_id"))
+                        self._check_not_removed(peer_id)
+                        announced = hello.get("address")
+                        if isinstance(announced, str) and len(announced) <= 256:
+                            self._note_hello_address(peer_id, announced)
                         if cluster is not None and cluster != self.cfg.cluster:
                             raise RemoteProtocolError(
                                 f"peer {peer_id} belongs to cluster {cluster!r}, "
@@ -662,6 +728,24 @@ class RaftServer(SavePipeline, ClientRequests):
             self._conns.discard(writer)
             self._conn_tasks.discard(task)
             writer.close()
+
+    def _check_not_removed(self, peer_id: str) -> None:
+        """A removed server's id is refused for good (issue 19 §2): with TLS this is how its
+        certificate stops working.  Unless a configuration we hold names it: then the
+        removal has not reached us the way it reached the server that recorded it."""
+        if peer_id in self.removed.ids and peer_id not in self.node.config.members:
+            self.counters["removed_refused"] += 1
+            raise PeerIdentityError(f"{peer_id} was removed from this cluster")
+
+    def _check_cluster_id(self, peer_id: str, theirs: object) -> None:
+        """A peer of another cluster is refused (issue 14 §9); a server in join mode takes the
+        id of the first peer that says hello, the leader adding it."""
+        why = self.identity.refuses(theirs)
+        if why is not None:
+            self.counters["cluster_id_refused"] += 1
+            raise PeerIdentityError(f"{peer_id}: {why}")
+        if isinstance(theirs, str) and self.identity.adopt(theirs):
+            self._event("cluster", f"joined cluster {theirs} (said by {peer_id})")
 
     def _check_peer(self, identity, peer_id: str, host: str) -> None:
         """Mutual TLS for peers: a node certificate of our CA, for the id the peer claims.

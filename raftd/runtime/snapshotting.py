@@ -1,7 +1,8 @@
 """Snapshots in the runtime (Raft §7, thesis ch. 5): take, compact, send, receive, install.
 
 - Taking one: the state machine is frozen on the event loop (O(1): its writes go to an overlay
-  until the file is written), then written by a dedicated thread while the node keeps serving.  Once durable,
+  until the file is written), then written by a dedicated thread while the node keeps serving.  Once
+  durable,
   the core is told (snapshot_taken) and the log is compacted up to ``snapshot_trailing``
   entries below it, but never past the oldest kept snapshot, so start-up can fall back to it
   when the newest is damaged (issue 21 §8), in the core and, through the disk thread, in the WAL.
@@ -254,7 +255,8 @@ class Snapshotter:
                                                 None))
         _, writer = await open_peer_connection(srv.tls, address, srv.cfg.host, msg.dst, 5.0)
         try:
-            writer.write(encode_hello(srv.node_id, srv.cfg.cluster, srv.cfg.listen))
+            writer.write(encode_hello(srv.node_id, srv.cfg.cluster, srv.cfg.listen,
+                                      srv.identity.cluster_id))
             srv._event("snapshot", f"sending snapshot {msg.last_included_index} to {msg.dst}")
             for offset, data in iter_chunks(path):
                 writer.write(encode_message(InstallSnapshot(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from raftd.core import Message
 from raftd.tls import ROLE_NODE, NodeTLS
@@ -46,8 +47,10 @@ async def open_peer_connection(tls: NodeTLS | None, address: str, bind_host: str
 class PeerLink:
     def __init__(self, node_id: str, peer_id: str, address: str, bind_host: str,
                  cluster: str, queue_limit: int = 4096, own_address: str | None = None,
-                 max_buffer: int = 16 << 20, tls: NodeTLS | None = None):
+                 max_buffer: int = 16 << 20, tls: NodeTLS | None = None,
+                 cluster_id: Callable[[], str | None] = lambda: None):
         self.node_id = node_id
+        self._cluster_id = cluster_id  # read at each connect: a joining server adopts one
         self.peer_id = peer_id
         self.address = address
         self._bind_host = bind_host
@@ -139,7 +142,8 @@ class PeerLink:
                 # Source address = our own listen host (see module docstring).
                 reader, writer = await open_peer_connection(
                     self._tls, self.address, self._bind_host, self.peer_id, 2.0)
-                writer.write(encode_hello(self.node_id, self._cluster, self._own_address))
+                writer.write(encode_hello(self.node_id, self._cluster, self._own_address,
+                                          self._cluster_id()))
                 if self._waiting:
                     self.sent += len(self._waiting)
                     writer.write(b"".join(self._waiting))

@@ -1,4 +1,5 @@
-"""python -m raftd.sim --seeds N [--nodes K] [--start S] [--jobs J] [--trace] [--no-membership] [--no-pipeline]
+"""python -m raftd.sim --seeds N [--nodes K] [--start S] [--jobs J] [--trace] [--no-membership]
+[--no-pipeline]
 
 Runs seeds S..S+N-1 of the deterministic simulation and checks Raft's safety properties after
 every event and liveness after the network heals.  Exits 0 when every seed passes; otherwise
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                                            pipeline=a.pipeline), trace=True)
             try:
                 c.run()
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - any failure here is reported, never raised
                 print("\n".join(c.trace))
                 print(f"seed {seed} FAILED: {e}")
                 return 1

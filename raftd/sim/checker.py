@@ -110,7 +110,8 @@ class SafetyChecker:
         # Commit monotonicity, and agreement on what is committed.
         prev = self._commit_seen[nid]
         if raft.commit_index < prev:
-            raise SafetyViolation(f"{nid} commit index went back from {prev} to {raft.commit_index}")
+            raise SafetyViolation(
+                f"{nid} commit index went back from {prev} to {raft.commit_index}")
         for index in range(prev + 1, raft.commit_index + 1):
             term = log.term_at(index)
             if term is None or index <= log.snapshot_index:
@@ -156,7 +157,8 @@ class SafetyChecker:
         if index > log.snapshot_index:
             want, where = cfg, f"its newest configuration entry (index {index})"
         elif raft.snapshot is not None:
-            want, where = raft.snapshot.configuration, f"its snapshot's (index {raft.snapshot.index})"
+            want = raft.snapshot.configuration
+            where = f"its snapshot's (index {raft.snapshot.index})"
         else:
             want = self.initial if nid in self.initial.members else Configuration.make(())
             where = "the bootstrap one (no snapshot, no configuration entry)"

@@ -22,11 +22,11 @@ import heapq
 import random
 from dataclasses import dataclass, field, replace
 
-from raftd.core import (AppendEntries, AppendEntriesResponse, ConfChangeInProgressError, Configuration, Entry,
-                        EntryKind, HardState, InstallSnapshot, InvalidConfChangeError,
-                        NotLeaderError, SnapshotMeta,
-                        PreVote, ProposalDroppedError, RaftConfig, RaftNode, Ready, RequestVote,
-                        RequestVoteResponse, Role)
+from raftd.core import (AppendEntries, AppendEntriesResponse, ConfChangeInProgressError,
+                        Configuration, Entry, EntryKind, HardState, InstallSnapshot,
+                        InvalidConfChangeError, NotLeaderError, PreVote, ProposalDroppedError,
+                        RaftConfig, RaftNode, Ready, RequestVote, RequestVoteResponse, Role,
+                        SnapshotMeta)
 from raftd.core.ready import may_send_early
 
 from .checker import SafetyChecker, SafetyViolation
@@ -811,7 +811,8 @@ class SimCluster:
         for nid in self.ids:
             r = self.nodes[nid].raft
             lines.append(f"  {nid}: role={r.role if r else 'down'} term={r.term if r else '-'} "
-                         f"commit={r.commit_index if r else '-'} last={r.log.last_index if r else '-'}"
+                         f"commit={r.commit_index if r else '-'} "
+                         f"last={r.log.last_index if r else '-'}"
                          f" applied={len(self.nodes[nid].applied)}" + (
                              f" config: {r.config.describe() if r else '-'}"
                              if self.p.membership else ""))

@@ -1,4 +1,5 @@
-"""python -m raftd.simrt --seeds N [--nodes K] [--start S] [--jobs J] [--mutant NAME] [--list-mutants] [--trace]
+"""python -m raftd.simrt --seeds N [--nodes K] [--start S] [--jobs J] [--mutant NAME]
+[--list-mutants] [--trace]
 
 Runs seeds S..S+N-1 of the deterministic simulation of raftd's own runtime (RaftServer, WAL,
 snapshot store, KV state machine, client library) under simulated network, disk and crash

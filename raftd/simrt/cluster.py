@@ -436,12 +436,12 @@ def _patched_client(ids: Random):
         @staticmethod
         def uuid4():
             return uuid.UUID(int=ids.getrandbits(128))
-    saved = (rclient._Connection._open, rclient.uuid)  # noqa: SLF001
-    rclient._Connection._open, rclient.uuid = _open, _Uuid  # noqa: SLF001
+    saved = (rclient._Connection._open, rclient.uuid)  # noqa: SLF001 - the simulator swaps the client's connection for its network
+    rclient._Connection._open, rclient.uuid = _open, _Uuid  # noqa: SLF001 - the simulator swaps the client's connection for its network
     try:
         yield
     finally:
-        rclient._Connection._open, rclient.uuid = saved  # noqa: SLF001
+        rclient._Connection._open, rclient.uuid = saved  # noqa: SLF001 - the simulator swaps the client's connection for its network
 
 
 @contextlib.contextmanager

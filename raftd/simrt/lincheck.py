@@ -163,7 +163,8 @@ def format_op(op: Op, idx: int | None = None) -> str:
     if op.ret is None:
         res = "? (unknown outcome)"
     head = f"#{idx} " if idx is not None else ""
-    return f"{head}client={op.client!r} {body} -> {res}  [{_fmt_time(op.call)}, {_fmt_time(op.ret)}]"
+    span = f"[{_fmt_time(op.call)}, {_fmt_time(op.ret)}]"
+    return f"{head}client={op.client!r} {body} -> {res}  {span}"
 
 
 def _read_value(op: Op):

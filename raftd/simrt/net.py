@@ -172,7 +172,8 @@ class SimNet:
         """Cut every pair of hosts in different groups (hosts in no group are cut off from all)."""
         side = {h: i for i, g in enumerate(groups) for h in g}
         self.cut = {frozenset((a, b)) for a in hosts for b in hosts
-                    if a < b and side.get(a, -1 - hosts.index(a)) != side.get(b, -2 - hosts.index(b))}
+                    if a < b
+                    and side.get(a, -1 - hosts.index(a)) != side.get(b, -2 - hosts.index(b))}
         for c in list(self.conns):
             if not self.reachable(c.a, c.b):
                 self.shutdown(c, reset=True, origin=None)

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 
-def fsync_dir(path: str | os.PathLike) -> None:
+def fsync_dir(path: str | os.PathLike[str]) -> None:
     """Make the names in directory `path` (creations, renames, unlinks) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -21,7 +21,7 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def mkdir_durable(path: str | os.PathLike, mode: int = 0o700) -> Path:
+def mkdir_durable(path: str | os.PathLike[str], mode: int = 0o700) -> Path:
     """Create `path` and any missing parents, each synced into its own parent.
     An existing directory is left as it is (and its entry synced, in case a crash
     before that sync left it only in the page cache)."""
@@ -42,7 +42,7 @@ def mkdir_durable(path: str | os.PathLike, mode: int = 0o700) -> Path:
     return path
 
 
-def write_durable(path: str | os.PathLike, data: bytes, mode: int = 0o600) -> None:
+def write_durable(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
     """Replace `path` with `data` atomically: temp file, fsync, rename, fsync the directory.
     After a power loss the file holds either its old content or `data`, never a mix."""
     path = Path(path)
@@ -62,7 +62,7 @@ def write_durable(path: str | os.PathLike, data: bytes, mode: int = 0o600) -> No
     fsync_dir(path.parent)
 
 
-def copy_durable(src: str | os.PathLike, dst: str | os.PathLike, mode: int = 0o600,
+def copy_durable(src: str | os.PathLike[str], dst: str | os.PathLike[str], mode: int = 0o600,
                  chunk: int = 1 << 20) -> None:
     """Copy `src` to `dst` so that after a power loss `dst` is absent or complete:
     copy to a temporary name, fsync it, rename, fsync the directory."""

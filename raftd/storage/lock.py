@@ -5,19 +5,18 @@ offline tool that opens a live node's WAL (recovery truncates a torn tail) could
 the node is writing.  The lock is held for the life of the process; the kernel drops it when
 the process dies, kill -9 included, so there is never a stale lock to clean up.
 
-Where the filesystem cannot lock (ENOLCK, EOPNOTSUPP: some NFS set-ups) the check is skipped
-with a warning rather than refusing to run: the lock is a guard against operator mistakes, not
-part of Raft's safety argument.
+Where the lock cannot be taken (ENOLCK, EOPNOTSUPP: some NFS set-ups; a read-only LOCK file)
+``acquire`` returns False and says why in ``failure``.  raftd then refuses to start unless the
+config says ``data_dir_lock: false`` (issue 21 §7: two servers on one data dir wrote the same
+WAL); offline tools go on, since they only read.
 """
 from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import os
 
 LOCK_NAME = "LOCK"
-log = logging.getLogger("raftd.storage")
 _NO_LOCKING = (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL)
 
 
@@ -38,6 +37,7 @@ class DataDirLock:
         self.data_dir = str(data_dir)
         self._create = create
         self._fd: int | None = None
+        self.failure: str | None = None  # why acquire() could not take the lock
 
     def acquire(self) -> bool:
         """Take the lock; DataDirInUse if another process holds it.  False (and nothing held)
@@ -55,7 +55,7 @@ class DataDirLock:
         except (PermissionError, OSError) as e:
             if self._create and not isinstance(e, PermissionError) and e.errno != errno.EROFS:
                 raise
-            log.warning("cannot lock %s (%s): not checking for another raftd", path, e)
+            self.failure = f"{type(e).__name__}: {e}"
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -67,7 +67,7 @@ class DataDirLock:
             os.close(fd)
             if e.errno not in _NO_LOCKING:
                 raise
-            log.warning("cannot lock %s (%s): not checking for another raftd", path, e)
+            self.failure = f"{type(e).__name__}: {e}"
             return False
         self._fd = fd
         return True

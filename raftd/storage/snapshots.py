@@ -15,13 +15,15 @@ Memory stays bounded: the writer packs one batch at a time and the reader unpack
 """
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import re
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +55,7 @@ class SnapshotInfo:
     created: float
     keys: int
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         cfg = self.meta.configuration
         return {"index": self.meta.index, "term": self.meta.term, "size": self.size,
                 "created": self.created, "keys": self.keys, "path": str(self.path),
@@ -63,7 +65,7 @@ class SnapshotInfo:
 
 
 class _CrcWriter:
-    def __init__(self, f):
+    def __init__(self, f: BinaryIO) -> None:
         self.f = f
         self.crc = 0
         self.size = 0
@@ -74,7 +76,8 @@ class _CrcWriter:
         self.size += len(b)
 
 
-def write_snapshot_file(path: Path, meta: SnapshotMeta, header: dict, data,
+def write_snapshot_file(path: Path, meta: SnapshotMeta, header: dict[str, Any],
+                        data: Iterable[list[Any]],
                         fsync: bool = True, created: float | None = None,
                         keys: int | None = None) -> int:
     """Write a snapshot atomically to ``path``; ``data`` is a dict or an iterable of
@@ -162,7 +165,7 @@ def read_meta(path: Path) -> SnapshotInfo:
         raise CorruptSnapshotError(path, f"unreadable metadata ({type(e).__name__}: {e})") from None
 
 
-def read_state(path: Path) -> tuple[SnapshotInfo, dict, Iterator[list]]:
+def read_state(path: Path) -> tuple[SnapshotInfo, dict[str, Any], Iterator[list[Any]]]:
     """(info, state machine header, iterator of data batches).  Verify first."""
     info = read_meta(path)
     f = open(path, "rb")  # noqa: SIM115 - closed by the generator
@@ -172,7 +175,7 @@ def read_state(path: Path) -> tuple[SnapshotInfo, dict, Iterator[list]]:
     unpacker = msgpack.Unpacker(f, raw=False, max_buffer_size=256 << 20)
     header = next(unpacker)
 
-    def batches() -> Iterator[list]:
+    def batches() -> Iterator[list[Any]]:
         try:
             for obj in unpacker:
                 if obj is None:
@@ -240,12 +243,16 @@ class SnapshotStore:
         compaction never passes it, so the log still continues that snapshot when every newer
         one turns out damaged (issue 21 §8)."""
         paths = self.paths()[:self.keep]
-        return int(_NAME.match(paths[-1].name)[1]) if paths else None
+        if not paths:
+            return None
+        m = _NAME.match(paths[-1].name)
+        return int(m[1]) if m else None
 
     def path_for(self, meta: SnapshotMeta) -> Path:
         return self.dir / snapshot_name(meta.index, meta.term)
 
-    def write(self, meta: SnapshotMeta, header: dict, data) -> SnapshotInfo:
+    def write(self, meta: SnapshotMeta, header: dict[str, Any],
+              data: Iterable[builtins.list[Any]]) -> SnapshotInfo:
         path = self.path_for(meta)
         write_snapshot_file(path, meta, header, data, self.fsync)
         self.prune()

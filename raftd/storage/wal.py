@@ -77,7 +77,8 @@ class _Segment:
 
 
 def _record(rtype: int, value: Any) -> bytes:
-    body = bytes((rtype,)) + msgpack.packb(value, use_bin_type=True)
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    body = bytes((rtype,)) + packed
     if len(body) - 1 > MAX_RECORD:  # recovery would rightly call such a record corrupt
         raise ValueError(f"record of {len(body) - 1} bytes exceeds the {MAX_RECORD}-byte limit")
     return struct.pack("<II", len(body) - 1, zlib.crc32(body)) + body
@@ -174,6 +175,7 @@ class DurableLog:
         except FileExistsError:
             pass
         self._recover()
+        self._make_recovered_durable()
         if self._segs:
             self._fd = os.open(self._segs[-1].path, os.O_WRONLY)
             self._size = self._last_end
@@ -219,7 +221,7 @@ class DurableLog:
             entries = list(entries)
             if entries:
                 first = entries[0].index
-                if any(b.index != a.index + 1 for a, b in zip(entries, entries[1:])):
+                if any(b.index != a.index + 1 for a, b in zip(entries, entries[1:], strict=False)):
                     raise ValueError(f"entries are not contiguous: {[e.index for e in entries]}")
                 if not self.first_index <= first <= last + 1:
                     raise ValueError(f"entries start at {first}, log needs {self.first_index}..{last + 1}")
@@ -324,6 +326,7 @@ class DurableLog:
             self._pwrite_all(buf, self._size)
             self._alloc = max(self._alloc, end)
             if self._fsync:
+                assert self._fd is not None  # open() made the file
                 os.fdatasync(self._fd)
                 self.stats["fsyncs"] += 1
             if self._new_file:
@@ -340,6 +343,7 @@ class DurableLog:
 
     def _pwrite_all(self, data: bytes, offset: int) -> None:
         view = memoryview(data)
+        assert self._fd is not None  # open() made the file
         while view:  # a regular file takes it all in one call; the loop only guards a short write
             n = os.pwrite(self._fd, view, offset)
             view, offset = view[n:], offset + n
@@ -354,9 +358,26 @@ class DurableLog:
                 os.close(fd)
             self.stats["dir_fsyncs"] += 1
 
+    def _make_recovered_durable(self) -> None:
+        """What recovery read may have been only in the page cache (the process crashed, the
+        machine did not): fsync every segment and the directories before acting on it, or a
+        later power loss takes back a vote or an entry this node already answered for
+        (issue 21 §1)."""
+        if not self._fsync:
+            return
+        for seg in self._segs:
+            fd = os.open(seg.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self.stats["fsyncs"] += 1
+        self._sync_dir(self._dir)
+        self._sync_dir(self._dir.parent)
+
     def _recover(self) -> None:
         found = sorted((int(m[1]), p) for p in self._dir.iterdir() if (m := _SEGMENT_NAME.match(p.name)))
-        scanned = []
+        scanned: list[tuple[Path, list[tuple[int, int, Any]]]] = []
         for i, (seq, path) in enumerate(found):
             last = i == len(found) - 1
             if i and seq != found[i - 1][0] + 1:
@@ -380,7 +401,7 @@ class DurableLog:
                     self._sync_dir()
                     continue
                 end = len(data) if torn_at is None else torn_at
-                bad = next((r[0] for r, k in zip(records, _HEAD) if r[1] != k), end)
+                bad = next((r[0] for r, k in zip(records, _HEAD, strict=False) if r[1] != k), end)
                 raise CorruptLogError(path, bad, "segment does not start with HEADER, BASE, HARD_STATE")
             header = records[0][2]
             if header[:3] != [_MAGIC, _VERSION, seq]:
@@ -406,7 +427,7 @@ class DurableLog:
         def bad(reason: str) -> CorruptLogError:
             return CorruptLogError(path, off, reason)
 
-        for path, records in scanned:
+        for path, records in scanned:  # noqa: B007 - corrupt() above reads path
             for off, rtype, v in records:
                 try:
                     if rtype == HEADER:
@@ -426,7 +447,7 @@ class DurableLog:
                         last = v - 1
                     else:  # ENTRY
                         term, index, kind, data = v
-                        if index != last + 1:
+                        if last is None or index != last + 1:
                             raise bad(f"entry {index} does not follow entry {last}")
                         last = index
                         if index > si:

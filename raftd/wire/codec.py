@@ -27,7 +27,11 @@ import msgpack
 
 from raftd.core.messages import MESSAGE_TYPES, Message
 from raftd.core.types import Entry
+from raftd.core.validate import problem
 
+from raftd.validate import node_id_problem
+
+from .prescan import StructureError, check_structure
 from .framing import (
     FrameType,
     UndecodableBody,
@@ -49,7 +53,8 @@ __all__ = [
 
 
 class ErrorCode(enum.StrEnum):
-    """``error.code`` in CLIENT_RESPONSE and ``code`` in ERROR frames."""
+    """Every ``error.code`` in CLIENT_RESPONSE and ``code`` in ERROR frames: the one list
+    (docs/PROTOCOL.md §6.4; tests/wire/test_error_codes.py checks both against the code)."""
 
     NOT_LEADER = "not_leader"
     TIMEOUT = "timeout"
@@ -59,6 +64,24 @@ class ErrorCode(enum.StrEnum):
     TOO_LARGE = "too_large"
     VERSION_MISMATCH = "version_mismatch"
     INTERNAL = "internal"
+    # sessions (thesis §6.3)
+    SESSION_EXPIRED = "session_expired"
+    STALE_SEQUENCE = "stale_sequence"
+    TOO_MANY_SESSIONS = "too_many_sessions"
+    # limits and access (docs/SECURITY.md)
+    RATE_LIMITED = "rate_limited"
+    PERMISSION_DENIED = "permission_denied"
+    FRAME_TOO_LARGE = "frame_too_large"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    WRONG_CLUSTER = "wrong_cluster"
+    # membership changes (thesis §4)
+    CHANGE_IN_PROGRESS = "change_in_progress"
+    LEADERSHIP_LOST = "leadership_lost"
+    NO_QUORUM = "no_quorum"
+    CATCH_UP_FAILED = "catch_up_failed"
+    UNREACHABLE = "unreachable"
+    NOT_JOINABLE = "not_joinable"
+    ID_REMOVED = "id_removed"
 
 
 # --------------------------------------------------------------------------- msgpack
@@ -106,8 +129,10 @@ def _unpack(body: bytes) -> Any:
 # this with a plain ``Entry(*e)`` loop).
 
 _ENTRY_FIELDS = ("term", "index", "kind", "data")
-if not (issubclass(Entry, tuple) and getattr(Entry, "_fields", None) == _ENTRY_FIELDS):  # pragma: no cover
-    raise ImportError("raftd.core.types.Entry is no longer the NamedTuple (term, index, kind, data); "
+if not (issubclass(Entry, tuple)
+        and getattr(Entry, "_fields", None) == _ENTRY_FIELDS):  # pragma: no cover
+    raise ImportError("raftd.core.types.Entry is no longer the NamedTuple (term, index, kind, "
+                      "data); "
                       "update _decode_entries in raftd.wire.codec and docs/PROTOCOL.md")
 
 _tuple_new = tuple.__new__
@@ -117,12 +142,12 @@ _ONLY_INT = {int}
 _ONLY_BYTES = {bytes}
 
 
-def _decode_entries(raw: list) -> tuple[Entry, ...]:
+def _decode_entries(raw: list[Any]) -> tuple[Entry, ...]:
     if not raw:
         return ()
     if set(map(type, raw)) != _ONLY_LIST or set(map(len, raw)) != _ONLY_FOUR:
         raise UndecodableBody("an entry is not a 4-element array")
-    terms, indexes, kinds, datas = zip(*raw)
+    terms, indexes, kinds, datas = zip(*raw, strict=True)  # every entry has 4 fields (above)
     # exact types: bool is an int subclass but not an int on this wire
     if set(map(type, terms + indexes + kinds)) != _ONLY_INT or set(map(type, datas)) != _ONLY_BYTES:
         raise UndecodableBody("entry field of the wrong type")
@@ -136,7 +161,8 @@ _PRIMITIVES: dict[Any, type] = {int: int, str: str, bool: bool, bytes: bytes, No
 _ENTRIES_HINT = tuple[Entry, ...]
 
 
-def _field_spec(cls: type, name: str, hint: Any) -> tuple[frozenset[type], Callable | None]:
+def _field_spec(cls: type, name: str,
+                hint: Any) -> tuple[frozenset[type], Callable[[Any], Any] | None]:
     """(the exact Python types msgpack may decode this field to, converter or None).
 
     Encoding needs no per-field work: every supported value (Entry included) is something
@@ -208,18 +234,25 @@ def decode_message(frame_type: int, body: bytes) -> Message:
         raise UndecodableBody(f"{schema.cls.__name__}: a field has the wrong type")
     for i, dec in schema.decoders:
         values[i] = dec(values[i])
-    return schema.cls(*values)
+    msg: Message = schema.cls(*values)
+    # What no honest peer sends (terms and indexes near the 64-bit limit, entries out of
+    # order, a CONFIG entry that does not decode...) is a protocol error of the connection,
+    # before it reaches the core or the WAL (issue 19 §1, §4, §5; issue 14 §8).
+    why = problem(msg)
+    if why is not None:
+        raise UndecodableBody(f"{schema.cls.__name__}: {why}")
+    return msg
 
 
 # --------------------------------------------------------------------------- client frames
 
-def _map_frame(frame_type: FrameType, body: dict) -> bytes:
+def _map_frame(frame_type: FrameType, body: dict[str, Any]) -> bytes:
     if not isinstance(body, dict):
         raise TypeError("client frame bodies are maps")
     return encode_frame(frame_type, msgpack.packb(body, use_bin_type=True))
 
 
-def encode_client_request(req: dict) -> bytes:
+def encode_client_request(req: dict[str, Any]) -> bytes:
     """CLIENT_REQUEST frame: ``{"id": int, "op": str, ...op arguments}``."""
     return _map_frame(FrameType.CLIENT_REQUEST, req)
 
@@ -229,7 +262,7 @@ def encode_client_request(req: dict) -> bytes:
 _response_pack = msgpack.Packer(use_bin_type=True).pack
 
 
-def encode_client_response(resp: dict) -> bytes:
+def encode_client_response(resp: dict[str, Any]) -> bytes:
     """CLIENT_RESPONSE frame: ``{"id": int, "ok": bool, "result": ..., "error": {...}}``."""
     if type(resp) is not dict:
         return _map_frame(FrameType.CLIENT_RESPONSE, resp)
@@ -241,16 +274,20 @@ def encode_error(code: str, message: str) -> bytes:
     return _map_frame(FrameType.ERROR, {"code": str(code), "message": message})
 
 
-def encode_hello(node_id: str, cluster: str | None = None, address: str | None = None) -> bytes:
+def encode_hello(node_id: str, cluster: str | None = None, address: str | None = None,
+                 cluster_id: str | None = None) -> bytes:
     """HELLO frame, the first frame a peer sends on a connection it opens.  ``address`` is the
-    sender's listen address, so a node that joined with no configuration can answer it."""
+    sender's listen address, so a node that joined with no configuration can answer it;
+    ``cluster_id`` its cluster's identity (absent: a server in join mode, or an older one)."""
     body = {"node_id": node_id, "cluster": cluster}
     if address is not None:
         body["address"] = address
+    if cluster_id is not None:
+        body["cluster_id"] = cluster_id
     return _map_frame(FrameType.HELLO, body)
 
 
-def decode_body(body: bytes) -> dict:
+def decode_body(body: bytes) -> dict[str, Any]:
     """Body of a CLIENT_REQUEST / CLIENT_RESPONSE / ERROR / HELLO frame -> dict.
 
     Only checks that it is a msgpack map with str keys; the caller validates the contents."""
@@ -262,13 +299,31 @@ def decode_body(body: bytes) -> dict:
     return obj
 
 
+# What a client request or HELLO may hold (raftd.wire.prescan): a legitimate one has a few
+# keys and scalars, a membership change a map of ids; nothing comes near these.
+REQUEST_MAX_ITEMS = 4096
+REQUEST_MAX_DEPTH = 4
+
+
+def decode_request(body: bytes) -> dict[str, Any]:
+    """A body from anyone who can connect (CLIENT_REQUEST, HELLO) -> dict, its structure
+    checked before msgpack builds objects from it (decode amplification, issue 19 §9)."""
+    try:
+        check_structure(body, REQUEST_MAX_ITEMS, REQUEST_MAX_DEPTH)
+    except StructureError as e:
+        raise UndecodableBody(str(e)) from None
+    return decode_body(body)
+
+
 def decode_hello(body: bytes) -> tuple[str, str | None]:
     """HELLO body -> (node_id, cluster).  Unknown keys are ignored."""
-    obj = decode_body(body)
+    obj = decode_request(body)
     node_id = obj.get("node_id")
     cluster = obj.get("cluster")
-    if type(node_id) is not str or not node_id:
-        raise UndecodableBody("HELLO needs a non-empty str node_id")
+    why = node_id_problem(node_id)
+    if why is not None:  # bounded: a peer cannot make a node keep megabytes of ids (§8)
+        raise UndecodableBody(f"HELLO node_id: {why}")
     if cluster is not None and type(cluster) is not str:
         raise UndecodableBody("HELLO cluster must be a str or nil")
+    assert isinstance(node_id, str)  # node_id_problem checked it
     return node_id, cluster

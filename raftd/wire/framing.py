@@ -45,28 +45,33 @@ _HEADER = struct.Struct(">HBBI")
 _MAGIC_U16 = int.from_bytes(MAGIC, "big")
 _MAX_BODY = (1 << 32) - 1
 
-# Raft message tags occupy 1..31 and are the MessageType values themselves, so adding a
-# message type in raftd.core.messages adds its frame type here with no change to this file.
+
+class FrameType(enum.IntEnum):
+    """Wire frame types; never renumber.
+
+    1..31 are the raft messages (same names and values as MessageType, checked below);
+    CLIENT_REQUEST=32, CLIENT_RESPONSE=33, ERROR=34, HELLO=35."""
+
+    APPEND_ENTRIES = 1
+    APPEND_ENTRIES_RESPONSE = 2
+    REQUEST_VOTE = 3
+    REQUEST_VOTE_RESPONSE = 4
+    PRE_VOTE = 5
+    PRE_VOTE_RESPONSE = 6
+    TIMEOUT_NOW = 7
+    INSTALL_SNAPSHOT = 8
+    CLIENT_REQUEST = 32
+    CLIENT_RESPONSE = 33
+    ERROR = 34
+    HELLO = 35
+
+
+# Raft message tags occupy 1..31 and are the MessageType values themselves: a message type
+# added in raftd.core.messages must be added above (the import fails until it is).
 _RAFT_TAGS = range(1, 32)
-_CLIENT_TYPES = [
-    ("CLIENT_REQUEST", 32),
-    ("CLIENT_RESPONSE", 33),
-    ("ERROR", 34),
-    ("HELLO", 35),
-]
-for _t in MessageType:
-    if _t.value not in _RAFT_TAGS:  # pragma: no cover - guards a future edit of MessageType
-        raise ImportError(f"MessageType.{_t.name}={_t.value} is outside the raft frame range 1..31")
-
-FrameType = enum.IntEnum(  # type: ignore[misc]  # functional API: members come from MessageType
-    "FrameType",
-    [(t.name, t.value) for t in MessageType] + _CLIENT_TYPES,
-    module=__name__,
-)
-FrameType.__doc__ = """Wire frame types; never renumber.
-
-1..31 are the raft messages (same names and values as MessageType); CLIENT_REQUEST=32,
-CLIENT_RESPONSE=33, ERROR=34, HELLO=35."""
+if {(t.name, t.value) for t in MessageType} != {
+        (t.name, t.value) for t in FrameType if t.value in _RAFT_TAGS}:  # pragma: no cover
+    raise ImportError("FrameType's raft frames differ from raftd.core.messages.MessageType")
 
 # int -> member; doubles as the "is this a known frame type" test on the hot path.
 _FRAME_TYPES: dict[int, FrameType] = {int(t): t for t in FrameType}
@@ -97,7 +102,8 @@ class UnsupportedVersion(RemoteProtocolError):
 
     def __init__(self, version: int):
         self.version = version
-        super().__init__(f"unsupported protocol version {version} (this node speaks {PROTOCOL_VERSION})")
+        super().__init__(f"unsupported protocol version {version} "
+                         f"(this node speaks {PROTOCOL_VERSION})")
 
 
 class UnknownFrameType(RemoteProtocolError):

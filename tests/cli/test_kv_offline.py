@@ -107,7 +107,8 @@ def test_values_from_stdin_and_usage_errors(cli, tmp_path):
     assert cli.state["data"]["s"] == b"from stdin"
     f = tmp_path / "v"
     f.write_bytes(b"\x00\x01")
-    assert cli("put", "f", "--file", str(f)).exit_code == 0 and cli.state["data"]["f"] == b"\x00\x01"
+    assert cli("put", "f", "--file", str(f)).exit_code == 0
+    assert cli.state["data"]["f"] == b"\x00\x01"
     for args in (["put", "", "v"], ["get", ""], ["delete"], ["delete", "k", "--prefix", "p"],
                  ["cas", "k", "v"], ["delete", "--prefix", ""]):
         r = cli(*args)

@@ -46,11 +46,11 @@ def test_forged_ack_past_the_end_of_the_log_does_not_stop_the_leader():
 
 
 # --- issue 19 §4 / §5 / §6: AppendEntries a follower must refuse without stopping -----------
-import random  # noqa: E402
+import random  # noqa: E402 - after the section comment that explains these tests
 
-import pytest  # noqa: E402
+import pytest  # noqa: E402 - after the section comment that explains these tests
 
-from raftd.core import (AppendEntries, Configuration, Entry, EntryKind, HardState,  # noqa: E402
+from raftd.core import (AppendEntries, Configuration, Entry, EntryKind, HardState,  # noqa: E402 - after the section comment that explains these tests
                         RaftConfig, RaftNode, RequestVote, TimeoutNow)
 
 C3 = Configuration.make(["1", "2", "3"])

@@ -65,7 +65,8 @@ def test_joint_change_keeps_every_address():
     net = Net(3)
     leader = net.elect("1")
     base = {"1": "h:1", "2": "h:2", "3": "h:3"}
-    leader.propose_configuration(Configuration.make(["1", "2", "3"], (), ["4"], {**base, "4": "h:4"}))
+    leader.propose_configuration(
+        Configuration.make(["1", "2", "3"], (), ["4"], {**base, "4": "h:4"}))
     net.stabilize(drop=lambda m: m.dst == "4")
     leader.propose_configuration(Configuration.make(["1", "2", "4"], (), (), {**base, "4": "h:4"}))
     assert leader.config.joint and leader.config.address_of("4") == "h:4"

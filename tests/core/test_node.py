@@ -224,7 +224,7 @@ def test_committed_entries_are_handed_out_once_in_order():
 def test_batching_and_pipelining_are_capped():
     net = Net(3, max_append_entries=10, max_inflight_msgs=3)
     leader = net.elect("1")
-    for i in range(100):
+    for _ in range(100):
         leader.propose(b"x")
     rd = net.process("1")
     to2 = [m for m in rd.messages if m.dst == "2"]
@@ -300,3 +300,42 @@ def test_leader_isolated_right_after_winning_steps_down_after_one_round():
         net.process("1")
         net.inflight = []
     assert node.role == Role.FOLLOWER
+
+
+def test_commit_notices_stay_inside_the_in_flight_window():
+    """Issue 14 §5: with a follower's window full, each commit's notice used to carry another
+    batch (100 in flight with a cap of 4).  A notice is empty: the window bounds everything."""
+    net = Net(3, max_append_entries=10, max_inflight_msgs=3)
+    leader = net.elect("1")
+    net.stabilize()
+    batches_to_3 = 0
+    for i in range(20):  # n3 never answers: its window fills and stays full
+        for _ in range(10):
+            leader.propose(b"x%d" % i)
+        for _ in range(5):
+            rd = net.process("1")
+            batches_to_3 += sum(1 for m in rd.messages
+                                if m.dst == "3" and isinstance(m, AppendEntries) and m.entries)
+            net.deliver(drop=lambda m: "3" in (m.src, m.dst))
+            net.process("2")
+            net.deliver(drop=lambda m: "3" in (m.src, m.dst))
+    assert leader.commit_index >= 200  # commits kept advancing with n2
+    assert batches_to_3 == 3, batches_to_3
+
+
+def test_a_transfer_has_a_deadline_of_its_own():
+    """Issue 14 §6: the transfer was dropped whenever election_elapsed wrapped, possibly one
+    tick after it began; it now lasts one election timeout from its start."""
+    net = Net(3)
+    leader = net.elect("1")
+    net.stabilize()
+    leader.election_elapsed = net.cfg.election_ticks - 1  # the wrap is one tick away
+    leader.transfer_leadership("2")
+    net.process("1")
+    net.inflight = []  # n2 never hears of it
+    leader.tick()
+    assert leader.transfer_target == "2"
+    for _ in range(net.cfg.election_ticks):
+        leader.tick()
+        net.stabilize(drop=lambda m: "2" in (m.src, m.dst))  # n3 keeps the quorum alive
+    assert leader.transfer_target is None and leader.role == Role.LEADER

@@ -43,7 +43,7 @@ def test_follower_keeps_entries_after_a_snapshot_it_already_holds():
     """Figure 13 step 6: if the log has the snapshot's last entry, keep what follows."""
     net = Net(3)
     leader = net.elect("1")
-    for i in range(10):
+    for _ in range(10):
         leader.propose(b"x")
     net.stabilize()
     f = net.nodes["2"]

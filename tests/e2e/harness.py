@@ -50,7 +50,7 @@ class Node:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> None:
-        log = open(self.data_dir / "raftd.log", "ab")  # noqa: SIM115
+        log = open(self.data_dir / "raftd.log", "ab")  # noqa: SIM115 - the file outlives this call: the child process writes it
         self.proc = subprocess.Popen([sys.executable, "-m", "raftd", "--config", str(self.config)],
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
@@ -118,8 +118,9 @@ class LocalCluster:
         p = pki.issue_node(self.certs, nid, [addr.rsplit(":", 1)[0]], force=True)
         return {"tls": {"ca": str(p.ca), "cert": str(p.cert), "key": str(p.key)}}
 
-    def add_join_node(self) -> Node:
-        """A new node with `join: true` (empty, waits to be added); started."""
+    def add_join_node(self, **tuning) -> Node:
+        """A new node with `join: true` (empty, waits to be added); started.  ``tuning``
+        overrides the cluster's settings for this node."""
         self._count += 1
         nid = f"n{self._count}"
         host = _new_host()
@@ -128,7 +129,7 @@ class LocalCluster:
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         cfg = d / "raftd.yaml"
         cfg.write_text(yaml.safe_dump({"id": nid, "listen": addr, "data_dir": str(d),
-                                       "join": True, **self._tuning,
+                                       "join": True, **self._tuning, **tuning,
                                        **self._tls_conf(nid, addr)}))
         node = Node(nid, addr, d, cfg)
         self.nodes[nid] = node
@@ -157,7 +158,7 @@ class LocalCluster:
                 for i in range(0, len(items), concurrency):
                     chunk = items[i:i + concurrency]
                     idx = await asyncio.gather(*(c.put(k, v) for k, v in chunk))
-                    out.update(zip((k for k, _ in chunk), idx))
+                    out.update(zip((k for k, _ in chunk), idx, strict=True))
             return out
 
         return asyncio.run(run())
@@ -172,7 +173,7 @@ class LocalCluster:
         c = Client([node.address], timeout=timeout, tls=self.client_tls)
         try:
             return c.status(node.address, timeout, digest)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - any failure here is reported, never raised
             return None
         finally:
             c.close()

@@ -178,9 +178,12 @@ def test_one_change_at_a_time(cluster_factory):
         assert r.code == "change_in_progress" and "in progress" in str(r)
 
 
-def test_a_learner_that_cannot_catch_up_aborts_the_change(cluster_factory):
-    """thesis §4.2.1: a new server that never catches up aborts the change and leaves the old
-    configuration in force (it is reachable, but paused)."""
+def test_a_server_that_accepts_but_never_answers_is_refused_before_anything_is_logged(
+        cluster_factory):
+    """A new server that is reachable but paused (the kernel accepts, nothing answers) would
+    never catch up (thesis §4.2.1); since the leader asks each new server's status first
+    (issue 14 §9), the change is refused before anything is logged and the old configuration
+    stays in force."""
     cluster = cluster_factory(3, catchup_round_timeout_ms=1500).start()
     leader = cluster.wait_leader()
     node = cluster.add_join_node()
@@ -189,9 +192,28 @@ def test_a_learner_that_cannot_catch_up_aborts_the_change(cluster_factory):
     try:
         with pytest.raises(RequestError) as e:
             change(cluster, timeout=30, add={node.id: node.address})
-        assert e.value.code == "catch_up_failed" and "old configuration" in str(e.value)
+        assert e.value.code == "unreachable" and "nothing was changed" in str(e.value)
     finally:
         node.resume()
+    st = cluster.status(cluster.wait_leader())
+    assert sorted(st["configuration"]["voters"]) == ["n1", "n2", "n3"]
+    assert st["configuration"]["learners"] == [] and not st["configuration"]["joint"]
+    assert leader
+
+
+def test_a_learner_that_cannot_catch_up_aborts_the_change(cluster_factory):
+    """thesis §4.2.1: a new server that never catches up aborts the change and leaves the old
+    configuration in force.  This one answers its status but refuses every AppendEntries
+    carrying the cluster's 64 KiB value (its max_frame_size is 16 KiB)."""
+    cluster = cluster_factory(3, catchup_round_timeout_ms=1500).start()
+    leader = cluster.wait_leader()
+    with cluster.client() as c:
+        c.put("big", b"x" * 65536)
+    node = cluster.add_join_node(max_frame_size=16384)
+    wait_started(node)
+    with pytest.raises(RequestError) as e:
+        change(cluster, timeout=30, add={node.id: node.address})
+    assert e.value.code == "catch_up_failed" and "old configuration" in str(e.value)
     st = cluster.status(cluster.wait_leader())
     assert sorted(st["configuration"]["voters"]) == ["n1", "n2", "n3"]
     assert st["configuration"]["learners"] == [] and not st["configuration"]["joint"]

@@ -240,7 +240,7 @@ class InteractionEnv:
         terms = [int(t) for t in td.get("terms", [])]
         entries = [Entry(t, i + 1, EntryKind.NORMAL, f"e{i + 1}".encode())
                    for i, t in enumerate(terms)]
-        if any(b < a for a, b in zip(terms, terms[1:])):
+        if any(b < a for a, b in zip(terms, terms[1:], strict=False)):
             raise td.fatal("terms in a Raft log never decrease")
         term = int(td.get("term", terms[-1] if terms else 0))
         vote = td.get("vote")
@@ -386,7 +386,7 @@ class InteractionEnv:
                 elif isinstance(m, AppendEntriesResponse) and not m.success:
                     self._stat(m.src, "rejected")
                 n = self.nodes[dst]
-                self._input(n, lambda: n.raft.step(m), "    ")
+                self._input(n, lambda n=n, m=m: n.raft.step(m), "    ")
 
     def _select(self, td: TestData, to_key: str | None) -> list[Message]:
         to = ([a.vals[0] for a in td.positional()] if to_key is None

@@ -186,7 +186,8 @@ def test_session_put_builds_the_same_command(cmd):
 
 @pytest.mark.parametrize("args", [
     ("", b"v", "c", 1, 0), (b"k", b"v", "c", 1, 0), ("k", "v", "c", 1, 0), ("k", None, "c", 1, 0),
-    ("k", b"v", "", 1, 0), ("k", b"v", None, 1, 0), ("k", b"v", "c", 0, 0), ("k", b"v", "c", True, 0),
+    ("k", b"v", "", 1, 0), ("k", b"v", None, 1, 0), ("k", b"v", "c", 0, 0),
+    ("k", b"v", "c", True, 0),
     ("k", b"v", "c", 1, -1), ("k", b"v", "c", 1, True), ("k", bytearray(b"v"), "c", 1, 0),
 ])
 def test_session_put_declines_what_command_would_check(args):

@@ -22,6 +22,14 @@ def test_good_config_parses_with_defaults():
     ({"election_timeout_ms": 0}, "election_timeout_ms", "positive"),
     ({"peers": {"n2": "127.0.0.1:7002"}}, "peers", "own id"),
     ({"heartbeat_interval_ms": 900}, "heartbeat_interval_ms", "half"),
+    # issue 14 §9 / 16 §10: peers must reach this node where it listens
+    ({"peers": {"n1": "127.0.0.1:7101", "n2": "127.0.0.1:7002"}}, "peers.n1",
+     "must name the same address"),
+    ({"listen": "10.0.0.1:7001"}, "peers.n1", "listens on 10.0.0.1:7001"),
+    # issue 19 §8: ids are short and plain
+    ({"id": "n 1"}, "id", "bad server id"),
+    ({"peers": {"n1": "127.0.0.1:7001", "x" * 65: "127.0.0.1:7002"}}, "peers." + "x" * 65,
+     "at most 64"),
     ({"tls": {"ca": "ca.crt", "cert": "n1.crt"}}, "tls.key", "missing"),
     ({"tls": {"ca": "c", "cert": "c", "key": "k", "colour": 1}}, "tls.colour", "unknown key"),
     ({"tls": {"ca": "", "cert": "c", "key": "k"}}, "tls.ca", "file path"),
@@ -94,3 +102,9 @@ def test_max_sessions_limit_matches_the_state_machine():
     from raftd import config
     from raftd.kv import fsm
     assert config.DEFAULT_MAX_SESSIONS == fsm.DEFAULT_MAX_SESSIONS
+
+
+def test_a_wildcard_listen_host_serves_the_address_peers_use():
+    cfg = parse_config({**GOOD, "listen": "0.0.0.0:7001",
+                        "peers": {"n1": "10.0.0.1:7001", "n2": "10.0.0.2:7001"}}, "node.yaml")
+    assert cfg.listen == "0.0.0.0:7001"

@@ -15,7 +15,8 @@ from tests.e2e.harness import free_port
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("inline_fsync", [False, True, "auto"], ids=["disk-thread", "inline", "auto"])
+@pytest.mark.parametrize("inline_fsync", [False, True, "auto"],
+                         ids=["disk-thread", "inline", "auto"])
 def test_acks_and_votes_leave_only_after_fsync(tmp_path, inline_fsync):
     asyncio.run(_scenario(tmp_path, inline_fsync))
 

@@ -10,7 +10,8 @@ import pytest
 from raftd.runtime import snapshotting
 from tests.runtime.test_snapshot_install import _append_during_install, _every_step
 
-pytestmark = pytest.mark.timeout(150)
+# See test_snapshot_install.py about the rerun.
+pytestmark = [pytest.mark.timeout(150), pytest.mark.flaky(reruns=2)]
 
 
 def test_mutant_install_not_crash_atomic_is_caught(tmp_path, monkeypatch):

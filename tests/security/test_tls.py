@@ -357,7 +357,7 @@ def test_client_ca_and_ca_rotation(tls_cluster, tmp_path):
     bundle = c.certs / "ca-bundle.crt"
     bundle.write_text(old_ca + (new / "ca.crt").read_text())
     c.client_tls = TLSFiles(str(bundle), c.client_tls.cert, c.client_tls.key)  # clients too
-    for nid, node in c.nodes.items():
+    for node in c.nodes.values():
         conf = yaml.safe_load(node.config.read_text())
         conf["tls"]["ca"] = str(bundle)
         conf["tls"]["client_ca"] = str(apps / "ca.crt")

@@ -20,7 +20,7 @@ def test_simulated_cluster_is_safe_and_live(nodes, seeds):
     for seed in range(seeds):
         try:
             run_seed(seed, nodes)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - any failure here is reported, never raised
             failures.append(f"seed {seed}: {type(e).__name__}: {e}\n  replay: "
                             f"python -m raftd.sim --seeds 1 --start {seed} --nodes {nodes} --trace")
             break

@@ -43,5 +43,5 @@ def test_mutant_is_caught(name, capsys):
     seed = CAUGHT_AT[name]
     assert main(["--seeds", "1", "--start", str(seed), "--mutant", name]) == 1
     out = capsys.readouterr().out
-    assert f"replay: PYTHONHASHSEED=0 python -m raftd.simrt --seeds 1 --start {seed} --nodes 5 --mutant {name}" \
-        in out
+    assert (f"replay: PYTHONHASHSEED=0 python -m raftd.simrt --seeds 1 --start {seed} "
+            f"--nodes 5 --mutant {name}") in out

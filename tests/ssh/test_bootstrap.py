@@ -96,7 +96,7 @@ def test_bootstrap_three_nodes(deployed, wheels, ssh_env):
     assert doc["cluster"] == "t" and doc["changed"] is True
     assert doc["leader"] in ("n1", "n2", "n3")
     assert [h["name"] for h in doc["hosts"]] == ["n1", "n2", "n3"]
-    for h, s in zip(doc["hosts"], ssh_env.servers):
+    for h, s in zip(doc["hosts"], ssh_env.servers, strict=True):
         assert set(h) >= {"name", "address", "raft_port", "status", "pid"}
         assert h["status"] == "started" and h["pid"] > 0
         assert h["address"] == s.address and h["raft_port"] == ssh_env.raft_ports[s.name]
@@ -108,7 +108,7 @@ def test_bootstrap_three_nodes(deployed, wheels, ssh_env):
     cfg = yaml.safe_load((install / "n2" / "raftd.yaml").read_text())
     assert cfg["id"] == "n2" and cfg["cluster"] == "t"
     assert cfg["listen"] == deployed["endpoints"][1]
-    assert cfg["peers"] == dict(zip(["n1", "n2", "n3"], deployed["endpoints"]))
+    assert cfg["peers"] == dict(zip(["n1", "n2", "n3"], deployed["endpoints"], strict=True))
     assert cfg["data_dir"] == str(install / "data" / "n2") and cfg["tick_ms"] == 20
     assert os.readlink(install / "n2" / "venv") == f"venvs/{wheels['v1_build']}"
     assert (install / "n2" / "supervisor.pid").exists()
@@ -245,7 +245,7 @@ def test_rolling_upgrade_keeps_the_cluster_available(deployed, wheels):
     # restarted one at a time, the leader last: available throughout
     during = [x for x in ok_times if t0 <= x <= t1]
     assert len(during) > 20, (len(during), failures[-3:])
-    gaps = [b - a for a, b in zip([t0] + during, during + [t1])]
+    gaps = [b - a for a, b in zip([t0] + during, during + [t1], strict=True)]
     assert max(gaps) < 10, max(gaps)
     with Client(deployed["endpoints"], timeout=10) as c:
         items = c.list("up/")

@@ -1,4 +1,5 @@
-"""DurableLog with preallocated segments (raftd's wal_preallocate_bytes): records are written inside a
+"""DurableLog with preallocated segments (raftd's wal_preallocate_bytes): records are written inside
+a
 file already extended with zeros, and recovery must tell a zero tail from a torn write and from
 corruption."""
 from __future__ import annotations

@@ -1,0 +1,49 @@
+"""Servers removed from the cluster, remembered durably so their ids are refused for good
+(issue 19 §2; etcd's "removed member" rule).
+
+A removed server keeps its data and, on a TLS cluster, its certificate.  It must not be able
+to speak for the cluster again: HELLO with a removed id is refused (unless a configuration this
+server holds names it), and the leader refuses to add a removed id back, so ids are never
+reused and the refusal is always right.  A server learns removals from the committed
+configuration entries it applies; ``<data_dir>/removed_ids`` keeps them across restarts.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from raftd.core import Configuration
+from raftd.storage.durable import write_durable
+
+FILE = "removed_ids"
+
+
+class RemovedIds:
+    def __init__(self, data_dir: str, members: frozenset[str]):
+        self._path = os.path.join(data_dir, FILE)
+        self.ids: frozenset[str] = frozenset(self._read())
+        self._members = members  # of the newest committed simple configuration seen
+
+    def _read(self) -> list[str]:
+        try:
+            with open(self._path, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{self._path}: {e}") from None
+        if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
+            raise ValueError(f"{self._path}: expected a JSON list of server ids")
+        return data
+
+    def committed(self, cfg: Configuration) -> frozenset[str]:
+        """A configuration entry committed; returns the ids it removed (recorded durably
+        before this returns).  Joint configurations remove nobody yet: C_new does (§6)."""
+        if cfg.joint:
+            return frozenset()
+        gone = self._members - cfg.members
+        self._members = cfg.members
+        if gone - self.ids:
+            self.ids = self.ids | gone
+            write_durable(self._path, json.dumps(sorted(self.ids)).encode() + b"\n")
+        return gone
