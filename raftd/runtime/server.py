@@ -16,128 +16,51 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from random import Random
 
 from raftd.config import NodeConfig, split_address
-from raftd.core import (Configuration, ConfChangeInProgressError, EntryKind, InstallSnapshot,
+from raftd.core import (Configuration, EntryKind, InstallSnapshot,
                         InvalidConfChangeError, LogCorruptionError, NotLeaderError,
                         ProposalDroppedError, RaftConfig,
                         RaftNode, Ready, Role)
 from raftd.core.messages import AppendEntries, AppendEntriesResponse, PreVote, RequestVote
-from raftd.core.ready import may_send_early
-from raftd.kv.commands import Command, Op, encode_command, encode_limits, session_put
+from raftd.kv.commands import Command, Op, encode_command, encode_limits
 from raftd.kv.fsm import KVStateMachine
 from raftd.storage.durable import mkdir_durable
 from raftd.storage.lock import DataDirInUse, DataDirLock
 from raftd.storage.wal import DurableLog
-from raftd.tls import ROLE_NODE, NodeTLS, TLSConfigError, handshake_error, may
-from raftd.wire.codec import (decode_hello, decode_message, decode_request, encode_client_response,
-                              encode_error)
+from raftd.tls import ROLE_NODE, NodeTLS, TLSConfigError, handshake_error
+from raftd.wire.codec import (decode_hello, decode_message, decode_request, encode_error)
 from raftd.wire.framing import (FrameDecoder, FrameTooLarge, FrameType, RemoteProtocolError,
                                  UnsupportedVersion)
 
+from .clientconn import ClientConn as _ClientConn
+from .requests import ClientRequests
+from .savepipeline import SavePipeline
 from .clock import SYSTEM_CLOCK, Clock, ExecutorFactory, thread_executor
 from .clusterclock import ClusterClock
 from .connguard import ConnectionGuard
 from .metrics import RaftMetrics
 from .identity import ClusterIdentity, ClusterIdError
 from .removed import RemovedIds
-from .reconfig import ChangeError, ChangeRequest, Reconfigurator, describe_configuration
+from .reconfig import Reconfigurator, describe_configuration
 from .snapshotting import Snapshotter
 from .statemachine import StateMachine
 from .transport import PeerIdentityError, PeerLink
 
 log = logging.getLogger("raftd")
 
-_WRITE_OPS = {"put": Op.PUT, "delete": Op.DELETE, "cas": Op.CAS,
-              "open_session": Op.OPEN_SESSION}
 # Errors of the state machine that the client must see by name (not as bad_request).
 _FSM_ERRORS = ("session_expired", "stale_sequence")
 # What a server outside our configuration may send us (see _from_member_or_allowed).
 _NON_MEMBER_OK = (AppendEntries, InstallSnapshot, PreVote, RequestVote)
 _MAX_EVENTS = 200
 _MAX_HELLO_ADDRESSES = 16  # join mode: addresses announced in HELLO that we keep
-_INLINE_BACKOFF_S = 30.0  # inline_fsync auto: how long a slow fsync sends saves to the thread
 
 
-@dataclass(slots=True)
-class _PendingWrite:
-    term: int
-    conn: "_ClientConn"
-    rid: int
-    cmd: Command  # what was proposed: applied without decoding the entry again
-
-
-@dataclass(slots=True)
-class _Save:
-    """A Ready whose remaining steps wait for the disk: its own save (persist) or one before it."""
-    rd: Ready
-    late: list  # messages that may leave only after the save (votes, acks, ...)
-    persist: bool
-
-
-class _ClientConn:
-    """A client connection: responses are written as requests complete, in any order.
-    Responses produced in one pass of the event loop leave in one write (one syscall for a
-    whole batch of commits instead of one per request)."""
-
-    def __init__(self, writer: asyncio.StreamWriter, identity=None, rate: int = 0,
-                 max_unsent: int = 64 << 20, on_overflow=None, monotonic=time.monotonic):
-        self.writer = writer
-        self._monotonic = monotonic
-        self.closed = False
-        self._out: list[bytes] = []
-        self._out_bytes = 0
-        # Replies the client does not read pile up here and in the transport: past
-        # max_unsent bytes the connection is closed (issue 19 §10), memory stays bounded.
-        self.max_unsent = max_unsent
-        self._on_overflow = on_overflow
-        self.identity = identity  # raftd.tls.Identity over TLS, None in plaintext
-        # Token bucket: ``rate`` requests per second, bursts of up to one second's worth.
-        self.rate = rate
-        self._tokens = float(rate)
-        self._refilled = monotonic()
-        self.client_ids: set[str] = set()  # sessions this connection opened (a cap, see §12)
-
-    def take_token(self) -> bool:
-        if self._tokens < 1:
-            now = self._monotonic()
-            self._tokens = min(self.rate, self._tokens + (now - self._refilled) * self.rate)
-            self._refilled = now
-            if self._tokens < 1:
-                return False
-        self._tokens -= 1
-        return True
-
-    def reply(self, rid, result=None, error: dict | None = None) -> None:
-        if self.closed:
-            return
-        if not self._out:
-            asyncio.get_running_loop().call_soon(self._flush)
-        frame = encode_client_response(
-            {"id": rid, "ok": error is None, "result": result if error is None else None,
-             "error": error})
-        self._out.append(frame)
-        self._out_bytes += len(frame)
-        if self._out_bytes + self.writer.transport.get_write_buffer_size() > self.max_unsent:
-            self.closed = True
-            self._out, self._out_bytes = [], 0
-            if self._on_overflow is not None:
-                self._on_overflow(self)
-            self.writer.transport.abort()
-
-    def _flush(self) -> None:
-        out, self._out = self._out, []
-        self._out_bytes = 0
-        # A client that reset its connection: uvloop raises on writes to a closed transport.
-        if not self.closed and out and not self.writer.transport.is_closing():
-            self.writer.write(b"".join(out))
-
-
-class RaftServer:
+class RaftServer(SavePipeline, ClientRequests):
     def __init__(self, cfg: NodeConfig, *, rng_seed: int | None = None,
                  clock: Clock = SYSTEM_CLOCK, executor: ExecutorFactory = thread_executor,
                  state_machine: StateMachine | None = None):
@@ -164,7 +87,7 @@ class RaftServer:
         self._wake = asyncio.Event()
         self._disk = executor("raftd-disk")
         self._disk_jobs = 0
-        self._saves: list[_Save] = []  # Readies waiting for the disk writer, in order
+        self._saves: list = []  # Readies waiting for the disk writer, in order
         self._disk_writer: asyncio.Task | None = None
         self._saves_idle: asyncio.Event | None = None
         self._hs_unsaved = 0  # queued or in-flight saves that carry a new term or vote
@@ -178,7 +101,7 @@ class RaftServer:
         # peer -> {match_index an AppendEntries will produce: send time}, for the RTT histogram
         self._append_sent: dict[str, dict[int, float]] = {}
         self._server: asyncio.base_events.Server | None = None
-        self._pending_writes: dict[int, _PendingWrite] = {}
+        self._pending_writes: dict = {}  # request id -> requests._PendingWrite
         self._read_ids = 0
         self._pending_reads: dict[int, tuple[_ClientConn, int, dict]] = {}
         self._reads_waiting_apply: list[tuple[int, _ClientConn, int, dict]] = []
@@ -472,149 +395,6 @@ class RaftServer:
             while node.has_ready():
                 await self._handle_ready(node.ready())
 
-    async def _handle_ready(self, rd: Ready) -> None:
-        """Start one Ready on its way (ready.py's contract).  Saves are pipelined: the loop
-        does not wait for the disk.  What may leave early (the leader's AppendEntries, thesis
-        §10.2.1) leaves now; the rest of the Ready waits, in order, behind its own save and
-        every save before it (see _Save); Readies that queue up while an fsync runs share
-        the next one (group commit across Readies)."""
-        if rd.snapshot is not None:
-            # Contract step 0 replaces the log: every save queued before it lands first.
-            await self._saves_drained()
-            if rd.soft_state is not None:
-                self._on_soft_state(rd)
-            await self.snapshots.install(rd.snapshot)  # contract step 0
-            rd = replace(rd, soft_state=None, snapshot=None)
-        self._process_ready(rd)
-
-    def _process_ready(self, rd: Ready) -> None:
-        if self._disk_failed:
-            return  # the node is stopping (fatal): an ack now could promise what is not on disk
-        persist = rd.hard_state is not None or bool(rd.entries)
-        late = rd.messages
-        if persist:
-            late = []
-            early = False
-            # Early AppendEntries promise nothing about our disk only if our term is already
-            # durable (ready.py step 2): a leader elected alone (one voter) has its new term in
-            # this very Ready, and with pipelined saves an earlier one may still be queued.
-            hold = rd.hard_state is not None or self._hs_unsaved > 0
-            for msg in rd.messages:
-                if not hold and may_send_early(msg):
-                    self._send(msg)
-                    early = True
-                else:
-                    late.append(msg)
-            if self._disk_writer is None and not self._disk_jobs and self._save_inline():
-                # On the loop: no thread hand-off and wake-up per batch; while it runs, new
-                # requests and acks queue in the kernel and form the next batch.  What may
-                # leave early goes to the kernel first, so followers write in parallel.
-                if early:
-                    for link in self.peers.values():
-                        link.flush_now()
-                t0 = self.sysclock.perf()
-                try:
-                    self.storage.save(rd.hard_state, rd.entries)
-                except BaseException:
-                    self._disk_failed = True  # see _write_saves
-                    raise
-                dt = self.sysclock.perf() - t0
-                self._count_fsync(dt)
-                if dt > self._inline_limit_s and self.cfg.inline_fsync == "auto":
-                    # The loop was blocked that long: heartbeats, reads and status waited.
-                    # Let the disk thread take the saves for a while.
-                    self._inline_until = self.sysclock.monotonic() + _INLINE_BACKOFF_S
-                    self.counters["inline_fsync_backoffs"] += 1
-                    log.warning("an fsync took %.0f ms; saves run on the disk thread for the "
-                                "next %.0f s (inline_fsync: auto)", dt * 1000,
-                                _INLINE_BACKOFF_S)
-                if rd.entries:
-                    self.node.persisted(rd.entries[-1].index, rd.entries[-1].term)
-                self._finish(rd, late)
-                return
-        elif self._disk_writer is None:
-            self._finish(rd, late)  # nothing to persist and no save before it in flight
-            return
-        if rd.hard_state is not None:
-            self._hs_unsaved += 1
-        self._saves.append(_Save(rd, late, persist))
-        if self._disk_writer is None:
-            self._disk_writer = asyncio.get_running_loop().create_task(
-                self._write_saves(), name="disk-writer")
-            self._disk_writer.add_done_callback(self._on_task_done)
-
-    def _save_inline(self) -> bool:
-        mode = self.cfg.inline_fsync
-        if mode == "auto":
-            return self.sysclock.monotonic() >= self._inline_until
-        return bool(mode)
-
-    async def _write_saves(self) -> None:
-        """Drain the save queue: everything queued goes to the disk thread as one batch (one
-        write, one fdatasync); then each Ready of the batch finishes in order."""
-        node = self.node
-        try:
-            while self._saves:
-                batch, self._saves = self._saves, []
-                to_disk = [(s.rd.hard_state, s.rd.entries) for s in batch if s.persist]
-                if to_disk:
-                    t0 = self.sysclock.perf()
-                    await self.on_disk(self.storage.save_many, to_disk)
-                    self._count_fsync(self.sysclock.perf() - t0)
-                for s in batch:
-                    if s.persist and s.rd.entries:
-                        node.persisted(s.rd.entries[-1].index, s.rd.entries[-1].term)
-                    if s.rd.hard_state is not None:
-                        self._hs_unsaved -= 1
-                    self._finish(s.rd, s.late)
-                self._wake.set()
-        except BaseException:
-            # The batch's state is unknown (a failed fsync may have lost pages), or we are
-            # stopping: finish nothing more, or an ack could promise what is not on disk.
-            self._disk_failed = True
-            raise
-        finally:
-            self._disk_writer = None
-            if self._saves_idle is not None:
-                self._saves_idle.set()
-
-    async def _saves_drained(self) -> None:
-        while self._disk_writer is not None:
-            self._saves_idle = asyncio.Event()
-            await self._saves_idle.wait()
-        self._saves_idle = None
-
-    def _count_fsync(self, dt: float) -> None:
-        self.counters["fsyncs"] += 1
-        self.counters["fsync_seconds"] += dt
-        if self.metrics is not None:
-            self.metrics.observe_fsync(dt)
-
-    def _finish(self, rd: Ready, late: list) -> None:
-        """Everything of a Ready that comes after its save (contract steps 2-4), in order."""
-        if rd.soft_state is not None:
-            self._on_soft_state(rd)
-        if rd.committed_entries:
-            # Before the messages: the replies are queued first and so leave first (the
-            # commit-index AppendEntries to followers can wait a few microseconds).
-            self._apply(rd)
-        for msg in late:
-            self._send(msg)
-        if rd.committed_entries:
-            self.snapshots.maybe_take()
-        for rs in rd.read_states:
-            self._on_read_state(rs.request_id, rs.index)
-        if self._reads_waiting_apply:
-            self._serve_waiting_reads()
-
-    async def on_disk(self, fn, *args):
-        """Run ``fn`` on the disk thread (one at a time, in order).  While any such job is
-        outstanding, saves go there too, never beside it on the loop (inline_fsync)."""
-        self._disk_jobs += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._disk, fn, *args)
-        finally:
-            self._disk_jobs -= 1
 
     def _send(self, msg) -> None:
         if isinstance(msg, InstallSnapshot):
@@ -748,266 +528,6 @@ class RaftServer:
                  "%d, %d)", *wanted, fsm.session_ttl_ms, fsm.max_sessions)
         self._wake.set()
 
-    # --------------------------------------------------------------- reads (§6.4) --
-    def _on_read_state(self, rid: int, index: int | None) -> None:
-        entry = self._pending_reads.pop(rid, None)
-        if entry is None:
-            return
-        conn, crid, req = entry
-        if index is None:
-            conn.reply(crid, error=self._leader_error("lost leadership during the read; retry"))
-        elif self.fsm.applied_index >= index:
-            self._answer_read(conn, crid, req)
-        else:
-            self._reads_waiting_apply.append((index, conn, crid, req))
-
-    def _serve_waiting_reads(self) -> None:
-        applied = self.fsm.applied_index
-        still = []
-        for index, conn, crid, req in self._reads_waiting_apply:
-            if applied >= index:
-                self._answer_read(conn, crid, req)
-            else:
-                still.append((index, conn, crid, req))
-        self._reads_waiting_apply = still
-
-    def _answer_read(self, conn: _ClientConn, rid, req: dict) -> None:
-        if req["op"] == "get":
-            conn.reply(rid, {"value": self.fsm.get(req["key"]), "index": self.fsm.applied_index})
-        elif "limit" in req:  # paged (issue 19 §13): raftctl and the client page through
-            items, more = self.fsm.page(req.get("prefix", ""), req.get("start_after"),
-                                        req["limit"], self._page_bytes)
-            conn.reply(rid, {"items": items, "more": more, "index": self.fsm.applied_index})
-        else:  # clients of earlier versions: everything, unless that exceeds a page
-            items, more = self.fsm.page(req.get("prefix", ""), None, 1 << 62, self._page_bytes)
-            if more:
-                conn.reply(rid, error={"code": "too_large", "message":
-                                       "the listing is larger than one reply; this client "
-                                       "must page (send limit and start_after)"})
-                return
-            conn.reply(rid, {"items": items, "index": self.fsm.applied_index})
-
-    # ------------------------------------------------------------ client requests --
-    def _leader_error(self, message: str | None = None) -> dict:
-        leader = self.node.leader_id
-        if leader == self.node_id and self.node.role == Role.LEADER:
-            leader = None
-        addr = ((self.node.config.address_of(leader) or self.cfg.peers.get(leader))
-                if leader else None)
-        return {"code": "not_leader",
-                "message": message or f"{self.node_id} is not the leader "
-                                      f"(leader: {leader or 'unknown'})",
-                "leader": leader, "leader_address": addr}
-
-    def _handle_request(self, conn: _ClientConn, req: dict) -> None:
-        self.counters["client_requests"] += 1
-        rid = req.get("id")
-        op = req.get("op")
-        if type(op) is not str:  # e.g. ["put"]: unhashable, and no op of ours (issue 19 §14)
-            conn.reply(rid, error={"code": "bad_request", "message": "op must be a string"})
-            return
-        wanted = req.get("cluster_id")
-        if wanted is not None and wanted != self.identity.cluster_id:
-            # The client was told which cluster it talks to (raftctl --cluster-id): two
-            # clusters behind the same endpoints must not be mixed up (issue 14 §9).
-            conn.reply(rid, error={"code": "wrong_cluster", "message":
-                                   f"{self.cfg.listen} belongs to cluster "
-                                   f"{self.identity.cluster_id}, not {wanted}"})
-            return
-        if conn.rate and not conn.take_token():
-            self.limit_rejections["request_rate"] += 1
-            conn.reply(rid, error={"code": "rate_limited", "message":
-                                   f"more than {conn.rate} requests/s on one connection "
-                                   f"(max_requests_per_second); slow down and retry"})
-            return
-        if not may(conn.identity, op):
-            self.counters["permission_denied"] += 1
-            peer = conn.writer.get_extra_info("peername")
-            log.warning("refused %r from %s at %s: needs the admin role", op,
-                        conn.identity.describe(), peer[0] if peer else "?")
-            conn.reply(rid, error={"code": "permission_denied", "message":
-                                   f"{conn.identity.describe()} may not {op}: "
-                                   f"it needs an admin certificate"})
-            return
-        try:
-            if op in _WRITE_OPS:
-                self._handle_write(conn, rid, op, req)
-            elif op in ("get", "list"):
-                self._handle_read(conn, rid, op, req)
-            elif op == "status":
-                st = self.status()
-                if req.get("digest"):
-                    st["digest"] = self.fsm.digest()  # O(state): only when asked (tests)
-                conn.reply(rid, st)
-            elif op == "transfer_leader":
-                self._handle_transfer(conn, rid, req)
-            elif op == "change_config":
-                self._handle_change(conn, rid, req)
-            elif op == "snapshot":
-                self._handle_snapshot(conn, rid)
-            elif op == "snapshot_list":
-                conn.reply(rid, {"snapshots": [i.describe() for i in self.snapshots.store.list()]})
-            elif op == "snapshot_read":
-                self._handle_snapshot_read(conn, rid, req)
-            else:
-                conn.reply(rid, error={"code": "unknown_op", "message": f"unknown op {op!r}"})
-        except _BadRequest as e:
-            conn.reply(rid, error={"code": "bad_request", "message": str(e)})
-        except (TypeError, ValueError, KeyError, AttributeError) as e:
-            # A field of a shape no check above foresaw: refuse the request, keep serving.
-            log.warning("bad %r request: %s: %s", op, type(e).__name__, e)
-            conn.reply(rid, error={"code": "bad_request",
-                                   "message": f"malformed {op} request: {e}"})
-
-    def _handle_write(self, conn: _ClientConn, rid, op: str, req: dict) -> None:
-        node = self.node
-        if node.role != Role.LEADER:
-            conn.reply(rid, error=self._leader_error())
-            return
-        key = "" if op == "open_session" else _field(req, "key", str)
-        if not key and op != "open_session":
-            raise _BadRequest("key must be a non-empty string")
-        client_id = req.get("client_id")
-        seq = req.get("seq", 0)
-        if client_id is not None and not isinstance(client_id, str) \
-                or type(seq) is not int or seq < 0:
-            raise _BadRequest("client_id must be a string and seq an integer >= 0")
-        cfg = self.cfg
-        value, expected = req.get("value"), req.get("expected")
-        # (A str of n characters is at most 4n bytes of UTF-8: most keys skip the encode.)
-        if 4 * len(key) > cfg.max_key_size and len(key.encode()) > cfg.max_key_size:
-            return self._too_large(conn, rid, "key", len(key.encode()), cfg.max_key_size)
-        for data in (value, expected):
-            if type(data) is bytes and len(data) > cfg.max_value_size:
-                return self._too_large(conn, rid, "value", len(data), cfg.max_value_size)
-        if client_id and client_id not in conn.client_ids:
-            # The state machine evicts the least recently used sessions beyond max_sessions;
-            # this cap keeps one connection from evicting everybody else's (issue 19 §12).
-            if len(conn.client_ids) >= cfg.max_sessions_per_connection:
-                self.limit_rejections["sessions"] += 1
-                conn.reply(rid, error={"code": "too_many_sessions", "message":
-                                       f"this connection opened {len(conn.client_ids)} client "
-                                       f"sessions (max_sessions_per_connection)"})
-                return
-            conn.client_ids.add(client_id)
-        now_ms = self.clock.now_ms(node.term, self.fsm.now_ms)
-        cmd = session_put(key, value, client_id, seq, now_ms) if op == "put" else None
-        if cmd is None:
-            try:
-                cmd = Command(_WRITE_OPS[op], key,
-                              value=_field(req, "value", bytes) if op in ("put", "cas") else None,
-                              expected=req.get("expected") if op == "cas" else None,
-                              client_id=client_id, seq=seq if client_id else 0,
-                              timestamp_ms=now_ms)
-            except (TypeError, ValueError) as e:
-                raise _BadRequest(str(e)) from None
-        try:
-            index = node.propose(encode_command(cmd))
-        except NotLeaderError:
-            conn.reply(rid, error=self._leader_error())
-            return
-        except ProposalDroppedError as e:
-            conn.reply(rid, error={"code": "unavailable", "message": str(e)})
-            return
-        self.counters["proposals"] += 1
-        self._pending_writes[index] = _PendingWrite(node.term, conn, rid, cmd)
-        self._wake.set()
-
-    def _too_large(self, conn: _ClientConn, rid, name: str, size: int, limit: int) -> None:
-        self.limit_rejections[f"{name}_size"] += 1
-        conn.reply(rid, error={"code": "too_large", "message": f"{name} of {size} bytes is over "
-                                                               f"the limit of {limit} "
-                                                               f"(max_{name}_size)"})
-
-    def _handle_read(self, conn: _ClientConn, rid, op: str, req: dict) -> None:
-        if op == "get":
-            _field(req, "key", str)
-        elif not isinstance(req.get("prefix", ""), str):
-            raise _BadRequest("prefix must be a string")
-        elif not isinstance(req.get("start_after"), (str, type(None))):
-            raise _BadRequest("start_after must be a string")
-        elif "limit" in req and not (type(req["limit"]) is int and 1 <= req["limit"] <= 100_000):
-            raise _BadRequest("limit must be an integer from 1 to 100000")
-        if not req.get("linearizable", True):
-            self._answer_read(conn, rid, req)  # local, possibly stale read: the caller asked
-            return
-        self._read_ids += 1
-        try:
-            self.node.read_index(self._read_ids)
-        except NotLeaderError:
-            conn.reply(rid, error=self._leader_error())
-            return
-        self._pending_reads[self._read_ids] = (conn, rid, req)
-        self._wake.set()
-
-    def _handle_transfer(self, conn: _ClientConn, rid, req: dict) -> None:
-        node = self.node
-        if node.role != Role.LEADER:
-            conn.reply(rid, error=self._leader_error())
-            return
-        target = req.get("target") or self._best_transfer_target()
-        if not isinstance(target, str):
-            raise _BadRequest("target must be a server id")
-        try:
-            node.transfer_leadership(target)
-        except (InvalidConfChangeError, ConfChangeInProgressError) as e:
-            conn.reply(rid, error={"code": "bad_request", "message": str(e)})
-            return
-        self._event("transfer", f"leadership transfer to {target} started")
-        conn.reply(rid, {"target": target})
-        self._wake.set()
-
-    def _handle_change(self, conn: _ClientConn, rid, req: dict) -> None:
-        add = req.get("add") or {}
-        remove = req.get("remove") or []
-        promote = req.get("promote") or []
-        # A str is iterable: "n9" must not become the ids "n" and "9" (issue 19 §14).
-        if (not isinstance(add, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                 for k, v in add.items())
-                or type(remove) is not list or type(promote) is not list
-                or not all(isinstance(x, str) for x in [*remove, *promote])):
-            raise _BadRequest("add is {id: address}; remove and promote are lists of ids")
-        if not (add or remove or promote):
-            raise _BadRequest("nothing to change")
-        creq = ChangeRequest(dict(add), list(remove), list(promote), bool(req.get("learner")))
-
-        async def run() -> None:
-            try:
-                result = await self.reconfig.change(creq)
-            except NotLeaderError:
-                conn.reply(rid, error=self._leader_error())
-            except ChangeError as e:
-                conn.reply(rid, error={"code": e.code, "message": str(e)})
-            else:
-                conn.reply(rid, result)
-
-        self._spawn(run())
-
-    def _handle_snapshot(self, conn: _ClientConn, rid) -> None:
-        async def run() -> None:
-            try:
-                result = await asyncio.shield(self.snapshots.take())
-            except Exception as e:  # noqa: BLE001 - reported to the operator
-                conn.reply(rid, error={"code": "internal", "message": f"snapshot failed: {e}"})
-            else:
-                conn.reply(rid, {**result, "node": self.node_id})
-        self._spawn(run())
-
-    def _handle_snapshot_read(self, conn: _ClientConn, rid, req: dict) -> None:
-        """Read part of a snapshot file (backups: raftctl snapshot save)."""
-        index, offset = req.get("index"), req.get("offset", 0)
-        length = req.get("length", 1 << 20)
-        if type(length) is not int or not 0 < length <= 4 << 20:
-            raise _BadRequest("length must be an integer from 1 to 4194304")
-        if type(offset) is not int or offset < 0:
-            raise _BadRequest("offset must be an integer >= 0")
-        info = next((i for i in self.snapshots.store.list() if i.meta.index == index), None)
-        if info is None:
-            raise _BadRequest(f"no snapshot at index {index!r} on {self.node_id}")
-        with open(info.path, "rb") as f:
-            f.seek(offset)
-            data = f.read(length)
-        conn.reply(rid, {"data": data, "size": info.size, "eof": offset + len(data) >= info.size})
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -1258,16 +778,7 @@ class RaftServer:
         return False
 
 
-class _BadRequest(Exception):
-    pass
-
-
 class StartupError(Exception):
     """The node cannot start safely (a message for the operator)."""
 
 
-def _field(req: dict, name: str, typ: type):
-    v = req.get(name)
-    if not isinstance(v, typ):
-        raise _BadRequest(f"field {name!r} must be {typ.__name__}")
-    return v

@@ -14,6 +14,7 @@ from raftd.core import EntryKind
 from raftd.core import membership
 from raftd.core.messages import AppendEntriesResponse, RequestVoteResponse
 from raftd.core.node import RaftNode
+from raftd.core.ready import ReadState
 from raftd.kv.commands import Op
 from raftd.kv.fsm import KVStateMachine
 from raftd.runtime.server import RaftServer
@@ -125,12 +126,22 @@ def no_session_dedupe():
     return _patch(KVStateMachine, "_apply_command", apply_command)
 
 
+def read_index_without_heartbeat():
+    """A leader answers a ReadIndex read at its commit index without first confirming with a
+    quorum that it is still the leader (thesis §6.4 step 3): a deposed leader serves stale
+    reads."""
+    def register_read(self, request_id) -> None:
+        self._read_states.append(ReadState(request_id, self.commit_index))
+    return _patch(RaftNode, "_register_read", register_read)
+
+
 MUTANTS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "ack-before-fsync": ack_before_fsync,
     "vote-before-persist": vote_before_persist,
     "commit-previous-term-by-count": commit_previous_term_by_count,
     "truncate-committed": truncate_committed,
     "no-session-dedupe": no_session_dedupe,
+    "read-index-without-heartbeat": read_index_without_heartbeat,
 }
 
 
