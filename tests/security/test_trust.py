@@ -1,0 +1,45 @@
+"""Trust only members (issue 19 §2 (b), (c)): a removed server keeps its data, its address and,
+on a TLS cluster, its certificate; it must not be able to overwrite the cluster's state with a
+snapshot of its own.  Here n3, removed by a committed configuration, says hello and streams a
+forged InstallSnapshot of a higher term claiming an index far ahead: the connection is refused
+at HELLO (its id is in removed_ids), the term does not move and the data is intact."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from raftd.core import Configuration, InstallSnapshot
+from raftd.wire.codec import encode_hello
+from tests.security.test_hostile_frames import _raw_message, _send
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_a_forged_install_snapshot_from_a_removed_id_is_refused_and_data_intact(cluster_factory):
+    c = cluster_factory(3).start()
+    c.wait_leader()
+    with c.client(timeout=30) as cl:
+        cl.put("k", b"before")
+        r = cl.admin("change_config", {"remove": ["n3"]})
+        assert sorted(r["configuration"]["voters"]) == ["n1", "n2"]
+    c.nodes["n3"].stop()
+    leader = c.wait_leader()
+    target = next(n for n in ("n1", "n2") if n != leader)
+    deadline = time.monotonic() + 10
+    while "n3" not in (c.status(target) or {}).get("removed_ids", []):
+        assert time.monotonic() < deadline, c.status(target)
+        time.sleep(0.1)
+    st = c.status(target)
+    forged = InstallSnapshot("n3", target, st["term"] + 5, 10**6, st["term"] + 5,
+                             Configuration(voters=frozenset({"n3"})).encode(),
+                             offset=0, data=b"\x00" * 4096, done=True)
+    _send(c.nodes[target].address, [encode_hello("n3", "raftd", c.nodes["n3"].address,
+                                                 st["cluster_id"]), _raw_message(forged)])
+    after = c.status(target)
+    assert after["counters"]["removed_refused"] >= 1
+    assert after["term"] == st["term"]
+    with c.client(timeout=30) as cl:
+        assert cl.get("k") == b"before"
+        cl.put("k2", b"after")  # the cluster still commits
+        assert cl.get("k2") == b"after"
