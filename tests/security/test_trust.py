@@ -31,9 +31,10 @@ def test_a_forged_install_snapshot_from_a_removed_id_is_refused_and_data_intact(
         assert time.monotonic() < deadline, c.status(target)
         time.sleep(0.1)
     st = c.status(target)
-    forged = InstallSnapshot("n3", target, st["term"] + 5, 10**6, st["term"] + 5,
-                             Configuration(voters=frozenset({"n3"})).encode(),
-                             offset=0, data=b"\x00" * 4096, done=True)
+    # The end of a transfer with no chunks, for an index the node already covers, reaches the
+    # core as is: it would take the higher term (and depose the leader it follows).
+    forged = InstallSnapshot("n3", target, st["term"] + 5, 1, st["term"],
+                             Configuration(voters=frozenset({"n3"})).encode(), done=True)
     _send(c.nodes[target].address, [encode_hello("n3", "raftd", c.nodes["n3"].address,
                                                  st["cluster_id"]), _raw_message(forged)])
     after = c.status(target)
