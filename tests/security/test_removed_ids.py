@@ -15,7 +15,9 @@ from tests.security.test_hostile_frames import _raw_message, _send
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_a_removed_id_is_refused_as_a_peer_and_cannot_be_added_back(cluster_factory):
+def removed_n3(cluster_factory):
+    """A 3-node cluster holding k=before that removed n3 (stopped); returns (cluster, a
+    follower that recorded the removal, its status)."""
     c = cluster_factory(3).start()
     c.wait_leader()
     with c.client(timeout=30) as cl:
@@ -29,7 +31,11 @@ def test_a_removed_id_is_refused_as_a_peer_and_cannot_be_added_back(cluster_fact
     while "n3" not in (c.status(target) or {}).get("removed_ids", []):
         assert time.monotonic() < deadline, c.status(target)
         time.sleep(0.1)
-    st = c.status(target)
+    return c, target, c.status(target)
+
+
+def test_a_removed_id_is_refused_as_a_peer_and_cannot_be_added_back(cluster_factory):
+    c, target, st = removed_n3(cluster_factory)
     # The removed server (its id, its certificate) says hello and forges an AppendEntries of a
     # higher term: the connection is refused at HELLO, the term does not move.
     forged = _raw_message(AppendEntries("n3", target, st["term"] + 5, 0, 0, (), 0))

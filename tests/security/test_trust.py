@@ -5,32 +5,19 @@ forged InstallSnapshot of a higher term claiming an index far ahead: the connect
 at HELLO (its id is in removed_ids), the term does not move and the data is intact."""
 from __future__ import annotations
 
-import time
 
 import pytest
 
 from raftd.core import Configuration, InstallSnapshot
 from raftd.wire.codec import encode_hello
 from tests.security.test_hostile_frames import _raw_message, _send
+from tests.security.test_removed_ids import removed_n3
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def test_a_forged_install_snapshot_from_a_removed_id_is_refused_and_data_intact(cluster_factory):
-    c = cluster_factory(3).start()
-    c.wait_leader()
-    with c.client(timeout=30) as cl:
-        cl.put("k", b"before")
-        r = cl.admin("change_config", {"remove": ["n3"]})
-        assert sorted(r["configuration"]["voters"]) == ["n1", "n2"]
-    c.nodes["n3"].stop()
-    leader = c.wait_leader()
-    target = next(n for n in ("n1", "n2") if n != leader)
-    deadline = time.monotonic() + 10
-    while "n3" not in (c.status(target) or {}).get("removed_ids", []):
-        assert time.monotonic() < deadline, c.status(target)
-        time.sleep(0.1)
-    st = c.status(target)
+    c, target, st = removed_n3(cluster_factory)
     # The end of a transfer with no chunks, for an index the node already covers, reaches the
     # core as is: it would take the higher term (and depose the leader it follows).
     forged = InstallSnapshot("n3", target, st["term"] + 5, 1, st["term"],
