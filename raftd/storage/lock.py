@@ -13,8 +13,9 @@ WAL); offline tools go on, since they only read.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
+
+from raftd.storage.fs import OS, FileSystem
 
 LOCK_NAME = "LOCK"
 _NO_LOCKING = (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL)
@@ -33,9 +34,10 @@ def _holder(data_dir: str) -> str:
 
 
 class DataDirLock:
-    def __init__(self, data_dir: str, create: bool = True):
+    def __init__(self, data_dir: str, create: bool = True, fs: FileSystem = OS):
         self.data_dir = str(data_dir)
         self._create = create
+        self._fs = fs
         self._fd: int | None = None
         self.failure: str | None = None  # why acquire() could not take the lock
 
@@ -47,7 +49,7 @@ class DataDirLock:
         try:
             # O_RDWR: NFS implements flock with fcntl locks, and an exclusive one needs a
             # descriptor open for writing.
-            fd = os.open(path, os.O_RDWR | (os.O_CREAT if self._create else 0), 0o600)
+            fd = self._fs.open(path, os.O_RDWR | (os.O_CREAT if self._create else 0), 0o600)
         except FileNotFoundError:
             if self._create:
                 raise
@@ -58,13 +60,13 @@ class DataDirLock:
             self.failure = f"{type(e).__name__}: {e}"
             return False
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._fs.flock(fd)
         except BlockingIOError:
-            os.close(fd)
+            self._fs.close(fd)
             raise DataDirInUse(f"data_dir {self.data_dir} is in use by another raftd"
                                f"{_holder(self.data_dir)}") from None
         except OSError as e:
-            os.close(fd)
+            self._fs.close(fd)
             if e.errno not in _NO_LOCKING:
                 raise
             self.failure = f"{type(e).__name__}: {e}"
@@ -74,7 +76,7 @@ class DataDirLock:
 
     def release(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fs.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
 
 

@@ -23,14 +23,15 @@ import struct
 import time
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import Any, BinaryIO
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
 
 from raftd.core import Configuration, SnapshotMeta
-from raftd.storage.durable import fsync_dir, mkdir_durable
+from raftd.storage.durable import mkdir_durable
+from raftd.storage.fs import OS, FileSystem, FileWriter
 
 log = logging.getLogger("raftd.storage")
 
@@ -65,7 +66,7 @@ class SnapshotInfo:
 
 
 class _CrcWriter:
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: FileWriter) -> None:
         self.f = f
         self.crc = 0
         self.size = 0
@@ -79,7 +80,7 @@ class _CrcWriter:
 def write_snapshot_file(path: Path, meta: SnapshotMeta, header: dict[str, Any],
                         data: Iterable[list[Any]],
                         fsync: bool = True, created: float | None = None,
-                        keys: int | None = None) -> int:
+                        keys: int | None = None, fs: FileSystem = OS) -> int:
     """Write a snapshot atomically to ``path``; ``data`` is a dict or an iterable of
     [key, value] batches.  Returns its size in bytes."""
     tmp = path.with_name(path.name + ".tmp")
@@ -89,7 +90,8 @@ def write_snapshot_file(path: Path, meta: SnapshotMeta, header: dict[str, Any],
     m = packer.pack({"index": meta.index, "term": meta.term,
                      "configuration": meta.configuration.encode(),
                      "created": created if created is not None else time.time(), "keys": keys})
-    with open(tmp, "wb") as f:
+    f = FileWriter(fs, fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    try:
         w = _CrcWriter(f)
         w.write(MAGIC)
         w.write(struct.pack(">I", len(m)))
@@ -114,22 +116,23 @@ def write_snapshot_file(path: Path, meta: SnapshotMeta, header: dict[str, Any],
         w.write(packer.pack(None))
         f.write(TRAILER + struct.pack(">I", w.crc))
         size = w.size + len(TRAILER) + 4
-        f.flush()
         if fsync:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+            f.sync()
+    finally:
+        f.close()
+    fs.rename(tmp, path)
     if fsync:
-        fsync_dir(path.parent)
+        fs.fsync_dir(path.parent)
     return size
 
 
-def verify(path: Path) -> None:
+def verify(path: Path, fs: FileSystem = OS) -> None:
     """Check magic, trailer and checksum; raise CorruptSnapshotError."""
-    size = path.stat().st_size
+    size = fs.size(path)
     if size < len(MAGIC) + 4 + len(TRAILER) + 4:
         raise CorruptSnapshotError(path, f"too short ({size} bytes)")
     crc = 0
-    with open(path, "rb") as f:
+    with fs.open_read(path) as f:
         if f.read(len(MAGIC)) != MAGIC:
             raise CorruptSnapshotError(path, "bad magic")
         f.seek(0)
@@ -147,9 +150,9 @@ def verify(path: Path) -> None:
         raise CorruptSnapshotError(path, "checksum mismatch")
 
 
-def read_meta(path: Path) -> SnapshotInfo:
+def read_meta(path: Path, fs: FileSystem = OS) -> SnapshotInfo:
     try:
-        with open(path, "rb") as f:
+        with fs.open_read(path) as f:
             if f.read(len(MAGIC)) != MAGIC:
                 raise CorruptSnapshotError(path, "bad magic")
             (n,) = struct.unpack(">I", f.read(4))
@@ -157,7 +160,7 @@ def read_meta(path: Path) -> SnapshotInfo:
                 raise CorruptSnapshotError(path, "bad metadata length")
             m = msgpack.unpackb(f.read(n), raw=False)
         meta = SnapshotMeta(m["index"], m["term"], Configuration.decode(m["configuration"]))
-        return SnapshotInfo(meta, path, path.stat().st_size, m.get("created", 0.0),
+        return SnapshotInfo(meta, path, fs.size(path), m.get("created", 0.0),
                             m.get("keys", 0))
     except CorruptSnapshotError:
         raise
@@ -165,10 +168,11 @@ def read_meta(path: Path) -> SnapshotInfo:
         raise CorruptSnapshotError(path, f"unreadable metadata ({type(e).__name__}: {e})") from None
 
 
-def read_state(path: Path) -> tuple[SnapshotInfo, dict[str, Any], Iterator[list[Any]]]:
+def read_state(path: Path, fs: FileSystem = OS
+               ) -> tuple[SnapshotInfo, dict[str, Any], Iterator[list[Any]]]:
     """(info, state machine header, iterator of data batches).  Verify first."""
-    info = read_meta(path)
-    f = open(path, "rb")  # noqa: SIM115 - closed by the generator
+    info = read_meta(path, fs)
+    f = fs.open_read(path)  # closed by the generator
     f.seek(len(MAGIC))
     (n,) = struct.unpack(">I", f.read(4))
     f.seek(len(MAGIC) + 4 + n)
@@ -194,36 +198,47 @@ def snapshot_name(index: int, term: int) -> str:
 class SnapshotStore:
     """The node's snapshot directory: newest K snapshots plus incoming transfers."""
 
-    def __init__(self, directory: str | Path, keep: int = 2, fsync: bool = True):
+    def __init__(self, directory: str | Path, keep: int = 2, fsync: bool = True,
+                 fs: FileSystem = OS):
         self.dir = Path(directory)
+        self.fs = fs
         # Synced into the data directory: otherwise a power loss can drop snapshots/ (and every
         # snapshot in it) while the WAL, already compacted, survives (issue 21 §6).
         if fsync:
-            mkdir_durable(self.dir)
-        else:
-            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            mkdir_durable(self.dir, fs=fs)
+        elif not fs.is_dir(self.dir):
+            for p in reversed([self.dir, *self.dir.parents]):
+                if not fs.exists(p):
+                    fs.mkdir(p, 0o700)
         self.keep = max(1, keep)
         self.fsync = fsync
 
     def cleanup(self) -> list[str]:
         """Remove temp files left by a crash mid-write or mid-transfer (hashicorp/raft #212)."""
         removed = []
-        for p in self.dir.iterdir():
-            if p.name.endswith(".tmp") or p.name.startswith("incoming-"):
-                p.unlink(missing_ok=True)
-                removed.append(p.name)
+        for name in sorted(self.fs.listdir(self.dir)):
+            if name.endswith(".tmp") or name.startswith("incoming-"):
+                self.discard(self.dir / name)
+                removed.append(name)
         return removed
+
+    def discard(self, path: Path) -> None:
+        """Remove ``path`` if it is there."""
+        try:
+            self.fs.unlink(path)
+        except FileNotFoundError:
+            pass
 
     def paths(self) -> list[Path]:
         """Snapshot files, newest first."""
-        found = [p for p in self.dir.iterdir() if _NAME.match(p.name)]
+        found = [self.dir / n for n in self.fs.listdir(self.dir) if _NAME.match(n)]
         return sorted(found, key=lambda p: p.name, reverse=True)
 
     def list(self) -> list[SnapshotInfo]:
         out = []
         for p in self.paths():
             try:
-                out.append(read_meta(p))
+                out.append(read_meta(p, self.fs))
             except CorruptSnapshotError as e:
                 log.warning("%s", e)
         return out
@@ -232,8 +247,8 @@ class SnapshotStore:
         """The newest snapshot whose checksum verifies; corrupt ones are logged and skipped."""
         for p in self.paths():
             try:
-                verify(p)
-                return read_meta(p)
+                verify(p, self.fs)
+                return read_meta(p, self.fs)
             except CorruptSnapshotError as e:
                 log.error("%s; trying an older snapshot", e)
         return None
@@ -254,13 +269,13 @@ class SnapshotStore:
     def write(self, meta: SnapshotMeta, header: dict[str, Any],
               data: Iterable[builtins.list[Any]]) -> SnapshotInfo:
         path = self.path_for(meta)
-        write_snapshot_file(path, meta, header, data, self.fsync)
+        write_snapshot_file(path, meta, header, data, self.fsync, fs=self.fs)
         self.prune()
-        return read_meta(path)
+        return read_meta(path, self.fs)
 
     def prune(self) -> None:
         for p in self.paths()[self.keep:]:
-            p.unlink(missing_ok=True)
+            self.discard(p)
 
     def adopt(self, received: Path, meta: SnapshotMeta) -> SnapshotInfo:
         """Move a verified, fsynced incoming transfer into place as the newest snapshot.  The
@@ -269,10 +284,10 @@ class SnapshotStore:
         before it, the old snapshots and the old WAL are intact.  Pruning older files is left
         to the caller, after the WAL has moved past them."""
         path = self.path_for(meta)
-        os.replace(received, path)
+        self.fs.rename(received, path)
         if self.fsync:
-            fsync_dir(self.dir)
-        return read_meta(path)
+            self.fs.fsync_dir(self.dir)
+        return read_meta(path, self.fs)
 
 
 class IncomingSnapshot:
@@ -282,7 +297,9 @@ class IncomingSnapshot:
         self.store = store
         self.index, self.term = index, term
         self.path = store.dir / f"incoming-{tag}-{index}-{term}.tmp"
-        self.f = open(self.path, "wb")  # noqa: SIM115 - closed in finish/abort
+        fs = store.fs
+        self.f = FileWriter(fs, fs.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        self._open = True  # closed in finish/abort
         self.offset = 0
 
     def write(self, offset: int, data: bytes) -> None:
@@ -291,28 +308,36 @@ class IncomingSnapshot:
         self.f.write(data)
         self.offset += len(data)
 
+    def _close(self) -> None:
+        if self._open:
+            self._open = False
+            self.f.close()
+
     def finish(self) -> Path:
         """Close, fsync and verify; returns the file's path (still a temp name)."""
-        self.f.flush()
-        if self.store.fsync:
-            os.fsync(self.f.fileno())
-        self.f.close()
-        verify(self.path)
-        info = read_meta(self.path)
+        try:
+            if self.store.fsync:
+                self.f.sync()
+        finally:
+            self._close()
+        fs = self.store.fs
+        verify(self.path, fs)
+        info = read_meta(self.path, fs)
         if (info.meta.index, info.meta.term) != (self.index, self.term):
             raise CorruptSnapshotError(self.path, "metadata does not match the transfer")
         return self.path
 
     def abort(self) -> None:
         try:
-            self.f.close()
+            self._close()
         finally:
-            self.path.unlink(missing_ok=True)
+            self.store.discard(self.path)
 
 
-def iter_chunks(path: Path, size: int = CHUNK) -> Iterator[tuple[int, bytes]]:
+def iter_chunks(path: Path, size: int = CHUNK, fs: FileSystem = OS
+                ) -> Iterator[tuple[int, bytes]]:
     """(offset, bytes) chunks of a snapshot file, for streaming it to a follower."""
-    with open(path, "rb") as f:
+    with fs.open_read(path) as f:
         offset = 0
         while True:
             b = f.read(size)

@@ -39,6 +39,8 @@ import msgpack
 
 from raftd.core.errors import CompactedError
 from raftd.core.types import Entry, EntryKind, HardState
+from raftd.storage.durable import mkdir_durable
+from raftd.storage.fs import OS, FileSystem, write_all
 
 logger = logging.getLogger("raftd.storage")
 
@@ -148,8 +150,9 @@ class DurableLog:
     """Raft's durable state: hard state plus the log of entries after a snapshot base. Not thread-safe."""
 
     def __init__(self, directory: Path, segment_bytes: int, fsync: bool,
-                 preallocate: int = 0):  # use DurableLog.open()
+                 preallocate: int = 0, fs: FileSystem = OS):  # use DurableLog.open()
         self._dir, self._segment_bytes, self._fsync = directory, segment_bytes, fsync
+        self._fs = fs
         self._prealloc = max(0, preallocate)
         self._segs: list[_Segment] = []
         self._fd: int | None = None
@@ -165,21 +168,24 @@ class DurableLog:
 
     @classmethod
     def open(cls, directory: str | Path, *, segment_bytes: int = 64 << 20, fsync: bool = True,
-             preallocate: int = 0) -> DurableLog:
+             preallocate: int = 0, fs: FileSystem = OS) -> DurableLog:
         """``preallocate``: extend segment files with this many zero bytes ahead of the writes (see the
-        module docstring); 0 appends."""
-        self = cls(Path(directory), segment_bytes, fsync, preallocate)
-        try:
-            self._dir.mkdir(mode=0o700, parents=True)
-            self._sync_dir(self._dir.parent)
-        except FileExistsError:
-            pass
+        module docstring); 0 appends.  ``fs``: the file layer (raftd.storage.fs; the real OS by
+        default)."""
+        self = cls(Path(directory), segment_bytes, fsync, preallocate, fs)
+        if not fs.is_dir(self._dir):
+            if fsync:
+                mkdir_durable(self._dir, fs=fs)  # each new directory synced into its parent (§6)
+            else:
+                for p in reversed([self._dir, *self._dir.parents]):
+                    if not fs.exists(p):
+                        fs.mkdir(p, 0o700)
         self._recover()
         self._make_recovered_durable()
         if self._segs:
-            self._fd = os.open(self._segs[-1].path, os.O_WRONLY)
+            self._fd = fs.open(self._segs[-1].path, os.O_WRONLY)
             self._size = self._last_end
-            self._alloc = os.fstat(self._fd).st_size
+            self._alloc = fs.fsize(self._fd)
         else:
             self._append(self._start_segment((0, 0, False)))
         self.stats = dict.fromkeys(self.stats, 0)  # count what the caller does, not recovery
@@ -268,7 +274,7 @@ class DurableLog:
         # segment k are <= the next segment's prev_index; the active segment is never deleted.
         deleted = False
         while len(self._segs) > 1 and self._segs[1].prev_index <= snapshot_index:
-            self._segs[0].path.unlink()
+            self._fs.unlink(self._segs[0].path)
             del self._segs[0]
             deleted = True
         if deleted:
@@ -284,13 +290,13 @@ class DurableLog:
         self.snapshot_index, self.snapshot_term = snapshot_index, snapshot_term
         old, self._segs = self._segs[:-1], self._segs[-1:]
         for seg in old:
-            seg.path.unlink()
+            self._fs.unlink(seg.path)
         if old:
             self._sync_dir()
 
     def close(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
+            self._fs.close(self._fd)
             self._fd = None
         self._closed = True
 
@@ -304,9 +310,9 @@ class DurableLog:
         """Create the next segment file and make it active; return its head records (not yet written)."""
         seq = self._segs[-1].seq + 1 if self._segs else 1
         path = self._dir / f"{seq:016d}.wal"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = self._fs.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         if self._fd is not None:
-            os.close(self._fd)
+            self._fs.close(self._fd)
         self._fd, self._size, self._alloc, self._new_file = fd, 0, 0, True
         self._segs.append(_Segment(seq, path, self.last_index))
         return [_record(HEADER, [_MAGIC, _VERSION, seq, self.last_index]), _record(BASE, list(base)),
@@ -315,19 +321,19 @@ class DurableLog:
     def _append(self, parts: list[bytes]) -> None:
         """One write() and one fdatasync() for the whole batch (group commit)."""
         buf = b"".join(parts)
+        assert self._fd is not None  # open() made the file
         try:
             end = self._size + len(buf)
             if self._prealloc and end > self._alloc:
                 # Zeros ahead of the records; the fdatasync below makes them durable with the records,
                 # and the next writes, inside the file, cost less to sync.
                 grow = end + self._prealloc - self._alloc
-                self._pwrite_all(bytes(grow), self._alloc)
+                write_all(self._fs, self._fd, bytes(grow), self._alloc)
                 self._alloc += grow
-            self._pwrite_all(buf, self._size)
+            write_all(self._fs, self._fd, buf, self._size)
             self._alloc = max(self._alloc, end)
             if self._fsync:
-                assert self._fd is not None  # open() made the file
-                os.fdatasync(self._fd)
+                self._fs.fdatasync(self._fd)
                 self.stats["fsyncs"] += 1
             if self._new_file:
                 self._sync_dir()
@@ -341,21 +347,10 @@ class DurableLog:
         self.stats["bytes_written"] += len(buf)
         self.stats["records_written"] += len(parts)
 
-    def _pwrite_all(self, data: bytes, offset: int) -> None:
-        view = memoryview(data)
-        assert self._fd is not None  # open() made the file
-        while view:  # a regular file takes it all in one call; the loop only guards a short write
-            n = os.pwrite(self._fd, view, offset)
-            view, offset = view[n:], offset + n
-
     def _sync_dir(self, path: Path | None = None) -> None:
         """A created or deleted file is only durable once its directory is synced."""
         if self._fsync:
-            fd = os.open(path or self._dir, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            self._fs.fsync_dir(path or self._dir)
             self.stats["dir_fsyncs"] += 1
 
     def _make_recovered_durable(self) -> None:
@@ -366,38 +361,43 @@ class DurableLog:
         if not self._fsync:
             return
         for seg in self._segs:
-            fd = os.open(seg.path, os.O_RDONLY)
+            fd = self._fs.open(seg.path, os.O_RDONLY)
             try:
-                os.fsync(fd)
+                self._fs.fsync(fd)
             finally:
-                os.close(fd)
+                self._fs.close(fd)
             self.stats["fsyncs"] += 1
         self._sync_dir(self._dir)
         self._sync_dir(self._dir.parent)
 
     def _recover(self) -> None:
-        found = sorted((int(m[1]), p) for p in self._dir.iterdir() if (m := _SEGMENT_NAME.match(p.name)))
+        fs = self._fs
+        found = sorted((int(m[1]), self._dir / name) for name in fs.listdir(self._dir)
+                       if (m := _SEGMENT_NAME.match(name)))
         scanned: list[tuple[Path, list[tuple[int, int, Any]]]] = []
         for i, (seq, path) in enumerate(found):
             last = i == len(found) - 1
             if i and seq != found[i - 1][0] + 1:
                 raise CorruptLogError(path, 0, f"segment {found[i - 1][0] + 1} is missing before this one")
-            data = path.read_bytes()
+            data = fs.read_bytes(path)
             records, torn_at, data_end = _scan(path, data, last)
             if torn_at is not None:
                 logger.warning("%s: torn write at offset %d, dropping %d bytes",
                                path, torn_at, len(data) - torn_at)
-                with open(path, "r+b") as f:
-                    f.truncate(torn_at)
+                fd = fs.open(path, os.O_WRONLY)
+                try:
+                    fs.ftruncate(fd, torn_at)
                     if self._fsync:
-                        os.fsync(f.fileno())
+                        fs.fsync(fd)
+                finally:
+                    fs.close(fd)
             kinds = tuple(r[1] for r in records[:3])
             if kinds != _HEAD:
                 # The head is written (and synced) before anything else goes into a segment, so a last
                 # segment with an incomplete head is a rotation that crashed: it holds nothing yet.
                 if last and kinds == _HEAD[:len(kinds)] and (scanned or seq == 1):
                     logger.warning("%s: incomplete segment head (crash while starting it), removing", path)
-                    path.unlink()
+                    fs.unlink(path)
                     self._sync_dir()
                     continue
                 end = len(data) if torn_at is None else torn_at
