@@ -1,74 +1,57 @@
 """Durable, checksummed, segmented write-ahead log for Raft entries and hard state.
 
-On disk: a directory of segment files ``0000000000000001.wal``, ``0000000000000002.wal``, ... each a run of
+On disk: a directory of segment files ``0000000000000001.wal``, ``0000000000000002.wal``, ... in the
+format of ``raftd.storage.walformat``: every write is one checksummed batch of records, so a group
+commit is one unit at recovery.  Every segment starts with the records HEADER, BASE, HARD_STATE, so the
+newest segment alone always holds the current base and hard state and older segments can be deleted
+once compact() no longer needs their entries.
 
-    [u32 length][u32 crc32][u8 type][payload]        little endian; length = len(payload)
+The order of writes and syncs (docs/ARCHITECTURE.md, "What survives a power loss"):
 
-where crc32 is ``zlib.crc32(type + payload)`` and the payload is msgpack:
-
-    HEADER      ["raftd-wal", version, seq, prev_index]   first record of every segment; prev_index is the
-                                                          log's last index when the segment was started
-    BASE        [snapshot_index, snapshot_term, reset]    entries <= snapshot_index are gone; reset=True
-                                                          also voids every entry before it (InstallSnapshot)
-    HARD_STATE  [term, voted_for]
-    ENTRY       [term, index, kind, data]
-    TRUNCATE    index                                     entries >= index are void
-
-Every segment starts HEADER, BASE, HARD_STATE, so the newest segment alone always holds the current base
-and hard state and older segments can be deleted once compact() no longer needs their entries.
+* a save is one pwrite() of one batch, then one fdatasync(); nothing changes in memory (and the caller
+  acknowledges nothing) before the fdatasync returns;
+* a new segment is created, its first batch (head records first) written and fdatasynced, then the
+  directory fsynced, before anything is acknowledged from it;
+* compact() makes a BASE record durable, then unlinks the segments before it, then fsyncs the
+  directory; reset() starts a new segment whose BASE voids everything before it, then does the same;
+* a failed write or fsync cuts the file back to the last durable size and fsyncs that (issue 21 §2):
+  the failed batch was never acknowledged and must not come back at restart.  The log then refuses
+  further writes (the kernel may have dropped the dirty pages, "fsyncgate"); reopen it to go on;
+* open() reads every segment, cuts a torn tail, and fsyncs every segment and the directories before
+  handing anything back (issue 21 §1: what recovery read may have been only in the page cache).
 
 With ``preallocate`` (raftd's ``wal_preallocate_bytes``, off by default) a segment is extended with zeros
-ahead of its records, so most writes land inside the file and an fdatasync has no file size or block
-allocation to commit (about 0.5 instead of 0.9 ms here with three nodes writing; docs/PERFORMANCE.md).  Records never start with a zero
-header (a payload is at least one byte and type 0 is unused), so recovery reads a header of zeros followed
-only by zeros as the end of the data; zeros followed by anything else are a torn tail or corruption, as
-any other damaged record.
+ahead of its batches, so most writes land inside the file and an fdatasync has no file size or block
+allocation to commit (about 0.5 instead of 0.9 ms here with three nodes writing; docs/PERFORMANCE.md).
+A batch never starts with a zero header, so recovery reads zeros to the end of the file as the end of
+the data.
+
+Every file operation goes through ``fs`` (``raftd.storage.fs``): the real OS by default, the recording
+model of ``raftd.storage.fsmodel`` in the crash-state explorer and the simulator.
 """
 from __future__ import annotations
 
 import logging
 import os
 import re
-import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
-
-import msgpack
 
 from raftd.core.errors import CompactedError
 from raftd.core.types import Entry, EntryKind, HardState
 from raftd.storage.durable import mkdir_durable
 from raftd.storage.fs import OS, FileSystem, write_all
+from raftd.storage.walformat import (BASE, ENTRY, HARD_STATE, HEADER, MAX_RECORD, TRUNCATE,
+                                     VERSION, WAL_NAME, CorruptLogError, frame, record, scan)
+
+__all__ = ["CorruptLogError", "DurableLog", "MAX_RECORD"]
 
 logger = logging.getLogger("raftd.storage")
 
-# Record types are stored on disk: never renumber. 0 is unused so zero-filled garbage never parses.
-HEADER, BASE, HARD_STATE, ENTRY, TRUNCATE = 1, 2, 3, 4, 5
-_TYPES = frozenset((HEADER, BASE, HARD_STATE, ENTRY, TRUNCATE))
 _HEAD = (HEADER, BASE, HARD_STATE)
-_FRAME = struct.Struct("<IIB")  # length, crc32, type
-_MAGIC, _VERSION = "raftd-wal", 1
-MAX_RECORD = 256 << 20
 _SEGMENT_NAME = re.compile(r"^(\d{16})\.wal$")
 _KINDS = frozenset(k.value for k in EntryKind)
-_TYPE_BYTE = re.compile(b"[" + re.escape(bytes(sorted(_TYPES))) + b"]")
-_NONZERO = re.compile(b"[^\x00]")
-_ZERO_HEADER = bytes(_FRAME.size)
-
-
-def _zeros_from(data: bytes, pos: int) -> bool:
-    """True if every byte from pos to the end is zero (a preallocated tail)."""
-    return _NONZERO.search(data, pos) is None
-
-
-class CorruptLogError(Exception):
-    """The log is damaged somewhere a crash cannot explain; refusing to guess what was lost."""
-
-    def __init__(self, path: str | Path, offset: int, reason: str):
-        self.path, self.offset, self.reason = str(path), offset, reason
-        super().__init__(f"corrupt record in {path} at offset {offset}: {reason}")
 
 
 @dataclass
@@ -78,87 +61,20 @@ class _Segment:
     prev_index: int  # log's last index when this segment started: every live entry before it is <= this
 
 
-def _record(rtype: int, value: Any) -> bytes:
-    packed: bytes = msgpack.packb(value, use_bin_type=True)
-    body = bytes((rtype,)) + packed
-    if len(body) - 1 > MAX_RECORD:  # recovery would rightly call such a record corrupt
-        raise ValueError(f"record of {len(body) - 1} bytes exceeds the {MAX_RECORD}-byte limit")
-    return struct.pack("<II", len(body) - 1, zlib.crc32(body)) + body
-
-
-def _valid_frame_after(data: bytes, start: int) -> int | None:
-    """Offset of the first checksum-valid record at or after start, if any."""
-    for m in _TYPE_BYTE.finditer(data, start + 8):  # only offsets whose type byte is plausible (C speed)
-        pos = m.start() - 8
-        length, crc, _ = _FRAME.unpack_from(data, pos)
-        end = pos + _FRAME.size + length
-        if end <= len(data) and zlib.crc32(memoryview(data)[pos + 8:end]) == crc:
-            return pos
-    return None
-
-
-def _scan(path: Path, data: bytes, last: bool) -> tuple[list[tuple[int, int, Any]], int | None, int]:
-    """Split one segment into (offset, type, value) records; return them, the offset of a torn tail (or
-    None) and where the records end (before a preallocated zero tail, if any).
-
-    Only the last segment can have a torn tail: a crash mid-write leaves a prefix of the final write, so
-    the damaged record runs to (or past) the end of the data. Anything else is corruption and raises.
-    """
-    buf, eof = memoryview(data), len(data)
-    records: list[tuple[int, int, Any]] = []
-    off = 0
-    while off < eof:
-        if off + _FRAME.size > eof:
-            if _zeros_from(data, off):
-                return records, None, off  # the end of a preallocated tail
-            reason, reaches_eof = "record header cut short by end of file", True
-        elif data[off:off + _FRAME.size] == _ZERO_HEADER:
-            if _zeros_from(data, off):
-                return records, None, off  # the records end here; the rest was preallocated
-            # Zeros, then data: the end of a write that reached the disk out of order (torn), or damage.
-            reason, reaches_eof = "zeroed record header", True
-        else:
-            length, crc, rtype = _FRAME.unpack_from(buf, off)
-            end = off + _FRAME.size + length
-            if end > eof:
-                reason, reaches_eof = f"record length {length} runs past end of file", True
-            elif length > MAX_RECORD:
-                reason, reaches_eof = f"record length {length} exceeds {MAX_RECORD}", False
-            elif zlib.crc32(buf[off + 8:end]) != crc:
-                reason, reaches_eof = "checksum mismatch", end == eof or _zeros_from(data, end)
-            elif rtype not in _TYPES:
-                raise CorruptLogError(path, off, f"unknown record type {rtype}")
-            else:
-                try:
-                    records.append((off, rtype, msgpack.unpackb(buf[off + _FRAME.size:end], raw=False)))
-                except Exception as e:  # checksum was fine, so this is a bug or a foreign file
-                    raise CorruptLogError(path, off, f"undecodable payload ({e})") from None
-                off = end
-                continue
-        # A record whose length field was damaged can look like it runs past end of file; if valid records
-        # hide inside the supposed tail, truncating would silently drop them.
-        follower = _valid_frame_after(data, off + 1) if last and reaches_eof else None
-        if last and reaches_eof and follower is None:
-            return records, off, off
-        if follower is not None:
-            reason += f", but a valid record follows at offset {follower}"
-        raise CorruptLogError(path, off, reason)
-    return records, None, eof
-
-
 class DurableLog:
     """Raft's durable state: hard state plus the log of entries after a snapshot base. Not thread-safe."""
 
     def __init__(self, directory: Path, segment_bytes: int, fsync: bool,
                  preallocate: int = 0, fs: FileSystem = OS):  # use DurableLog.open()
         self._dir, self._segment_bytes, self._fsync = directory, segment_bytes, fsync
-        self._fs = fs
         self._prealloc = max(0, preallocate)
+        self._fs = fs
         self._segs: list[_Segment] = []
         self._fd: int | None = None
-        self._size = 0  # bytes of records in the active (last) segment: where the next write goes
-        self._alloc = 0  # size of the active segment's file (records + preallocated zeros)
-        self._last_end = 0  # where recovery found the last segment's records to end
+        self._size = 0  # bytes of batches in the active (last) segment: where the next write goes
+        self._alloc = 0  # size of the active segment's file (batches + preallocated zeros)
+        self._last_end = 0  # where recovery found the last segment's batches to end
+        self._last_version = VERSION  # format of the last segment found (1: continue in a new one)
         self._new_file = False  # active segment created but its directory entry not yet synced
         self._failed = self._closed = False
         self._entries: list[Entry] = []  # in-memory copy; _entries[0].index == snapshot_index + 1
@@ -170,8 +86,7 @@ class DurableLog:
     def open(cls, directory: str | Path, *, segment_bytes: int = 64 << 20, fsync: bool = True,
              preallocate: int = 0, fs: FileSystem = OS) -> DurableLog:
         """``preallocate``: extend segment files with this many zero bytes ahead of the writes (see the
-        module docstring); 0 appends.  ``fs``: the file layer (raftd.storage.fs; the real OS by
-        default)."""
+        module docstring); 0 appends.  ``fs``: the file layer (the real OS by default)."""
         self = cls(Path(directory), segment_bytes, fsync, preallocate, fs)
         if not fs.is_dir(self._dir):
             if fsync:
@@ -237,20 +152,18 @@ class DurableLog:
             # safe, while entries of a new term without that term would break "currentTerm >= last log
             # term".
             if hs is not None:
-                parts.append(_record(HARD_STATE, [hs.term, hs.voted_for]))
+                parts.append(record(HARD_STATE, [hs.term, hs.voted_for]))
                 hard_state = hs
             if entries:
                 if first <= last:
-                    parts.append(_record(TRUNCATE, first))
-                parts += [_record(ENTRY, [e.term, e.index, int(e.kind), e.data]) for e in entries]
+                    parts.append(record(TRUNCATE, first))
+                parts += [record(ENTRY, [e.term, e.index, int(e.kind), e.data]) for e in entries]
                 changes.append((first, entries))
                 last = entries[-1].index
         if not parts:
             return
         # Rotate only now: had encoding a record failed, a new segment would be left without its head.
-        if self._size >= self._segment_bytes:
-            parts = self._start_segment((self.snapshot_index, self.snapshot_term, False)) + parts
-        self._append(parts)
+        self._append(self._rotate_if_due() + parts)
         # Only once everything is durable does the in-memory copy change.
         if hard_state is not None:
             self.hard_state = hard_state
@@ -267,7 +180,7 @@ class DurableLog:
             term = self._entries[snapshot_index - self.first_index].term
             if term != snapshot_term:
                 raise ValueError(f"entry {snapshot_index} has term {term}, not snapshot term {snapshot_term}")
-        self._append([_record(BASE, [snapshot_index, snapshot_term, False])])
+        self._append(self._rotate_if_due() + [record(BASE, [snapshot_index, snapshot_term, False])])
         del self._entries[:snapshot_index - self.snapshot_index]  # everything, if the snapshot is past the end
         self.snapshot_index, self.snapshot_term = snapshot_index, snapshot_term
         # The new base is durable, so a segment whose live entries all precede it can go. Live entries of
@@ -306,6 +219,13 @@ class DurableLog:
         if self._failed:
             raise RuntimeError("an earlier write or fsync failed; reopen the log to recover")
 
+    def _rotate_if_due(self) -> list[bytes]:
+        """The head records of a new segment if the active one is full or of the old format
+        (which is read, never written), else nothing."""
+        if self._size >= self._segment_bytes or self._last_version != VERSION:
+            return self._start_segment((self.snapshot_index, self.snapshot_term, False))
+        return []
+
     def _start_segment(self, base: tuple[int, int, bool]) -> list[bytes]:
         """Create the next segment file and make it active; return its head records (not yet written)."""
         seq = self._segs[-1].seq + 1 if self._segs else 1
@@ -314,18 +234,19 @@ class DurableLog:
         if self._fd is not None:
             self._fs.close(self._fd)
         self._fd, self._size, self._alloc, self._new_file = fd, 0, 0, True
+        self._last_version = VERSION
         self._segs.append(_Segment(seq, path, self.last_index))
-        return [_record(HEADER, [_MAGIC, _VERSION, seq, self.last_index]), _record(BASE, list(base)),
-                _record(HARD_STATE, [self.hard_state.term, self.hard_state.voted_for])]
+        return [record(HEADER, [WAL_NAME, VERSION, seq, self.last_index]), record(BASE, list(base)),
+                record(HARD_STATE, [self.hard_state.term, self.hard_state.voted_for])]
 
     def _append(self, parts: list[bytes]) -> None:
-        """One write() and one fdatasync() for the whole batch (group commit)."""
-        buf = b"".join(parts)
+        """One batch: one write() and one fdatasync() for all of ``parts`` (group commit)."""
+        buf = frame(parts, self._size)
         assert self._fd is not None  # open() made the file
         try:
             end = self._size + len(buf)
             if self._prealloc and end > self._alloc:
-                # Zeros ahead of the records; the fdatasync below makes them durable with the records,
+                # Zeros ahead of the batches; the fdatasync below makes them durable with the batch,
                 # and the next writes, inside the file, cost less to sync.
                 grow = end + self._prealloc - self._alloc
                 write_all(self._fs, self._fd, bytes(grow), self._alloc)
@@ -342,10 +263,32 @@ class DurableLog:
             # After a failed write or fsync the file's contents are unknown (the kernel may already have
             # dropped the dirty pages), so a retry could report data durable that is not: stop writing.
             self._failed = True
+            self._discard_unsynced(len(buf))
             raise
         self._size += len(buf)
         self.stats["bytes_written"] += len(buf)
         self.stats["records_written"] += len(parts)
+
+    def _discard_unsynced(self, written: int) -> None:
+        """After a failed write or fsync: cut the active segment back to its last durable size and
+        make that durable (issue 21 §2).  The failed batch was never acknowledged; left in the file,
+        a restart would replay it from the page cache as if it were durable, and fsyncing it then
+        proves nothing (the kernel may have marked the failed pages clean).  If the cut fails too,
+        zeros over the batch at least make a restart without a power loss read the end of the log
+        there; a power loss may still bring back what the disk got of it, unacknowledged."""
+        assert self._fd is not None
+        try:
+            self._fs.ftruncate(self._fd, self._size)
+            self._alloc = self._size
+            if self._fsync:
+                self._fs.fsync(self._fd)
+            return
+        except OSError as e:
+            logger.critical("cannot cut the failed write off %s (%s)", self._segs[-1].path, e)
+        try:
+            write_all(self._fs, self._fd, bytes(written), self._size)
+        except OSError:
+            pass
 
     def _sync_dir(self, path: Path | None = None) -> None:
         """A created or deleted file is only durable once its directory is synced."""
@@ -380,13 +323,14 @@ class DurableLog:
             if i and seq != found[i - 1][0] + 1:
                 raise CorruptLogError(path, 0, f"segment {found[i - 1][0] + 1} is missing before this one")
             data = fs.read_bytes(path)
-            records, torn_at, data_end = _scan(path, data, last)
-            if torn_at is not None:
+            got = scan(path, data, last)
+            records = got.records
+            if got.torn_at is not None:
                 logger.warning("%s: torn write at offset %d, dropping %d bytes",
-                               path, torn_at, len(data) - torn_at)
+                               path, got.torn_at, len(data) - got.torn_at)
                 fd = fs.open(path, os.O_WRONLY)
                 try:
-                    fs.ftruncate(fd, torn_at)
+                    fs.ftruncate(fd, got.torn_at)
                     if self._fsync:
                         fs.fsync(fd)
                 finally:
@@ -400,14 +344,15 @@ class DurableLog:
                     fs.unlink(path)
                     self._sync_dir()
                     continue
-                end = len(data) if torn_at is None else torn_at
+                end = len(data) if got.torn_at is None else got.torn_at
                 bad = next((r[0] for r, k in zip(records, _HEAD, strict=False) if r[1] != k), end)
                 raise CorruptLogError(path, bad, "segment does not start with HEADER, BASE, HARD_STATE")
             header = records[0][2]
-            if header[:3] != [_MAGIC, _VERSION, seq]:
-                raise CorruptLogError(path, 0, f"bad segment header {header!r}")
+            if header[:3] != [WAL_NAME, got.version, seq]:
+                raise CorruptLogError(path, records[0][0], f"bad segment header {header!r}")
             self._segs.append(_Segment(seq, path, header[3]))
-            self._last_end = data_end  # where the next write goes, if this is the last kept segment
+            self._last_end = got.end  # where the next write goes, if this is the last kept segment
+            self._last_version = got.version
             scanned.append((path, records))
         self._replay(scanned)
 
@@ -431,7 +376,7 @@ class DurableLog:
             for off, rtype, v in records:
                 try:
                     if rtype == HEADER:
-                        if off or (last is not None and v[3] != last):
+                        if off != records[0][0] or (last is not None and v[3] != last):
                             raise bad(f"segment header {v!r} does not continue the log at index {last}")
                         last = v[3] if last is None else last
                     elif rtype == BASE:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from raftd.core.errors import CompactedError
 from raftd.core.types import Entry, EntryKind, HardState
 from raftd.storage import CorruptLogError, DurableLog
+from tests.storage.walbytes import batches
 
 
 def ents(lo: int, hi: int, term: int = 1, size: int = 10) -> list[Entry]:
@@ -26,14 +27,6 @@ def segments(d: Path) -> list[Path]:
     return sorted(d.glob("*.wal"))
 
 
-def frames(data: bytes) -> list[tuple[int, int]]:
-    """(start, end) of every record in a segment, by the documented framing."""
-    out, off = [], 0
-    while off < len(data):
-        (length,) = struct.unpack_from("<I", data, off)
-        out.append((off, off + 9 + length))
-        off += 9 + length
-    return out
 
 
 def flip(path: Path, offset: int) -> None:
@@ -163,7 +156,7 @@ def test_compact_deletes_old_segments_and_keeps_base(tmp_path):
     before = segments(tmp_path)
     log.compact(300, 1)
     after = segments(tmp_path)
-    assert before[-1] == after[-1] and 1 < len(after) < len(before) - 3
+    assert before[-1] == after[-1] and 1 < len(after) <= len(before) - 3
     assert (log.first_index, log.last_index, log.snapshot_index, log.snapshot_term) == (301, 400, 300, 1)
     with pytest.raises(CompactedError):
         log.entries(300, 302)
@@ -242,81 +235,83 @@ def _build_and_cut(tmp_path: Path, last_save: list[Entry], *, segment_bytes: int
 
 @pytest.mark.parametrize("rotating", [False, True], ids=["same-segment", "new-segment"])
 def test_torn_tail_every_cut_point(tmp_path, caplog, rotating):
+    """A save is one batch: cut anywhere, it is all there or not at all (issue 21 §3)."""
     prefix = ents(1, 5) + (ents(6, 120, size=40) if rotating else [])
     tail = ents(len(prefix) + 1, len(prefix) + 2, term=2)
     src, name, data, start = _build_and_cut(tmp_path, tail, segment_bytes=4096, prefix=prefix)
-    records = [f for f in frames(data) if f[0] >= start]
-    for cut in range(start, len(data)):  # every byte of the last save's write, head records included
+    assert [b for b in batches(data) if b[0] >= start][-1][1] == len(data)
+    for cut in range(start, len(data) + 1):  # every byte of the last save's write, head included
         d = tmp_path / f"cut{cut}"
         shutil.copytree(src, d)
         (d / name).write_bytes(data[:cut])
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="raftd.storage"):
             log = DurableLog.open(d, segment_bytes=4096, fsync=False)  # ~130 reopens: keep the suite fast
-        survivors = [r for r in records if r[1] <= cut]
-        if rotating and len(survivors) < 3:  # the new segment's head is incomplete: it is dropped whole
+        done = cut == len(data)
+        if rotating and not done:  # the new segment's head is incomplete: it is dropped whole
             assert not (d / name).exists()
-            done = 0
         else:
-            assert (d / name).stat().st_size == (survivors[-1][1] if survivors else start)
-            done = len(survivors) - (3 if rotating else 0)  # records of the save: hard state, entry, entry
-        if cut not in {start} | {r[1] for r in records}:
+            assert (d / name).stat().st_size == (len(data) if done else start)
+        if cut not in (start, len(data)) and not rotating:
             assert "torn write" in caplog.text, "a torn tail must be logged"
-        assert log.hard_state == (HardState(2, "b") if done >= 1 else HardState(1, "a"))
-        assert log.all_entries() == prefix + tail[: max(0, done - 1)]
+        assert log.hard_state == (HardState(2, "b") if done else HardState(1, "a"))
+        assert log.all_entries() == prefix + (tail if done else [])
         log.save(None, [Entry(3, log.last_index + 1, data=b"after")])  # writable afterwards
         log = reopen(log, d, segment_bytes=4096, fsync=False)
-        assert log.all_entries() == prefix + tail[: max(0, done - 1)] + [Entry(3, log.last_index, data=b"after")]
+        assert log.all_entries() == prefix + (tail if done else []) + [Entry(3, log.last_index, data=b"after")]
         log.close()
         shutil.rmtree(d)
 
 
-def test_crc_failure_in_last_record_is_a_torn_write(tmp_path):
-    # Bit rot in the very last record cannot be told apart from a torn write; it is dropped, with a warning.
+def test_crc_failure_in_last_batch_is_a_torn_write(tmp_path):
+    # Bit rot in the very last batch cannot be told apart from a torn write; it is dropped, with a warning.
     log = DurableLog.open(tmp_path)
-    log.save(None, ents(1, 3))
+    log.save(None, ents(1, 2))
+    log.save(None, ents(3, 4))
     log.close()
     seg = segments(tmp_path)[0]
-    start, end = frames(seg.read_bytes())[-1]
+    start, end = batches(seg.read_bytes())[-1]
     flip(seg, (start + end) // 2)
     log = DurableLog.open(tmp_path)
     assert log.all_entries() == ents(1, 2) and seg.stat().st_size == start
     log.close()
 
 
-def test_corrupt_record_followed_by_valid_ones(tmp_path):
+def test_corrupt_batch_followed_by_valid_ones(tmp_path):
     log = DurableLog.open(tmp_path)
     for i in range(1, 11):
         log.save(None, ents(i, i))
     log.close()
     seg = segments(tmp_path)[0]
     data = seg.read_bytes()
-    start, end = frames(data)[5]  # an early ENTRY record: head is 3 records
+    start, end = batches(data)[5]
     flip(seg, (start + end) // 2)
     with pytest.raises(CorruptLogError) as err:
         DurableLog.open(tmp_path)
     assert err.value.path == str(seg) and err.value.offset == start
     assert str(seg) in str(err.value) and f"offset {start}" in str(err.value)
-    assert "checksum" in str(err.value)
+    assert f"checksum mismatch, and data follows at offset {end}" in str(err.value)
     assert seg.stat().st_size == len(data)  # nothing was truncated
 
 
 def test_corrupt_length_field_is_not_mistaken_for_a_torn_tail(tmp_path):
+    # The batch header has its own checksum: a damaged length, which could make the batch look as if
+    # it ran past the end of the file (a torn write), is corruption.
     log = DurableLog.open(tmp_path)
     for i in range(1, 11):
         log.save(None, ents(i, i))
     log.close()
     seg = segments(tmp_path)[0]
     data = bytearray(seg.read_bytes())
-    start, _ = frames(bytes(data))[6]
-    struct.pack_into("<I", data, start, 1 << 20)  # now "runs past end of file", hiding valid records
+    start, _ = batches(bytes(data))[6]
+    struct.pack_into("<I", data, start, 1 << 20)
     seg.write_bytes(bytes(data))
     with pytest.raises(CorruptLogError) as err:
         DurableLog.open(tmp_path)
-    assert err.value.offset == start and "valid record follows" in str(err.value)
+    assert err.value.offset == start and "batch header checksum mismatch" in str(err.value)
 
 
-@pytest.mark.parametrize("damage", ["flip-last-record", "cut-tail", "huge-length"])
+@pytest.mark.parametrize("damage", ["flip-last-batch", "cut-tail", "huge-length", "zero-header"])
 def test_corruption_in_non_last_segment(tmp_path, damage):
     log = DurableLog.open(tmp_path, segment_bytes=4096)
     for i in range(1, 301, 3):
@@ -324,11 +319,13 @@ def test_corruption_in_non_last_segment(tmp_path, damage):
     log.close()
     first = segments(tmp_path)[0]
     data = first.read_bytes()
-    start, end = frames(data)[-1]
-    if damage == "flip-last-record":  # would be a torn write in the last segment, not here
+    start, end = batches(data)[-1]
+    if damage == "flip-last-batch":  # would be a torn write in the last segment, not here
         flip(first, end - 1)
     elif damage == "cut-tail":
         first.write_bytes(data[:-3])
+    elif damage == "zero-header":
+        first.write_bytes(data[:start] + bytes(12) + data[start + 12:])
     else:
         first.write_bytes(data[:start] + struct.pack("<I", 0xFFFFFFF0) + data[start + 4:])
     with pytest.raises(CorruptLogError) as err:

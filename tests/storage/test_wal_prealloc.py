@@ -13,24 +13,9 @@ import pytest
 from raftd.core.types import Entry, EntryKind, HardState
 from raftd.storage import CorruptLogError, DurableLog
 from tests.storage.test_wal import ents, segments
+from tests.storage.walbytes import batches, data_end
 
 PRE = 4096
-
-
-def frames_until_zero(data: bytes) -> list[tuple[int, int]]:
-    """(start, end) of every record before the first zero header, by the documented framing."""
-    out, off = [], 0
-    while off + 9 <= len(data) and data[off:off + 9] != bytes(9):
-        end = off + 9 + int.from_bytes(data[off:off + 4], "little")
-        out.append((off, end))
-        off = end
-    return out
-
-
-def data_end(data: bytes) -> int:
-    """Where the records end (valid records never start with a zero header)."""
-    records = frames_until_zero(data)
-    return records[-1][1] if records else 0
 
 
 def test_files_are_extended_ahead_and_reopen_writes_after_the_records(tmp_path):
@@ -79,8 +64,7 @@ def test_torn_tail_every_cut_point_inside_a_preallocated_file(tmp_path, caplog):
     log.close()
     data = seg.read_bytes()
     end = data_end(data)
-    records = [f for f in frames_until_zero(data) if f[0] >= start]
-    assert len(records) == 3 and records[-1][1] == end
+    assert [b for b in batches(data) if b[0] >= start] == [(start, end)]  # one save, one batch
     for cut in range(start, end + 1):
         d = tmp_path / f"cut{cut}"
         shutil.copytree(src, d)
@@ -88,11 +72,11 @@ def test_torn_tail_every_cut_point_inside_a_preallocated_file(tmp_path, caplog):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="raftd.storage"):
             log = DurableLog.open(d, preallocate=PRE, fsync=False)
-        done = len([r for r in records if r[1] <= cut])
-        if cut not in {start} | {r[1] for r in records}:
+        done = cut == end  # all of the batch or nothing of it (issue 21 §3)
+        if cut not in (start, end):
             assert "torn write" in caplog.text, cut
-        assert log.hard_state == (HardState(2, "b") if done >= 1 else HardState(1, "a")), cut
-        assert log.all_entries() == ents(1, 5) + tail[:max(0, done - 1)], cut
+        assert log.hard_state == (HardState(2, "b") if done else HardState(1, "a")), cut
+        assert log.all_entries() == ents(1, 5) + (tail if done else []), cut
         log.save(None, [Entry(3, log.last_index + 1, data=b"after")])  # writable afterwards
         log = _reopen(log, d, fsync=False)
         assert log.all_entries()[-1] == Entry(3, log.last_index, data=b"after")
@@ -103,11 +87,12 @@ def test_torn_tail_every_cut_point_inside_a_preallocated_file(tmp_path, caplog):
 def test_zeroed_start_of_the_last_record_is_a_torn_write(tmp_path, caplog):
     """The disk may persist the end of a write before its start: zeros, then the rest."""
     log = DurableLog.open(tmp_path, preallocate=PRE)
-    log.save(None, ents(1, 3))
+    log.save(None, ents(1, 2))
+    log.save(None, ents(3, 3))
     log.close()
     seg = segments(tmp_path)[0]
     data = bytearray(seg.read_bytes())
-    start, end = frames_until_zero(bytes(data))[-1]
+    start, end = batches(bytes(data))[-1]
     data[start:start + 12] = bytes(12)
     seg.write_bytes(bytes(data))
     with caplog.at_level(logging.WARNING, logger="raftd.storage"):
@@ -124,16 +109,16 @@ def test_damage_before_valid_records_is_corruption_not_a_zero_tail(tmp_path, dam
     log.close()
     seg = segments(tmp_path)[0]
     data = bytearray(seg.read_bytes())
-    start, end = frames_until_zero(bytes(data))[5]
+    start, end = batches(bytes(data))[5]
     if damage == "zero-header":
-        data[start:start + 9] = bytes(9)
+        data[start:start + 12] = bytes(12)
     else:
         data[(start + end) // 2] ^= 0x40
     seg.write_bytes(bytes(data))
     with pytest.raises(CorruptLogError) as err:
         DurableLog.open(tmp_path, preallocate=PRE)
     assert err.value.offset == start
-    assert ("zeroed record header, but a valid record follows" if damage == "zero-header"
+    assert ("zeroed batch header, and an intact batch follows" if damage == "zero-header"
             else "checksum mismatch") in str(err.value)
 
 
