@@ -35,7 +35,7 @@ import io
 import itertools
 import os
 import posixpath
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from random import Random
 from typing import BinaryIO
@@ -152,8 +152,7 @@ def _keep_sets(n: int, torn: str) -> list[tuple[int, ...]]:
         sets += [full[:k], full[k:]]
     if n >= 3:
         sets.append(full[:n // 2] + full[n // 2 + 1:])
-    seen: set[tuple[int, ...]] = set()
-    uniq = [s for s in sets if not (s in seen or seen.add(s))]
+    uniq = list(dict.fromkeys(sets))  # in order, without repeats
     return [(), *uniq, full]
 
 
@@ -460,7 +459,10 @@ class FsModel:
         """A later durable write or cut decides the bytes it covers."""
         if not node.doubtful:
             return
-        lo, hi = (op.size, None) if isinstance(op, _Trunc) else (op.offset, op.offset + len(op.data))
+        if isinstance(op, _Trunc):
+            lo, hi = op.size, None
+        else:
+            lo, hi = op.offset, op.offset + len(op.data)
         out = []
         for w in node.doubtful:
             a, b = w.offset, w.offset + len(w.data)
@@ -525,14 +527,15 @@ class FsModel:
                     if choice is not None:
                         _resize(buf, op.size)
                     continue
-                for a, b in choice:  # type: ignore[union-attr]
+                assert isinstance(choice, list)  # a _Write's choice: the sectors kept
+                for a, b in choice:
                     _put(buf, a, op.data[a - op.offset:b - op.offset])
             out[bytes(buf)] = None
         full = _fold(node.durable, ops)
         out.pop(full, None)
         return [*out, full]
 
-    def _state_at(self, spaces, sizes: list[int], contents: dict[int, list[bytes]],
+    def _state_at(self, spaces: list[tuple[dict[str, int], dict[int, list[bytes]]]], sizes: list[int], contents: dict[int, list[bytes]],
                   k: int) -> FsModel:
         """The k-th crash state (in the order crash_states enumerates them)."""
         for (names, variants), size in zip(spaces, sizes, strict=True):
@@ -558,7 +561,7 @@ class FsModel:
         return m
 
 
-def _product(sizes) -> int:
+def _product(sizes: Iterable[int]) -> int:
     n = 1
     for s in sizes:
         n *= s

@@ -212,7 +212,7 @@ def _last_batch_start(data: bytes, after: int) -> int | None:
     if end - TRAILER - _BATCH.size <= after or data[end - 1:end] != _END:
         return None
     tail = data[end - TRAILER:end - 1]
-    length, crc, head_crc = _BATCH.unpack(tail)
+    length, crc, head_crc = (int(v) for v in _BATCH.unpack(tail))
     start = end - TRAILER - length - _BATCH.size
     if zlib.crc32(tail[:8]) != head_crc or start <= after or data[start:start + _BATCH.size] != tail:
         return None

@@ -38,7 +38,8 @@ def v1_record(rtype: int, value) -> bytes:
 
 def v1_segment(seq: int, prev_index: int, base: tuple[int, int, bool], hard_state: tuple,
                entries: list[tuple[int, int, int, bytes]]) -> bytes:
-    """A version 1 segment: HEADER, BASE, HARD_STATE, then ENTRY records (term, index, kind, data)."""
+    """A version 1 segment: HEADER, BASE, HARD_STATE, then ENTRY records (term, index, kind,
+    data)."""
     out = [v1_record(1, ["raftd-wal", 1, seq, prev_index]), v1_record(2, list(base)),
            v1_record(3, list(hard_state))]
     out += [v1_record(4, list(e)) for e in entries]
