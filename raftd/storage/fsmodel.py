@@ -535,7 +535,8 @@ class FsModel:
         out.pop(full, None)
         return [*out, full]
 
-    def _state_at(self, spaces: list[tuple[dict[str, int], dict[int, list[bytes]]]], sizes: list[int], contents: dict[int, list[bytes]],
+    def _state_at(self, spaces: list[tuple[dict[str, int], dict[int, list[bytes]]]],
+                  sizes: list[int], contents: dict[int, list[bytes]],
                   k: int) -> FsModel:
         """The k-th crash state (in the order crash_states enumerates them)."""
         for (names, variants), size in zip(spaces, sizes, strict=True):
