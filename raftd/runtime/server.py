@@ -30,6 +30,7 @@ from raftd.kv.commands import Command, Op, encode_command, encode_limits
 from raftd.kv.fsm import KVStateMachine
 from raftd.storage.durable import mkdir_durable
 from raftd.storage.lock import DataDirInUse, DataDirLock
+from raftd.storage.install import log_gap
 from raftd.storage.wal import DurableLog
 from raftd.tls import ROLE_NODE, NodeTLS, TLSConfigError, handshake_error
 from raftd.wire.codec import (decode_hello, decode_message, decode_request, encode_error)
@@ -198,11 +199,9 @@ class RaftServer(SavePipeline, ClientRequests):
         self.snapshots = Snapshotter(self)
         snap = self.snapshots.recover()
         self.snapshots.reconcile(snap)  # a crash cut an install short (issue 14 §2, 21 §5)
-        if st.snapshot_index and (snap is None or snap.meta.index < st.snapshot_index):
-            have = f"the newest valid snapshot is at {snap.meta.index}" if snap else \
-                "there is no valid snapshot"
-            raise StartupError(f"the log in {cfg.data_dir}/wal starts after index "
-                               f"{st.snapshot_index} but {have}: entries in between are lost; "
+        gap = log_gap(st, snap)
+        if gap is not None:
+            raise StartupError(f"the log in {cfg.data_dir}/wal {gap}; "
                                f"restore this node from a backup or another node")
         base = (Configuration(frozenset()) if cfg.join else
                 Configuration.make(cfg.peers, addresses=cfg.peers))

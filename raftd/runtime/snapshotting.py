@@ -36,7 +36,7 @@ from pathlib import Path
 from raftd.core import InstallSnapshot, SnapshotMeta
 from raftd.storage.snapshots import (CorruptSnapshotError, IncomingSnapshot, SnapshotInfo,
                                      SnapshotStore, iter_chunks, read_state)
-from raftd.storage.wal import DurableLog
+from raftd.storage.install import fit_wal, reconcile
 from raftd.wire.codec import encode_hello, encode_message
 from .transport import open_peer_connection
 
@@ -57,30 +57,6 @@ def _kill_at(step: str | None) -> Callable[[str], None] | None:
         if at == step:
             os.kill(os.getpid(), signal.SIGKILL)
     return fault
-
-
-def wal_term_at(st: DurableLog, index: int) -> int | None:
-    """Term of the WAL's entry at ``index`` (its base's term at the base); None if it has none."""
-    if index == st.snapshot_index:
-        return st.snapshot_term
-    if st.first_index <= index <= st.last_index:
-        return st.entries(index, index + 1)[0].term
-    return None
-
-
-def fit_wal(st: DurableLog, meta: SnapshotMeta) -> bool:
-    """Make the WAL start after snapshot ``meta`` (ready.py step 0); True if the entries after it
-    were kept.  Decided by the term of the stored entry at the snapshot index, never by how long
-    the core's log is now: appends that arrived during the install grew that, and compacting a
-    WAL whose entry has another term raises (issue 14 §3).  The core decided on the same entry:
-    every save before the snapshot was drained first."""
-    if meta.index <= st.snapshot_index:
-        return True  # the WAL already starts at or after it
-    if wal_term_at(st, meta.index) == meta.term:
-        st.compact(meta.index, meta.term)  # Figure 13 step 6: the log continues the snapshot
-        return True
-    st.reset(meta.index, meta.term)  # step 7: discard the whole log
-    return False
 
 
 class Snapshotter:
@@ -118,23 +94,10 @@ class Snapshotter:
         return info
 
     def reconcile(self, info: SnapshotInfo | None) -> None:
-        """Start-up half of the install's commit point: a crash after the snapshot file was
-        committed but before the WAL followed leaves a WAL that ends before the snapshot or
-        holds another term at its index.  Left so, the follower rejects every append after the
-        snapshot (issue 14 §2: wedged) or fails to save one (issue 21 §5: "entries start at
-        11, log needs 1..4" at every restart).  Do what the install would have done."""
-        st = self.server.storage
-        if info is None:
-            return
-        meta = info.meta
-        term = wal_term_at(st, meta.index)
-        if meta.index <= st.snapshot_index or term == meta.term:
-            return  # the WAL starts at or after it, or continues its history
-        what = f"ends at {st.last_index}" if term is None else f"has term {term} there"
-        log.warning("snapshot %d (term %d) is newer than the WAL, which %s: an install was "
-                    "cut short; the log now starts after the snapshot", meta.index, meta.term,
-                    what)
-        fit_wal(st, meta)
+        """Start-up half of the install's commit point (raftd.storage.install.reconcile)."""
+        done = reconcile(self.server.storage, info)
+        if done is not None:
+            log.warning("%s", done)
 
     def close(self) -> None:
         for h in self._retry.values():

@@ -214,12 +214,18 @@ class SnapshotStore:
         self.fsync = fsync
 
     def cleanup(self) -> list[str]:
-        """Remove temp files left by a crash mid-write or mid-transfer (hashicorp/raft #212)."""
+        """At start-up: remove temp files left by a crash mid-write or mid-transfer
+        (hashicorp/raft #212), then fsync the directory.  A snapshot renamed into place just
+        before a process crash may still be only in the page cache; start-up restores it and
+        may compact the log behind it, so it must be durable first (issue 21 §1; found by the
+        crash-state explorer)."""
         removed = []
         for name in sorted(self.fs.listdir(self.dir)):
             if name.endswith(".tmp") or name.startswith("incoming-"):
                 self.discard(self.dir / name)
                 removed.append(name)
+        if self.fsync:
+            self.fs.fsync_dir(self.dir)
         return removed
 
     def discard(self, path: Path) -> None:
