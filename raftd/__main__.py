@@ -85,7 +85,16 @@ async def _run(cfg, flt: _NodeFilter) -> int:
     flt.server = server
     try:
         await server.start()
-    except (CorruptLogError, StartupError) as e:
+    except CorruptLogError as e:
+        # Damage no crash explains: say how to rebuild this server from the others (ids are
+        # never reused, so it comes back under a new one; docs/OPERATIONS in README).
+        logging.getLogger("raftd").critical(
+            "refusing to start: %s; no crash leaves this, so the disk or a tool damaged it. To "
+            "rebuild this server from the others: move %s aside, start raftd on %s with a new "
+            "id (ids are never reused) and join: true, then run `raftctl member replace --add "
+            "NEWID=%s --remove %s`", e, cfg.data_dir, cfg.listen, cfg.listen, cfg.id)
+        return 1
+    except StartupError as e:
         logging.getLogger("raftd").critical("refusing to start: %s", e)
         return 1
     except OSError as e:

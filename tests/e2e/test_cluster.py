@@ -165,6 +165,8 @@ def test_corrupt_log_refuses_to_start_naming_file_and_offset(cluster_factory):
     assert node.proc.wait(10) == 1
     log = node.log_text()
     assert "refusing to start" in log and str(seg) in log and "offset" in log
+    line = next(ln for ln in log.splitlines() if "refusing to start" in ln)  # says what to do
+    assert f"raftctl member replace --add NEWID={node.address} --remove n1" in line
 
 
 def test_sigterm_on_the_leader_transfers_leadership_first(cluster_factory):
