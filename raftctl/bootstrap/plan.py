@@ -11,13 +11,20 @@ The initial membership (a config's ``peers``) matters only the first time a node
 that the cluster's configuration lives in the log (Raft §6), with the addresses it was made
 with.  So a config is never rewritten with addresses that differ from those, and a config is
 never written whose ``peers`` entry for the node differs from its ``listen`` (issue 16 §10).
+
+A new cluster gets a new random ``cluster_id`` in every node's config (issue 14 §9), the same
+on all its nodes; a cluster that exists keeps the one its configs hold (or none, for a cluster
+bootstrapped before ids: its nodes derived one and keep it in their data dirs).
 """
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
+
+from raftd.config import dump_config
 
 from ..errors import FAILED, USAGE
 from ..inventory import Host, Inventory
@@ -185,11 +192,12 @@ def plan(probes: dict[str, dict], inv: Inventory, build: dict[str, Any], *,
     for cfg in configs.values():
         if not cfg.get("join"):
             initial.update(cfg.get("peers") or {})
+    cluster_id = _cluster_id(configs)
     hosts: list[HostPlan] = []
     refusals: list[Refusal] = []
     for h in inv.hosts:
         hp = _host_plan(h, probes[h.name], inv, build, configs.get(h.name), initial,
-                        bool(configs), path)
+                        bool(configs), path, cluster_id)
         if isinstance(hp, Refusal):
             refusals.append(hp)
         else:
@@ -211,8 +219,19 @@ def plan(probes: dict[str, dict], inv: Inventory, build: dict[str, Any], *,
     return Plan("start", tuple(hosts))
 
 
+def _cluster_id(configs: dict[str, dict]) -> str | None:
+    """The cluster_id of the nodes' configs: a new random one for a new cluster (no config
+    anywhere), else the one the existing members' configs hold (None if they have none)."""
+    if not configs:
+        return secrets.token_hex(16)
+    held = sorted({c["cluster_id"] for c in configs.values()
+                   if not c.get("join") and isinstance(c.get("cluster_id"), str)})
+    return held[0] if held else None
+
+
 def _host_plan(h: Host, probe: dict, inv: Inventory, build: dict, cfg: dict | None,
-               initial: dict[str, str], existing: bool, path: str) -> HostPlan | Refusal:
+               initial: dict[str, str], existing: bool, path: str,
+               cluster_id: str | None) -> HostPlan | Refusal:
     if cfg is not None:
         peers, join = cfg.get("peers"), bool(cfg.get("join"))
     elif not existing:
@@ -224,6 +243,8 @@ def _host_plan(h: Host, probe: dict, inv: Inventory, build: dict, cfg: dict | No
                        f"it with: raftctl bootstrap --add-host {h.name} {path}",
                        USAGE, "usage", h.name)
     text = inv.node_config_text(h, peers, join)
+    if cluster_id is not None and not join:
+        text += dump_config({"cluster_id": cluster_id})  # a join server takes the leader's
     new = yaml.safe_load(text)
     if not join and (new.get("peers") or {}).get(h.name) != new["listen"]:
         return Refusal(f"the config for {h.name} would list it in peers at "

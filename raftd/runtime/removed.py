@@ -6,6 +6,10 @@ to speak for the cluster again: HELLO with a removed id is refused (unless a con
 server holds names it), and the leader refuses to add a removed id back, so ids are never
 reused and the refusal is always right.  A server learns removals from the committed
 configuration entries it applies; ``<data_dir>/removed_ids`` keeps them across restarts.
+
+A follower that is sent a snapshot (Raft §7) never applies the entries it covers, so each
+snapshot carries the ids removed up to its index (its metadata's ``removed``; older snapshots
+have none) and a server takes them when it installs or restores one.
 """
 from __future__ import annotations
 
@@ -36,6 +40,13 @@ class RemovedIds:
             raise ValueError(f"{self._path}: expected a JSON list of server ids")
         return data
 
+    def _add(self, ids: frozenset[str]) -> frozenset[str]:
+        new = ids - self.ids
+        if new:
+            self.ids = self.ids | new
+            write_durable(self._path, json.dumps(sorted(self.ids)).encode() + b"\n")
+        return new
+
     def committed(self, cfg: Configuration) -> frozenset[str]:
         """A configuration entry committed; returns the ids it removed (recorded durably
         before this returns).  Joint configurations remove nobody yet: C_new does (§6)."""
@@ -43,7 +54,25 @@ class RemovedIds:
             return frozenset()
         gone = self._members - cfg.members
         self._members = cfg.members
-        if gone - self.ids:
-            self.ids = self.ids | gone
-            write_durable(self._path, json.dumps(sorted(self.ids)).encode() + b"\n")
+        self._add(gone)
         return gone
+
+    def installed(self, removed: frozenset[str], cfg: Configuration) -> frozenset[str]:
+        """A snapshot whose metadata lists ``removed`` and whose (committed) configuration is
+        ``cfg`` was installed; returns the ids newly recorded.  Besides its list (empty in a
+        snapshot of an older version), members of the last committed configuration we saw
+        that ``cfg`` no longer has were removed in the entries it covers: ids are never
+        reused, so they are not coming back."""
+        gone = set(removed)
+        if not cfg.joint:
+            gone |= self._members - cfg.members
+            self._members = cfg.members
+        return self._add(frozenset(gone) - cfg.members)
+
+
+def remember(data_dir: str, removed: frozenset[str]) -> None:
+    """At start-up, before RemovedIds reads the file: the ids of the snapshot being restored
+    (an install cut short after the snapshot was adopted has not recorded them yet)."""
+    if removed:
+        r = RemovedIds(data_dir, frozenset())
+        r._add(removed)

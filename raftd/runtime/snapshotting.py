@@ -38,6 +38,7 @@ from raftd.storage.snapshots import (CorruptSnapshotError, IncomingSnapshot, Sna
                                      SnapshotStore, iter_chunks, read_state)
 from raftd.storage.install import fit_wal, reconcile
 from raftd.wire.codec import encode_hello, encode_message
+from .removed import remember
 from .transport import open_peer_connection
 
 log = logging.getLogger("raftd.snapshot")
@@ -89,6 +90,7 @@ class Snapshotter:
         if info is not None:
             _, header, batches = read_state(info.path)
             self.server.fsm.restore_stream(header, batches)
+            remember(self.server.cfg.data_dir, info.removed_ids - info.meta.configuration.members)
             log.info("restored snapshot index=%d term=%d (%d keys)", info.meta.index,
                      info.meta.term, len(self.server.fsm))
         return info
@@ -140,7 +142,8 @@ class Snapshotter:
         stall = self.server.sysclock.perf() - t0
         loop = asyncio.get_running_loop()
         try:
-            info = await loop.run_in_executor(self._pool, self.store.write, meta, header, data)
+            info = await loop.run_in_executor(self._pool, self.store.write, meta, header, data,
+                                              srv.removed.ids)  # applied as far as the fsm
         finally:
             srv.fsm.thaw()
         node.snapshot_taken(meta)
@@ -290,6 +293,9 @@ class Snapshotter:
         self._at("received")
         info = await loop.run_in_executor(self._pool, self.store.adopt, path, meta)
         self._at("adopted")  # the commit point is behind us
+        for nid in sorted(srv.removed.installed(info.removed_ids, meta.configuration)):
+            srv._event("membership", f"{nid} removed (learned from a snapshot): its id is "
+                                     f"refused from now on")
         _, header, batches = read_state(info.path)
         await loop.run_in_executor(self._pool, srv.fsm.restore_stream, header, batches)
         self._at("restored")

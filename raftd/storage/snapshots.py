@@ -3,7 +3,8 @@
 File layout (all integers big-endian)::
 
     b"RDSNAP01"                      magic and format version
-    u32 len, msgpack meta            {"index", "term", "configuration" (bytes), "created", "keys"}
+    u32 len, msgpack meta            {"index", "term", "configuration" (bytes), "created", "keys",
+                                      "removed" (ids removed up to index; absent in older files)}
     msgpack header                   the state machine's header (applied index, sessions, ...)
     msgpack [[key, value], ...]*     the data, in batches of BATCH items
     msgpack None                     end of data
@@ -55,6 +56,7 @@ class SnapshotInfo:
     size: int
     created: float
     keys: int
+    removed_ids: frozenset[str] = frozenset()  # see raftd/runtime/removed.py
 
     def describe(self) -> dict[str, Any]:
         cfg = self.meta.configuration
@@ -80,7 +82,8 @@ class _CrcWriter:
 def write_snapshot_file(path: Path, meta: SnapshotMeta, header: dict[str, Any],
                         data: Iterable[list[Any]],
                         fsync: bool = True, created: float | None = None,
-                        keys: int | None = None, fs: FileSystem = OS) -> int:
+                        keys: int | None = None, removed: Iterable[str] = (),
+                        fs: FileSystem = OS) -> int:
     """Write a snapshot atomically to ``path``; ``data`` is a dict or an iterable of
     [key, value] batches.  Returns its size in bytes."""
     tmp = path.with_name(path.name + ".tmp")
@@ -89,7 +92,8 @@ def write_snapshot_file(path: Path, meta: SnapshotMeta, header: dict[str, Any],
         keys = len(data) if isinstance(data, dict) else 0
     m = packer.pack({"index": meta.index, "term": meta.term,
                      "configuration": meta.configuration.encode(),
-                     "created": created if created is not None else time.time(), "keys": keys})
+                     "created": created if created is not None else time.time(), "keys": keys,
+                     "removed": sorted(removed)})
     f = FileWriter(fs, fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
     try:
         w = _CrcWriter(f)
@@ -160,8 +164,11 @@ def read_meta(path: Path, fs: FileSystem = OS) -> SnapshotInfo:
                 raise CorruptSnapshotError(path, "bad metadata length")
             m = msgpack.unpackb(f.read(n), raw=False)
         meta = SnapshotMeta(m["index"], m["term"], Configuration.decode(m["configuration"]))
+        removed = m.get("removed", [])
+        if not isinstance(removed, list) or not all(isinstance(x, str) for x in removed):
+            raise CorruptSnapshotError(path, "removed ids are not a list of strings")
         return SnapshotInfo(meta, path, fs.size(path), m.get("created", 0.0),
-                            m.get("keys", 0))
+                            m.get("keys", 0), frozenset(removed))
     except CorruptSnapshotError:
         raise
     except Exception as e:  # noqa: BLE001 - any parse failure is corruption
@@ -273,9 +280,9 @@ class SnapshotStore:
         return self.dir / snapshot_name(meta.index, meta.term)
 
     def write(self, meta: SnapshotMeta, header: dict[str, Any],
-              data: Iterable[builtins.list[Any]]) -> SnapshotInfo:
+              data: Iterable[builtins.list[Any]], removed: Iterable[str] = ()) -> SnapshotInfo:
         path = self.path_for(meta)
-        write_snapshot_file(path, meta, header, data, self.fsync, fs=self.fs)
+        write_snapshot_file(path, meta, header, data, self.fsync, removed=removed, fs=self.fs)
         self.prune()
         return read_meta(path, self.fs)
 

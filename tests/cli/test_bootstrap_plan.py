@@ -175,3 +175,41 @@ def test_no_plan_ever_writes_a_config_listing_a_node_at_another_address():
             if hp.config is not None:
                 cfg = yaml.safe_load(hp.config)
                 assert cfg.get("join") or cfg["peers"][hp.name] == cfg["listen"], hp
+
+
+# --- issue 14 §9: a new cluster gets a new random cluster_id ---------------------------------
+def _cluster_ids(p) -> set:
+    return {yaml.safe_load(hp.config).get("cluster_id") for hp in p.hosts}
+
+
+def test_a_new_cluster_gets_one_new_random_cluster_id_on_every_node():
+    """Every node's config carries the same cluster_id, and another new cluster (the same
+    inventory again, from scratch) gets another: two clusters never share one."""
+    inv = inventory()
+    fresh = {h.name: probe() for h in inv.hosts}
+    (first,) = _cluster_ids(plan(fresh, inv, BUILD))
+    (second,) = _cluster_ids(plan(fresh, inv, BUILD))
+    assert first and second and first != second
+    from raftd.config import parse_config
+    for hp in plan(fresh, inv, BUILD).hosts:
+        assert parse_config(yaml.safe_load(hp.config), hp.name).cluster_id  # raftd takes it
+
+
+def test_an_existing_cluster_keeps_its_cluster_id():
+    """Re-runs, resumes and a host added back to the initial peers keep the id the running
+    cluster's configs hold; a cluster bootstrapped before ids (none in its configs) gets none
+    (its nodes derived one and keep it in their data dirs: a new one would stop them)."""
+    inv = inventory()
+    made = plan({h.name: probe() for h in inv.hosts}, inv, BUILD)
+    (cid,) = _cluster_ids(made)
+    probes = {hp.name: probe(running=False, build="b2", has_log=True, config=hp.config)
+              for hp in made.hosts}
+    again = plan(probes, inv, BUILD)
+    assert not again.refusals and all(hp.config is None for hp in again.hosts)
+    probes["n2"] = probe()  # its config lost: rewritten with the cluster's id
+    (hp,) = [h for h in plan(probes, inv, BUILD).hosts if h.config is not None]
+    assert hp.name == "n2" and yaml.safe_load(hp.config)["cluster_id"] == cid
+    old = plan(deployed(inv), inv, BUILD)  # configs without cluster_id
+    assert not old.changes
+    up = plan(deployed(inv, build="b1"), inv, BUILD, upgrade=True)
+    assert all("cluster_id" not in yaml.safe_load(hp.config or "{}") for hp in up.hosts)
