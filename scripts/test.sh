@@ -29,4 +29,7 @@ PY=${PYTHON:-python3}
 # mypy-clean yet (about 190 errors, most Optional narrowing); see the issue note.
 .venv/bin/ruff check raftd raftctl tests benchmarks
 .venv/bin/mypy raftd/core raftd/kv raftd/wire raftd/storage
+# The storage crash-state explorer (issue 21) prints how many power-loss states it checked; the
+# pytest run repeats it with every write torn every way and with each mutant.
+.venv/bin/python -m raftd.storage.explore
 exec .venv/bin/python -m pytest -q "$@"
