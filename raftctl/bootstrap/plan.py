@@ -186,13 +186,15 @@ def plan(probes: dict[str, dict], inv: Inventory, build: dict[str, Any], *,
     refused = address_refusals(probes, inv, path)
     if refused is not None:
         return refused
+    # Before the configs may be dropped below: the data dirs keep the id they were started
+    # with (<data_dir>/cluster_id) even when their logs are gone, and refuse another one.
+    cluster_id = _cluster_id(configs)
     if address_changes(inv, configs):
         configs = {}  # no log anywhere: nothing remembers the old addresses; start afresh
     initial: dict[str, str] = {}
     for cfg in configs.values():
         if not cfg.get("join"):
             initial.update(cfg.get("peers") or {})
-    cluster_id = _cluster_id(configs)
     hosts: list[HostPlan] = []
     refusals: list[Refusal] = []
     for h in inv.hosts:

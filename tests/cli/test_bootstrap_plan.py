@@ -213,3 +213,17 @@ def test_an_existing_cluster_keeps_its_cluster_id():
     assert not old.changes
     up = plan(deployed(inv, build="b1"), inv, BUILD, upgrade=True)
     assert all("cluster_id" not in yaml.safe_load(hp.config or "{}") for hp in up.hosts)
+
+
+def test_changed_ports_without_a_log_keep_the_cluster_id_the_data_dirs_hold():
+    """The configs are rewritten from the inventory, but each data dir still holds the
+    cluster_id it was started with (only the logs are gone) and raftd refuses another one:
+    the new configs keep it (found by tests/ssh test_changed_raft_ports_are_refused_or_applied)."""
+    old, new = inventory(), inventory((7201, 7202, 7203))
+    made = plan({h.name: probe() for h in old.hosts}, old, BUILD)
+    (cid,) = _cluster_ids(made)
+    probes = {hp.name: probe(build="b2", config=hp.config) for hp in made.hosts}
+    p = plan(probes, new, BUILD)
+    assert not p.refusals and _cluster_ids(p) == {cid}
+    assert all(yaml.safe_load(hp.config)["listen"] == new.host(hp.name).endpoint
+               for hp in p.hosts)

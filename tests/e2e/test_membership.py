@@ -259,3 +259,60 @@ def test_transfer_to_a_new_member_with_a_voter_down(cluster_factory):
         time.sleep(0.05)
     # Won by the transfer election itself, not by a later ordinary one.
     assert c.status("n4")["term"] == term + 1
+
+
+
+def test_a_change_whose_entry_compaction_passed_while_it_waited_succeeds(cluster_factory):
+    """Issue 14 §8 bullet 3: while a change waits for C_old,new and then C_new to commit,
+    writes keep coming and snapshots (every 10 entries, none kept behind) compact the log past
+    the joint entry.  The entry is still ours (Leader Append-Only, Raft §5.3): the change
+    succeeds instead of failing with leadership_lost.  A long tick (the change checks once a
+    tick) gives compaction time to pass the entry between two checks; whether it did is read
+    from the leader's events, and up to three changes are made until one of them was so."""
+    c = cluster_factory(5, tick_ms=100, election_timeout_ms=1000, heartbeat_interval_ms=300,
+                        snapshot_entries=10, snapshot_trailing=0, snapshot_keep=1,
+                        fsync=False).start()
+    leader = c.wait_leader()
+    stop = threading.Event()
+    written: list[int] = []
+
+    def fill() -> None:
+        while not stop.is_set() and len(written) < 100:
+            n = len(written)
+            c.fill({f"w{n:03d}-{i:03d}": b"x" for i in range(256)})
+            written.append(n)
+
+    filler = threading.Thread(target=fill, daemon=True)
+    filler.start()
+    passed = []
+    try:
+        for gone in [n for n in c.nodes if n != leader][:3]:
+            deadline = time.monotonic() + 20
+            while (st := c.status(leader))["snapshot_index"] < 20:
+                assert time.monotonic() < deadline, st
+                time.sleep(0.05)
+            r = change(c, remove=[gone])
+            assert gone not in r["configuration"]["voters"], r
+            if _compaction_passed_the_change(c.status(leader)["events"]):
+                passed.append(gone)
+                break
+    finally:
+        stop.set()
+        filler.join(60)
+    assert passed, "compaction never passed a change's entry while it waited: no test"
+    assert c.wait_leader() == leader
+    with Client(c.endpoints, timeout=10) as cl:
+        assert cl.get(f"w{written[-1]:03d}-255") == b"x"
+
+
+def _compaction_passed_the_change(events: list[dict]) -> bool:
+    """The newest change's events: a snapshot above its (joint) entry's index was taken
+    after it was proposed and before it was reported committed."""
+    import re
+    texts = [e["text"] for e in events]
+    start = max(i for i, t in enumerate(texts) if t.startswith("proposed "))
+    end = max(i for i, t in enumerate(texts) if t.startswith("configuration committed"))
+    joint = int(re.search(r"at index (\d+)", texts[start]).group(1))
+    snaps = [int(m.group(1)) for t in texts[start:end]
+             if (m := re.match(r"snapshot at index (\d+)", t))]
+    return any(s > joint for s in snaps)
