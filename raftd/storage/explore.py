@@ -217,6 +217,8 @@ def workload() -> list[tuple[str, Callable[[Run], None]]]:
         ("multi-sector group commit", _save(None, big)),
         ("new term, vote and entries", _save(HardState(2, "n3"), ents(10, 11, 2))),
         ("truncate after a conflict", _save(None, ents(8, 9, 2))),
+        ("group commit of three Readies", lambda r: r.node.log.save_many(
+            [(None, ents(10, 12, 2)), (None, ents(12, 13, 2, size=60)), (None, ents(14, 15, 2))])),
         ("fill the segment", _save(None, ents(10, 16, 2, size=400))),
         ("rotate", _save(None, ents(17, 20, 2, size=100))),
         ("snapshot", _take_snapshot(17, 2)),
