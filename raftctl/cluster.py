@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from raftd.client import AsyncClient, RequestError
 
@@ -48,10 +49,9 @@ async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
             break
         results = await asyncio.gather(*(_one(a, timeout) for a in todo),
                                        return_exceptions=True)
-        for r in results:
+        for a, r in zip(todo, results, strict=True):
             if isinstance(r, BaseException):
                 raise r
-        for a, r in zip(todo, results, strict=True):
             seen[a] = r
         todo = []
         for r in results:
@@ -70,8 +70,9 @@ async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
             if r.get("term", 0) > best_term:
                 best_term = r["term"]
                 configuration = r.get("configuration")
-    nodes = []
+    nodes: list[dict[str, Any]] = []
     for addr, r in seen.items():
+        row: dict[str, Any]
         if isinstance(r, dict):
             row = {k: r.get(k) for k in NODE_FIELDS}
             row["address"] = addr

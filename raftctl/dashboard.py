@@ -296,8 +296,8 @@ def render_nodes(snap: dict, a: dict | None = None, title: str | None = None) ->
         cells = [Text(_fmt(v)) for v in row]
         if not n["reachable"]:
             cells[-1].stylize("bold red")
-            for c in cells[:-1]:
-                c.stylize("dim")
+            for cell in cells[:-1]:
+                cell.stylize("dim")
         else:
             cells[-1].stylize("green")
         if n["role"] == "leader":

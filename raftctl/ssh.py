@@ -23,10 +23,13 @@ import zipfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import FAILED, REJECTED, UNAVAILABLE, USAGE, CliError
 from .inventory import Host, Inventory
+
+if TYPE_CHECKING:
+    from rich.progress import Progress  # imported where it is used (start-up time)
 
 MIN_PYTHON = (3, 11)
 _MARK = "@@raftctl@@"
@@ -291,7 +294,7 @@ def parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[tuple[T, R | None
         return []
     with ThreadPoolExecutor(max_workers=min(32, len(items))) as pool:
         futures = [pool.submit(fn, it) for it in items]
-        out = []
+        out: list[tuple[T, R | None, BaseException | None]] = []
         for it, f in zip(items, futures, strict=True):
             try:
                 out.append((it, f.result(), None))
@@ -468,20 +471,21 @@ class Reporter:
         self.hosts = hosts
         self.lock = threading.Lock()
         self.live = console.is_terminal
-        self.progress = None
+        self.progress: Progress | None = None
         self.tasks: dict[str, Any] = {}
         self.title = title
 
     def __enter__(self) -> Reporter:
         if self.live:
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-            self.progress = Progress(SpinnerColumn(finished_text="•"),
-                                     TextColumn("[bold]{task.fields[host]}"),
-                                     TextColumn("{task.description}"), TimeElapsedColumn(),
-                                     console=self.console, transient=False)
-            self.progress.start()
+            progress = self.progress = Progress(SpinnerColumn(finished_text="•"),
+                                                TextColumn("[bold]{task.fields[host]}"),
+                                                TextColumn("{task.description}"),
+                                                TimeElapsedColumn(), console=self.console,
+                                                transient=False)
+            progress.start()
             for h in self.hosts:
-                self.tasks[h.name] = self.progress.add_task("waiting", host=h.name, total=None)
+                self.tasks[h.name] = progress.add_task("waiting", host=h.name, total=None)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -12,15 +12,19 @@ import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from raftd.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from raftd.runtime.server import RaftServer  # imported once logging is set up
 
 
 class _NodeFilter(logging.Filter):
     def __init__(self, node_id: str):
         super().__init__()
         self.node_id = node_id
-        self.server = None
+        self.server: RaftServer | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
         node = self.server.node if self.server is not None else None

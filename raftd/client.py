@@ -28,6 +28,7 @@ import ssl
 import threading
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from .tls import TLSFiles, client_context, files_from_env, handshake_error
 from .wire.codec import decode_body, encode_client_request
@@ -145,6 +146,8 @@ class _Connection:
                         continue
                     self._answered = True
                     rid = msg.get("id")
+                    if not isinstance(rid, int):
+                        continue  # not an answer to any request of ours
                     fut = self._pending.pop(rid, None)
                     if fut is not None:
                         del self._deadlines[rid]
@@ -269,7 +272,7 @@ class AsyncClient:
         self._conns: dict[str, _Connection] = {}
         self._leader: str | None = None
         self._rr = 0
-        self._free_sessions: list[list] = []  # [client_id, last_seq]
+        self._free_sessions: list[_Session] = []
         self._connecting: dict[str, asyncio.Future] = {}
         self.cluster_id = cluster_id or os.environ.get(CLUSTER_ID_ENV) or None
         if tls is None:
@@ -388,9 +391,9 @@ class AsyncClient:
             session = self._free_sessions.pop() if self._free_sessions else None
             if session is None:
                 session = await self._open_session(op, attempt_timeout)
-            session[1] += 1
-            args["client_id"] = session[0]
-            args["seq"] = session[1]
+            session.seq += 1
+            args["client_id"] = session.client_id
+            args["seq"] = session.seq
         try:
             st = _Retry(asyncio.get_running_loop(), self.timeout)
             # One attempt may not use the whole budget: a paused or partitioned node must not
@@ -471,7 +474,7 @@ class AsyncClient:
             return True
         return False
 
-    async def _open_session(self, op: str, attempt_timeout: float | None) -> list:
+    async def _open_session(self, op: str, attempt_timeout: float | None) -> _Session:
         """Register a new session (thesis §6.3: RegisterClient); its writes use seq 2, 3...
         Registering first is what lets the server answer ``session_expired`` (instead of
         applying again) when a write arrives for a session it no longer holds."""
@@ -482,15 +485,22 @@ class AsyncClient:
         except RequestError as e:
             if e.code != "unknown_op":
                 raise
-            return [client_id, 0]  # a server of an earlier version: seq 1 opens the session
+            return _Session(client_id, 0)  # a server of an earlier version: seq 1 opens it
         except Unavailable as e:  # name the caller's write, not this internal step
             if not str(e).startswith("open_session "):
                 raise
             raise Unavailable(f"{op} {str(e).removeprefix('open_session ')}") from None
-        return [client_id, 1]
+        return _Session(client_id, 1)
 
 
 WRITE_OPS = ("put", "delete", "cas")
+
+
+@dataclass(slots=True)
+class _Session:
+    """A client session (thesis §6.3): its id and the last sequence number used."""
+    client_id: str
+    seq: int
 
 
 class _Retry:

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from raftd.tls import TLSFiles
-from raftd.validate import node_id_problem, split_address
+from raftd.validate import Validator, node_id_problem, split_address
 
 # The state machine's table size (raftd.kv.fsm.DEFAULT_MAX_SESSIONS; a test checks they are
 # equal): not imported from there, which would load the whole core into `raftctl kv get`.
@@ -121,98 +121,100 @@ _TLS_KEYS = {"ca", "cert", "key", "client_ca"}
 _REQUIRED = ("id", "listen", "data_dir")
 assert set(KEY_TYPES) == {f.name for f in fields(NodeConfig)}
 
+# Keys that must be positive numbers.
+_POSITIVE = ("tick_ms", "election_timeout_ms", "heartbeat_interval_ms", "max_append_entries",
+             "max_append_bytes", "max_inflight_msgs", "max_frame_size", "peer_queue_limit",
+             "session_ttl_ms", "snapshot_entries", "snapshot_bytes", "snapshot_keep",
+             "catchup_rounds", "catchup_round_timeout_ms", "max_connections_per_address",
+             "max_requests_per_second", "max_key_size", "max_value_size", "max_sessions",
+             "max_sessions_per_connection", "max_unsent_bytes", "frame_timeout_ms")
+# Keys with a fixed set of values, and how the error names them.
+_CHOICES: dict[str, tuple[tuple[object, ...], str]] = {
+    "inline_fsync": ((True, False, "auto"), "expected true, false or auto"),
+    "event_loop": (("auto", "asyncio", "uvloop"), "expected auto, asyncio or uvloop"),
+    "log_level": (("debug", "info", "warning", "error"),
+                  "expected one of debug, info, warning, error"),
+}
 
 
 def parse_config(raw: Any, source: str = "<config>") -> NodeConfig:
-    def err(key: str, why: str) -> ConfigError:
-        return ConfigError(f"{source}: key '{key}': {why}")
-
+    """Validate a node's YAML (already parsed) into a NodeConfig; ConfigError names the file
+    and the key.  The checks are raftd.validate's, shared with raftctl's inventory."""
+    v = Validator(source, ConfigError)
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of keys at the top level")
-    for key in raw:
-        if key not in KEY_TYPES:
-            raise err(str(key), f"unknown key (known keys: {', '.join(sorted(KEY_TYPES))})")
+    v.check_keys(raw, KEY_TYPES)
     for key in _REQUIRED:
         if key not in raw:
-            raise err(key, "missing (required)")
-    values = {}
-    for key, value in raw.items():
-        want = KEY_TYPES[key]
-        ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
-        if want is int and isinstance(value, bool):
-            ok = False
-        if not ok:
-            name = want.__name__ if isinstance(want, type) else "string or null"
-            raise err(key, f"expected {name}, got {type(value).__name__} {value!r}")
-        values[key] = value
-    try:
-        split_address(values["listen"])
-    except ValueError as e:
-        raise err("listen", str(e)) from None
-    peers = {}
-    why = node_id_problem(values["id"])
-    if why is not None:
-        raise err("id", why)
-    cid = values.get("cluster_id")
-    if cid is not None and (not cid or len(cid) > 64
-                            or not all(c.isalnum() or c in "-_." for c in cid)):
-        raise err("cluster_id", "expected 1-64 letters, digits, '-', '_' or '.'")
-    for pid, paddr in values.get("peers", {}).items():
-        why = node_id_problem(pid)
-        if why is not None:
-            raise err(f"peers.{pid}", why)
-        try:
-            split_address(paddr)
-        except ValueError as e:
-            raise err(f"peers.{pid}", str(e)) from None
-        peers[pid] = paddr
-    values["peers"] = peers
-    if values.get("metrics_listen"):
-        try:
-            split_address(values["metrics_listen"])
-        except ValueError as e:
-            raise err("metrics_listen", str(e)) from None
-    for key in ("tick_ms", "election_timeout_ms", "heartbeat_interval_ms", "max_append_entries",
-                "max_append_bytes", "max_inflight_msgs", "max_frame_size", "peer_queue_limit",
-                "session_ttl_ms",
-                "snapshot_entries", "snapshot_bytes", "snapshot_keep", "catchup_rounds",
-                "catchup_round_timeout_ms", "max_connections_per_address",
-                "max_requests_per_second", "max_key_size", "max_value_size", "max_sessions",
-                "max_sessions_per_connection", "max_unsent_bytes", "frame_timeout_ms"):
-        if key in values and values[key] <= 0:
-            raise err(key, "must be positive")
-    if values.get("client_idle_timeout_ms", 0) < 0:
-        raise err("client_idle_timeout_ms", "must be >= 0 (0: never)")
-    if values.get("max_sessions", 0) > DEFAULT_MAX_SESSIONS:
-        raise err("max_sessions", f"at most {DEFAULT_MAX_SESSIONS} (the state machine's table)")
+            raise v.err("", key, "missing (required)")
+    values = {key: v.typed(raw, key, KEY_TYPES[key]) for key in raw}
+    _check_ids_and_addresses(v, values)
+    _check_limits(v, values)
     if values.get("tls") is not None:
-        values["tls"] = _parse_tls(values["tls"], source, err)
+        values["tls"] = _parse_tls(v, values["tls"])
     if not values.get("join", False):
-        if not peers:
-            raise err("peers", "required unless join: true (every initial member, itself included)")
-        if values["id"] not in peers:
-            raise err("peers", f"must include this node's own id {values['id']!r}")
-        why = _own_address_problem(values["listen"], peers[values["id"]])
-        if why is not None:
-            # Peers would reach this node at one address while it listens at another: the
-            # cluster never forms (issue 14 §9, issue 16 §10).
-            raise err(f"peers.{values['id']}", why)
+        _check_initial_members(v, values)
     cfg = NodeConfig(**values)
     if cfg.heartbeat_interval_ms * 2 > cfg.election_timeout_ms:
-        raise err("heartbeat_interval_ms", "must be at most half of election_timeout_ms")
-    if values.get("wal_preallocate_bytes", 0) < 0:
-        raise err("wal_preallocate_bytes", "must be 0 or more")
-    if values.get("inline_fsync", "auto") not in (True, False, "auto"):
-        raise err("inline_fsync", "expected true, false or auto")
-    if values.get("event_loop", "auto") not in ("auto", "asyncio", "uvloop"):
-        raise err("event_loop", "expected auto, asyncio or uvloop")
+        raise v.err("", "heartbeat_interval_ms", "must be at most half of election_timeout_ms")
+    for key, (allowed, why) in _CHOICES.items():
+        if key in values and values[key] not in allowed:
+            raise v.err("", key, why)
     if values.get("event_loop") == "uvloop" and values.get("tls") is not None:
         # The server upgrades each connection with start_tls before reading it (raftd/tls.py);
         # under uvloop that loses the client's first bytes.
-        raise err("event_loop", "uvloop cannot be used with tls (use auto or asyncio)")
-    if values.get("log_level", "info") not in ("debug", "info", "warning", "error"):
-        raise err("log_level", "expected one of debug, info, warning, error")
+        raise v.err("", "event_loop", "uvloop cannot be used with tls (use auto or asyncio)")
     return cfg
+
+
+def _check_ids_and_addresses(v: Validator, values: dict[str, Any]) -> None:
+    """The node's id and address, the peers' and the metrics address; cluster_id's form."""
+    v.address("", "listen", values["listen"])
+    why = node_id_problem(values["id"])
+    if why is not None:
+        raise v.err("", "id", why)
+    cid = values.get("cluster_id")
+    if cid is not None and (not cid or len(cid) > 64
+                            or not all(c.isalnum() or c in "-_." for c in cid)):
+        raise v.err("", "cluster_id", "expected 1-64 letters, digits, '-', '_' or '.'")
+    peers = values.get("peers", {})
+    for pid, paddr in peers.items():
+        why = node_id_problem(pid)
+        if why is not None:
+            raise v.err("", f"peers.{pid}", why)
+        v.address("", f"peers.{pid}", paddr)
+    values["peers"] = dict(peers)
+    if values.get("metrics_listen"):
+        v.address("", "metrics_listen", values["metrics_listen"])
+
+
+def _check_limits(v: Validator, values: dict[str, Any]) -> None:
+    for key in _POSITIVE:
+        if key in values and values[key] <= 0:
+            raise v.err("", key, "must be positive")
+    if values.get("client_idle_timeout_ms", 0) < 0:
+        raise v.err("", "client_idle_timeout_ms", "must be >= 0 (0: never)")
+    if values.get("max_sessions", 0) > DEFAULT_MAX_SESSIONS:
+        raise v.err("", "max_sessions",
+                    f"at most {DEFAULT_MAX_SESSIONS} (the state machine's table)")
+    if values.get("wal_preallocate_bytes", 0) < 0:
+        raise v.err("", "wal_preallocate_bytes", "must be 0 or more")
+
+
+def _check_initial_members(v: Validator, values: dict[str, Any]) -> None:
+    """A node that is not joining lists every initial member, itself included, at the address
+    it listens on."""
+    peers = values["peers"]
+    if not peers:
+        raise v.err("", "peers",
+                    "required unless join: true (every initial member, itself included)")
+    if values["id"] not in peers:
+        raise v.err("", "peers", f"must include this node's own id {values['id']!r}")
+    why = _own_address_problem(values["listen"], peers[values["id"]])
+    if why is not None:
+        # Peers would reach this node at one address while it listens at another: the
+        # cluster never forms (issue 14 §9, issue 16 §10).
+        raise v.err("", f"peers.{values['id']}", why)
 
 
 def _own_address_problem(listen: str, announced: str) -> str | None:
@@ -226,22 +228,21 @@ def _own_address_problem(listen: str, announced: str) -> str | None:
     return None
 
 
-def _parse_tls(raw: dict, source: str, err) -> TLSFiles:
+def _parse_tls(v: Validator, raw: dict[str, Any]) -> TLSFiles:
     """tls: {ca, cert, key, client_ca}; relative paths are relative to the config file."""
-    for k in raw:
-        if k not in _TLS_KEYS:
-            raise err(f"tls.{k}", f"unknown key (known keys: {', '.join(sorted(_TLS_KEYS))})")
+    v.check_keys(raw, _TLS_KEYS, prefix="tls.")
+    source = v.source
     base = Path(source).parent if source and not source.startswith("<") else Path(".")
     paths = {}
     for k in _TLS_KEYS:
-        v = raw.get(k)
-        if v is None:
+        p = raw.get(k)
+        if p is None:
             if k != "client_ca":
-                raise err(f"tls.{k}", "missing (tls needs ca, cert and key)")
+                raise v.err("", f"tls.{k}", "missing (tls needs ca, cert and key)")
             continue
-        if not isinstance(v, str) or not v:
-            raise err(f"tls.{k}", f"expected a file path, got {v!r}")
-        paths[k] = str(base / v) if not Path(v).is_absolute() else v
+        if not isinstance(p, str) or not p:
+            raise v.err("", f"tls.{k}", f"expected a file path, got {p!r}")
+        paths[k] = str(base / p) if not Path(p).is_absolute() else p
     return TLSFiles(paths["ca"], paths["cert"], paths["key"], paths.get("client_ca"))
 
 

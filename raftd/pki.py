@@ -319,8 +319,9 @@ def _issue(dir: str | os.PathLike, paths: CertPaths, name: str, role: str,
     _refuse_overwrite(paths, force)
     end = min(end, ca.cert.not_valid_after_utc)
     start = min(start, end - timedelta(seconds=1))
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, name),
-             x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role)]
+    attrs: list[x509.NameAttribute] = [
+        x509.NameAttribute(NameOID.COMMON_NAME, name),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role)]
     attrs += ca.cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[:1]
     key = ec.generate_private_key(ec.SECP256R1())
     try:

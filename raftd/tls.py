@@ -111,7 +111,9 @@ def _key_id(cert: x509.Certificate, authority: bool) -> bytes | None:
         ext = cert.extensions.get_extension_for_oid(oid).value
     except x509.ExtensionNotFound:
         return None
-    return ext.key_identifier if authority else ext.digest
+    if isinstance(ext, x509.AuthorityKeyIdentifier):
+        return ext.key_identifier
+    return ext.digest if isinstance(ext, x509.SubjectKeyIdentifier) else None
 
 
 def _days_left(cert: x509.Certificate) -> float:

@@ -74,6 +74,13 @@ class Validator:
                            f"expected {type_name(want)}, got {type(v).__name__} {v!r}")
         return v
 
+    def address(self, where: str, key: str, value: str) -> tuple[str, int]:
+        """A host:port (see split_address)."""
+        try:
+            return split_address(value)
+        except ValueError as e:
+            raise self.err(where, key, str(e)) from None
+
     def port(self, where: str, key: str, value: int) -> int:
         if not 0 < value < 65536:
             raise self.err(where, key, f"port out of range: {value}")

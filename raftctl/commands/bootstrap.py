@@ -42,14 +42,15 @@ HostOpt = Annotated[Optional[list[str]], typer.Option(
     "--host", help="only this host (repeatable) [default: all hosts]")]
 
 
-def _timeout_opt(default: float, what: str):
-    return Annotated[Optional[float], typer.Option(
-        "--timeout", help=f"seconds to wait for {what} [default: {default:g}]")]
-
-
-BootstrapTimeoutOpt = _timeout_opt(60, "a leader, and for each node to catch up")
-StartTimeoutOpt = _timeout_opt(30, "the started nodes and a leader")
-RestartTimeoutOpt = _timeout_opt(60, "each node to come back and catch up")
+# --timeout of each command (a type alias each, so the type checker sees them as types).
+BootstrapTimeoutOpt = Annotated[Optional[float], typer.Option(
+    "--timeout", help="seconds to wait for a leader, and for each node to catch up "
+                      "[default: 60]")]
+StartTimeoutOpt = Annotated[Optional[float], typer.Option(
+    "--timeout", help="seconds to wait for the started nodes and a leader [default: 30]")]
+RestartTimeoutOpt = Annotated[Optional[float], typer.Option(
+    "--timeout", help="seconds to wait for each node to come back and catch up "
+                      "[default: 60]")]
 AcceptOpt = Annotated[bool, typer.Option(
     "--accept-new-host-keys", help="record the host keys of hosts not yet in the known_hosts "
                                    "file (a changed key is always refused)")]
@@ -467,7 +468,7 @@ def ssh_rotate_certs_cmd(
                               ", ".join(e.host.name for e in errs))
         rows = []
         deadline = time.monotonic() + s.timeout
-        for _, r, _ in results:
+        for r in (r for _, r, _ in results if r is not None):  # (no errors: checked above)
             h = r["host"]
             row = {"name": h.name, "not_after": want[h.name], "reloaded": r["reloaded"],
                    "confirmed": False}

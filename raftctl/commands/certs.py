@@ -126,7 +126,7 @@ def issue(ctx: typer.Context, directory: DirOpt = Path("certs"),
                 raise usage_error("--node needs at least one --host ADDR (the address peers "
                                   "and clients dial)")
             paths = pki.issue_node(directory, node, list(hosts), days=d, force=force)
-        else:
+        elif client is not None:  # (one of --node and --client: checked above)
             if hosts:
                 raise usage_error("--host goes with --node; client certificates name no hosts")
             if role is None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Annotated, Optional
 
 import typer
@@ -25,19 +26,24 @@ def _check_key(key: str) -> None:
         raise usage_error("KEY must not be empty")
 
 
+def _raw_writer(value: bytes) -> Callable[[], None]:
+    """Print a value as its raw bytes (--output text), with a final newline."""
+    def raw() -> None:
+        sys.stdout.buffer.write(value + (b"" if value.endswith(b"\n") else b"\n"))
+    return raw
+
+
 def _read_value(value: str | None, path: str | None) -> bytes:
     """VALUE as given, `-` for stdin, or --file PATH (for values too big for a command line)."""
-    if (value is None) == (path is None):
-        raise usage_error("give exactly one of VALUE (- for stdin) or --file PATH")
-    if path is not None:
+    if path is not None and value is None:
         try:
             with open(path, "rb") as f:
                 return f.read()
         except OSError as e:
             raise usage_error(f"cannot read --file {path}: {e.strerror or e}") from None
-    if value == "-":
-        return sys.stdin.buffer.read()
-    return value.encode()
+    if value is not None and path is None:
+        return sys.stdin.buffer.read() if value == "-" else value.encode()
+    raise usage_error("give exactly one of VALUE (- for stdin) or --file PATH")
 
 
 @app.command("put")
@@ -79,11 +85,9 @@ def get(ctx: typer.Context, key: str,
         _check_key(key)
         with _client(s) as c:
             value = c.get(key, linearizable=not stale)
-        def raw() -> None:
-            sys.stdout.buffer.write(value + (b"" if value.endswith(b"\n") else b"\n"))
-
         found = value is not None
-        s.out.result({"key": key, "value": value, "found": found}, raw if found else None,
+        s.out.result({"key": key, "value": value, "found": found},
+                     _raw_writer(value) if value is not None else None,
                      error=None if found else f"raftctl: key not found: {key}")
         return 0 if found else FAILED
 
@@ -103,10 +107,10 @@ def delete(ctx: typer.Context,
     s = settings(ctx, endpoints, output, timeout)
 
     def body() -> int:
-        if (key is None) == (prefix is None):
-            raise usage_error("give exactly one of KEY or --prefix P")
-        if prefix is not None:
+        if prefix is not None and key is None:
             return _delete_prefix(s, prefix)
+        if key is None or prefix is not None:
+            raise usage_error("give exactly one of KEY or --prefix P")
         _check_key(key)
         with _client(s) as c:
             deleted = c.delete(key)
@@ -136,7 +140,8 @@ def cas(ctx: typer.Context, key: str, new: str,
         if (expected is None) == (not absent):
             raise usage_error("give exactly one of --expected VALUE or --absent")
         with _client(s) as c:
-            swapped = c.cas(key, None if absent else expected.encode(), new.encode())
+            # (absent: expected is None, checked above)
+            swapped = c.cas(key, None if expected is None else expected.encode(), new.encode())
         s.out.result({"key": key, "swapped": swapped}, "swapped" if swapped else "not swapped")
         return 0 if swapped else FAILED
 

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional, TypeGuard
 
 import typer
 import yaml
@@ -75,7 +75,7 @@ def default_base_port(n: int, info, host: str = "127.0.0.1", preferred: int = 70
     return base
 
 
-def _pid_alive(pid: int | None) -> bool:
+def _pid_alive(pid: int | None) -> TypeGuard[int]:
     if not pid:
         return False
     try:
@@ -441,8 +441,8 @@ def add(ctx: typer.Context, directory: DirOpt = Path("./raftd-local"),
         if len({h for h, _ in hosts_ports}) > 1:  # --distinct-ips layout
             host = f"127.0.0.{10 + max(nums, default=0) + 1}"
         port = max(int(p) for _, p in hosts_ports) + 1
-        node = {"id": nid, "address": f"{host}:{port}",
-                "data_dir": str((directory / nid).resolve())}
+        node: dict[str, Any] = {"id": nid, "address": f"{host}:{port}",
+                                "data_dir": str((directory / nid).resolve())}
         d = Path(node["data_dir"])
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         first = yaml.safe_load((Path(layout[0]["data_dir"]) / "raftd.yaml").read_text())
@@ -495,6 +495,7 @@ def remove(ctx: typer.Context, node_id: Annotated[str, typer.Argument(metavar="I
             raise usage_error(f"no node {node_id} in {directory}")
         s.endpoints = [n["address"] for n in layout]
         st = asyncio.run(gather_status(s.endpoints, 1.0))
+        result: dict[str, Any]
         if st["leader"] and node in _removed(layout, st):
             # Already removed (e.g. by `raftctl member remove`): nothing to change, but its
             # process may still run: stop it below.

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from raftd.core.messages import Message
+
 
 @dataclass(frozen=True, slots=True)
 class Flight:
     """A message on the wire: sent at ``sent_at``, arrives at ``deliver_at`` (ticks)."""
 
-    msg: object
+    msg: Message
     sent_at: int
     deliver_at: int
     seq: int

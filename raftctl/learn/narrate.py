@@ -80,7 +80,7 @@ def vote_refusal(voter, src: str, term: int, last_index: int, last_term: int) ->
     return None
 
 
-def withheld(voter: str, src: str, leader: str, kind: str) -> str:
+def withheld(voter: str, src: str, leader: str | None, kind: str) -> str:
     return (f"{voter} ignores {src}'s {kind}: it heard from leader {leader} less than an election "
             f"timeout ago (vote withholding, thesis §4.2.3)")
 

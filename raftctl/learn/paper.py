@@ -71,9 +71,8 @@ def figure8(s: Script) -> None:
             break
     trio = lambda m: {m.src, m.dst} <= {"n1", "n2", "n3"}  # noqa: E731 - a one-line message filter reads best as a lambda
     w.drop(lambda m: not trio(m))  # n4 plays no part in (c)
-    progress = lambda: n1.status()["progress"]  # noqa: E731 - a one-line message filter reads best as a lambda
     w.settle(where=trio,
-             until=lambda: all(progress()[p]["match_index"] >= 2 for p in ("n2", "n3")))
+             until=lambda: all(n1.progress[p].match_index >= 2 for p in ("n2", "n3")))
     holders = [n for n in ("n1", "n2", "n3", "n4") if w.node(n).log.term_at(2) == 1]
     s.check(len(holders) >= 3 and n1.commit_index < 2,
             f"index 2 (term 1) is on {','.join(holders)}, a majority, yet n1 (term {n1.term}) "
@@ -121,7 +120,7 @@ def joint_consensus(s: Script) -> None:
     s.check(sorted(n1.config.voters) == ["n1", "n4", "n5"],
             "the configuration is n1,n4,n5; n2 and n3 are no longer voters")
     w.partition(["n1", "n4", "n5"], ["n2", "n3"])
-    at = w.write(b"y=2")
+    at = s.expect(w.write(b"y=2"), "n1 to take y=2")
     w.run(6)
     s.check(n1.commit_index >= at, "with n2 and n3 cut off, n1,n4,n5 commit y=2 on their own: "
                                    "the new majority is all that counts (§6)")

@@ -27,7 +27,7 @@ def leader_election(s: Script) -> None:
            "so that one of them usually fires first (§5.2)")
     s.check(w.run(100, until=lambda: w.leader() is not None), "a leader is elected")
     w.run(6)
-    lead = w.node(w.leader())
+    lead = w.node(s.expect(w.leader(), "a leader"))
     s.check(all(w.node(n).term == lead.term and w.node(n).leader_id == lead.id for n in w.ids),
             f"all five nodes follow {lead.id} in term {lead.term}: one leader per term, "
             f"elected by a majority (Election Safety, §5.2)")
@@ -48,7 +48,7 @@ def split_vote(s: Script) -> None:
                                 "term 1 (split vote, §5.2)")
     s.note("each waits a new random timeout: the first to fire wins the next term (§5.2)")
     s.check(w.run(100, until=lambda: w.leader() is not None), "a leader is elected")
-    lead = w.node(w.leader())
+    lead = w.node(s.expect(w.leader(), "a leader"))
     s.check(lead.term >= 2, f"{lead.id} leads term {lead.term}, a term after the split one")
 
 
@@ -57,7 +57,7 @@ def log_replication(s: Script) -> None:
     s.elect("n1")
     s.note("the client's command goes to the leader, which appends it and sends "
            "AppendEntries (§5.3)")
-    idx = w.write(b"x=1")
+    idx = s.expect(w.write(b"x=1"), "the leader to take x=1")
     pair = lambda a, b: lambda m: {m.src, m.dst} == {a, b}  # noqa: E731 - a one-line message filter reads best as a lambda
     w.settle(where=pair("n1", "n2"))
     s.check(w.node("n1").commit_index < idx,
@@ -88,7 +88,7 @@ def leader_crash(s: Script) -> None:
     w.drop(lambda m: m.src == "n1")
     w.crash("n1")
     s.check(w.run(100, until=lambda: w.leader() is not None), "the others elect a new leader")
-    new = w.node(w.leader())
+    new = w.node(s.expect(w.leader(), "a leader"))
     s.check(new.log.term_at(2) == 1 and new.log.entry(2).data == b"x=1",
             f"{new.id} holds the committed x=1: only a node with every committed entry can "
             f"win (Leader Completeness, §5.4)")
@@ -114,7 +114,7 @@ def partition(s: Script) -> None:
     w.partition(["n1", "n2"], ["n3", "n4", "n5"])
     s.note("n1 still believes it leads: a client writes to it and asks for a linearizable "
            "read (ReadIndex, thesis §6.4)")
-    idx = w.write(b"minority")
+    idx = s.expect(w.write(b"minority"), "n1 to take the write")
     w.read("n1", "read-1")
     w.run(4)
     s.check(w.node("n1").commit_index < idx and "read-1" not in w.reads,

@@ -6,6 +6,8 @@ that play every scenario catch it.
 """
 from __future__ import annotations
 
+from typing import TypeVar
+
 from raftd.core import RaftConfig, Role
 
 from .model import Frame
@@ -13,6 +15,7 @@ from .world import DEFAULT_CONFIG, Disk, World
 
 BASIC = RaftConfig(election_ticks=10, heartbeat_ticks=2, max_append_entries=4, pre_vote=False,
                    check_quorum=False)  # the paper's algorithm, without the thesis' additions
+_T = TypeVar("_T")
 
 
 class ScenarioFailed(AssertionError):
@@ -24,29 +27,46 @@ class Script:
         self.name = name
         self.seed = seed
         self.worlds: list[World] = []
-        self.w: World | None = None
+        self._w: World | None = None
+
+    @property
+    def w(self) -> World:
+        """The world the scenario works in now (the last one world() started)."""
+        if self._w is None:
+            raise ScenarioFailed(f"{self.name}: no world yet (call world() first)")
+        return self._w
 
     def world(self, nodes: int = 5, *, config: RaftConfig = DEFAULT_CONFIG,
               voters: list[str] | None = None, disks: dict[str, Disk] | None = None) -> World:
         """Start a (new) cluster; a scenario may compare two, e.g. with and without pre-vote."""
-        self.w = World(self.seed, nodes, config=config, voters=voters, disks=disks)
-        self.w.frames = []
+        w = self._w = World(self.seed, nodes, config=config, voters=voters, disks=disks)
+        w.frames = []
         if self.worlds:
-            self.w.time = self.worlds[-1].time + 1
-        self.worlds.append(self.w)
-        return self.w
+            w.time = self.worlds[-1].time + 1
+        self.worlds.append(w)
+        return w
+
+    def expect(self, value: _T | None, text: str) -> _T:
+        """``value``, which the scenario needs (a leader, a write's index); fails if None."""
+        if value is None:
+            raise ScenarioFailed(f"{self.name}: expected {text}")
+        return value
 
     def note(self, text: str) -> None:
         """The scenario's own commentary (what is about to happen and why)."""
-        self.w.story.say(self.w.time, f"-- {text}")
-        self.w.frames.append(self.w.frame(self.name))
+        w = self.w
+        w.story.say(w.time, f"-- {text}")
+        if w.frames is not None:  # recording: every world() starts one
+            w.frames.append(w.frame(self.name))
 
     def check(self, ok: bool, text: str) -> None:
         """Assert the scenario's point; the transcript shows each check that held."""
         if not ok:
             raise ScenarioFailed(f"{self.name}: {text}")
-        self.w.story.say(self.w.time, f"CHECK {text}")
-        self.w.frames.append(self.w.frame(self.name))
+        w = self.w
+        w.story.say(w.time, f"CHECK {text}")
+        if w.frames is not None:  # recording: every world() starts one
+            w.frames.append(w.frame(self.name))
 
     def elect(self, nid: str, attempts: int = 4) -> None:
         """Let ``nid``'s timer fire first, and deliver the election's messages."""

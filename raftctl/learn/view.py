@@ -56,10 +56,10 @@ def log_cells(n: NodeView) -> Text:
 
 def nodes_table(f: Frame) -> Table:
     t = Table(expand=True, box=None, pad_edge=False)
-    for col, kw in (("node", {"width": 6}), ("role", {"width": 14}), ("term", {"width": 5}),
-                    ("vote", {"width": 5}), ("election timer", {"width": 14}),
-                    ("log (term per entry, | = commit index)", {"ratio": 1})):
-        t.add_column(col, no_wrap=True, **kw)
+    for col, width in (("node", 6), ("role", 14), ("term", 5), ("vote", 5),
+                       ("election timer", 14)):
+        t.add_column(col, no_wrap=True, width=width)
+    t.add_column("log (term per entry, | = commit index)", no_wrap=True, ratio=1)
     for n in f.nodes:
         role = Text(n.role.upper() if n.role == "leader" else n.role,
                     style=ROLE_STYLE.get(n.role, "white"))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from raftd.core import (AppendEntries, Configuration, Entry, EntryKind,
                         HardState, InstallSnapshot, NotLeaderError, PreVote, RaftConfig, RaftNode,
                         RaftError, Ready, RequestVote, RequestVoteResponse, Role, SnapshotMeta)
+from raftd.core.messages import Message
 
 from . import narrate
 from .model import Flight, Frame, NodeView
@@ -226,7 +227,7 @@ class World:
         return len(lost)
 
     # ======================================================================== messages ==
-    def _send(self, msg) -> None:
+    def _send(self, msg: Message) -> None:
         self._seq += 1
         delay = self.rng.randint(*self.latency)
         self.flights.append(Flight(msg, self.time, self.time + delay, self._seq))
@@ -248,7 +249,7 @@ class World:
         self._explain_after(node, msg)
         self._pump(msg.dst)
 
-    def _explain_before(self, node: RaftNode, msg) -> None:
+    def _explain_before(self, node: RaftNode, msg: Message) -> None:
         """Narrate what the receiver is about to do with ``msg`` (reasons are only visible
         before it steps it)."""
         t = self.time
@@ -357,8 +358,7 @@ class World:
         if node.role != Role.LEADER or node.commit_index <= old:
             return
         hi = node.commit_index
-        progress = node.status()["progress"]
-        holders = [nid] + [p for p, pr in sorted(progress.items()) if pr["match_index"] >= hi]
+        holders = [nid] + [p for p, pr in sorted(node.progress.items()) if pr.match_index >= hi]
         self.story.say(self.time, narrate.commit(nid, old + 1, hi, node.term, sorted(holders)))
 
     # ================================================================ client and admin ==
@@ -392,7 +392,10 @@ class World:
         """Snapshot the state machine at the applied index and compact the log (§7)."""
         node = self.node(nid)
         index = node.last_applied
-        meta = SnapshotMeta(index, node.log.term_at(index), node.configuration_at(index))
+        term = node.log.term_at(index)
+        if term is None:
+            raise RuntimeError(f"{nid}: no term for its applied index {index}")  # a core bug
+        meta = SnapshotMeta(index, term, node.configuration_at(index))
         node.snapshot_taken(meta)
         node.compact(index)
         disk = self.disks[nid]

@@ -137,8 +137,8 @@ class RaftMetrics:
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Serve /metrics on host:port in a daemon thread; returns the bound port."""
-        if self._httpd is not None:
-            return self.port
+        if self._httpd is not None and self.port is not None:
+            return self.port  # already serving
         metrics = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -165,11 +165,12 @@ class RaftMetrics:
         host = host.strip("[]")
         server_cls = _HTTPServer6 if ":" in host else _HTTPServer
         self._httpd = server_cls((host, port), Handler)
-        self.port = self._httpd.server_address[1]
+        bound: int = self._httpd.server_address[1]
+        self.port = bound
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={
             "poll_interval": 0.2}, name="raftd-metrics", daemon=True)
         self._thread.start()
-        return self.port
+        return bound
 
     def stop(self) -> None:
         httpd, self._httpd = self._httpd, None
@@ -281,7 +282,9 @@ def _snapshot_and_storage_metrics(st: dict):
     snaps = st.get("snapshots") or {}
     if not isinstance(snaps, dict):
         snaps = {}
-    last = snaps.get("last") if isinstance(snaps.get("last"), dict) else {}
+    last = snaps.get("last")
+    if not isinstance(last, dict):
+        last = {}
     yield _counter("raftd_snapshots", "Snapshots this node has taken", snaps.get("count"))
     yield _gauge("raftd_snapshot_bytes", "Size of the latest snapshot this node took",
                  last.get("size", snaps.get("bytes")))

@@ -8,37 +8,40 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from raftd.core import (ConfChangeInProgressError, InvalidConfChangeError, NotLeaderError,
                         ProposalDroppedError, Role)
 from raftd.kv.commands import Command, Op, encode_command, session_put
 from raftd.tls import may
+from raftd.wire.codec import ErrorCode, error_reply
 
-from raftd.runtime.reconfig import ChangeError, ChangeRequest
-from raftd.runtime.clientconn import ClientConn as _ClientConn
-
+from .clientconn import ClientConn
+from .reconfig import ChangeError, ChangeRequest
+from .serverstate import ServerState
 
 log = logging.getLogger("raftd")
 
 _WRITE_OPS = {"put": Op.PUT, "delete": Op.DELETE, "cas": Op.CAS,
               "open_session": Op.OPEN_SESSION}
-
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
-class _PendingWrite:
+class PendingWrite:
     term: int
-    conn: "_ClientConn"
+    conn: ClientConn
     rid: int
     cmd: Command  # what was proposed: applied without decoding the entry again
 
 
-class ClientRequests:
+class ClientRequests(ServerState):
     """RaftServer's request handling (see the module docstring)."""
 
     # --------------------------------------------------------------- reads (§6.4) --
-    def _on_read_state(self, rid: int, index: int | None) -> None:
-        entry = self._pending_reads.pop(rid, None)
+    def _on_read_state(self, rid: object, index: int | None) -> None:
+        # The core hands back the request id it was given: ours are ints (_handle_read).
+        entry = self._pending_reads.pop(rid, None) if isinstance(rid, int) else None
         if entry is None:
             return
         conn, crid, req = entry
@@ -59,7 +62,7 @@ class ClientRequests:
                 still.append((index, conn, crid, req))
         self._reads_waiting_apply = still
 
-    def _answer_read(self, conn: _ClientConn, rid, req: dict) -> None:
+    def _answer_read(self, conn: ClientConn, rid: int, req: dict[str, Any]) -> None:
         if req["op"] == "get":
             conn.reply(rid, {"value": self.fsm.get(req["key"]), "index": self.fsm.applied_index})
         elif "limit" in req:  # paged (issue 19 §13): raftctl and the client page through
@@ -69,53 +72,55 @@ class ClientRequests:
         else:  # clients of earlier versions: everything, unless that exceeds a page
             items, more = self.fsm.page(req.get("prefix", ""), None, 1 << 62, self._page_bytes)
             if more:
-                conn.reply(rid, error={"code": "too_large", "message":
-                                       "the listing is larger than one reply; this client "
-                                       "must page (send limit and start_after)"})
+                conn.reply(rid, error=error_reply(
+                    ErrorCode.TOO_LARGE, "the listing is larger than one reply; this client "
+                                         "must page (send limit and start_after)"))
                 return
             conn.reply(rid, {"items": items, "index": self.fsm.applied_index})
 
     # ------------------------------------------------------------ client requests --
-    def _leader_error(self, message: str | None = None) -> dict:
-        leader = self.node.leader_id
-        if leader == self.node_id and self.node.role == Role.LEADER:
+    def _leader_error(self, message: str | None = None) -> dict[str, Any]:
+        leader = self.core.leader_id
+        if leader == self.node_id and self.core.role == Role.LEADER:
             leader = None
-        addr = ((self.node.config.address_of(leader) or self.cfg.peers.get(leader))
+        addr = ((self.core.config.address_of(leader) or self.cfg.peers.get(leader))
                 if leader else None)
-        return {"code": "not_leader",
-                "message": message or f"{self.node_id} is not the leader "
+        return error_reply(ErrorCode.NOT_LEADER,
+                           message or f"{self.node_id} is not the leader "
                                       f"(leader: {leader or 'unknown'})",
-                "leader": leader, "leader_address": addr}
+                           leader=leader, leader_address=addr)
 
-    def _handle_request(self, conn: _ClientConn, req: dict) -> None:
+    def _handle_request(self, conn: ClientConn, req: dict[str, Any]) -> None:
         self.counters["client_requests"] += 1
-        rid = req.get("id")
+        rid: int = req["id"]  # an int: checked as the frame was read (connections.py)
         op = req.get("op")
         if type(op) is not str:  # e.g. ["put"]: unhashable, and no op of ours (issue 19 §14)
-            conn.reply(rid, error={"code": "bad_request", "message": "op must be a string"})
+            conn.reply(rid, error=error_reply(ErrorCode.BAD_REQUEST, "op must be a string"))
             return
         wanted = req.get("cluster_id")
         if wanted is not None and wanted != self.identity.cluster_id:
             # The client was told which cluster it talks to (raftctl --cluster-id): two
             # clusters behind the same endpoints must not be mixed up (issue 14 §9).
-            conn.reply(rid, error={"code": "wrong_cluster", "message":
-                                   f"{self.cfg.listen} belongs to cluster "
-                                   f"{self.identity.cluster_id}, not {wanted}"})
+            conn.reply(rid, error=error_reply(ErrorCode.WRONG_CLUSTER,
+                                              f"{self.cfg.listen} belongs to cluster "
+                                              f"{self.identity.cluster_id}, not {wanted}"))
             return
         if conn.rate and not conn.take_token():
             self.limit_rejections["request_rate"] += 1
-            conn.reply(rid, error={"code": "rate_limited", "message":
-                                   f"more than {conn.rate} requests/s on one connection "
-                                   f"(max_requests_per_second); slow down and retry"})
+            conn.reply(rid, error=error_reply(ErrorCode.RATE_LIMITED,
+                                              f"more than {conn.rate} requests/s on one "
+                                              f"connection (max_requests_per_second); slow "
+                                              f"down and retry"))
             return
         if not may(conn.identity, op):
             self.counters["permission_denied"] += 1
             peer = conn.writer.get_extra_info("peername")
-            log.warning("refused %r from %s at %s: needs the admin role", op,
-                        conn.identity.describe(), peer[0] if peer else "?")
-            conn.reply(rid, error={"code": "permission_denied", "message":
-                                   f"{conn.identity.describe()} may not {op}: "
-                                   f"it needs an admin certificate"})
+            who = conn.identity.describe() if conn.identity is not None else "?"  # (TLS only)
+            log.warning("refused %r from %s at %s: needs the admin role", op, who,
+                        peer[0] if peer else "?")
+            conn.reply(rid, error=error_reply(ErrorCode.PERMISSION_DENIED,
+                                              f"{who} may not {op}: it needs an admin "
+                                              f"certificate"))
             return
         try:
             if op in _WRITE_OPS:
@@ -138,17 +143,17 @@ class ClientRequests:
             elif op == "snapshot_read":
                 self._handle_snapshot_read(conn, rid, req)
             else:
-                conn.reply(rid, error={"code": "unknown_op", "message": f"unknown op {op!r}"})
+                conn.reply(rid, error=error_reply(ErrorCode.UNKNOWN_OP, f"unknown op {op!r}"))
         except _BadRequest as e:
-            conn.reply(rid, error={"code": "bad_request", "message": str(e)})
+            conn.reply(rid, error=error_reply(ErrorCode.BAD_REQUEST, str(e)))
         except (TypeError, ValueError, KeyError, AttributeError) as e:
             # A field of a shape no check above foresaw: refuse the request, keep serving.
             log.warning("bad %r request: %s: %s", op, type(e).__name__, e)
-            conn.reply(rid, error={"code": "bad_request",
-                                   "message": f"malformed {op} request: {e}"})
+            conn.reply(rid, error=error_reply(ErrorCode.BAD_REQUEST,
+                                              f"malformed {op} request: {e}"))
 
-    def _handle_write(self, conn: _ClientConn, rid, op: str, req: dict) -> None:
-        node = self.node
+    def _handle_write(self, conn: ClientConn, rid: int, op: str, req: dict[str, Any]) -> None:
+        node = self.core
         if node.role != Role.LEADER:
             conn.reply(rid, error=self._leader_error())
             return
@@ -173,9 +178,10 @@ class ClientRequests:
             # this cap keeps one connection from evicting everybody else's (issue 19 §12).
             if len(conn.client_ids) >= cfg.max_sessions_per_connection:
                 self.limit_rejections["sessions"] += 1
-                conn.reply(rid, error={"code": "too_many_sessions", "message":
-                                       f"this connection opened {len(conn.client_ids)} client "
-                                       f"sessions (max_sessions_per_connection)"})
+                conn.reply(rid, error=error_reply(
+                    ErrorCode.TOO_MANY_SESSIONS, f"this connection opened "
+                                                 f"{len(conn.client_ids)} client sessions "
+                                                 f"(max_sessions_per_connection)"))
                 return
             conn.client_ids.add(client_id)
         now_ms = self.clock.now_ms(node.term, self.fsm.now_ms)
@@ -195,19 +201,19 @@ class ClientRequests:
             conn.reply(rid, error=self._leader_error())
             return
         except ProposalDroppedError as e:
-            conn.reply(rid, error={"code": "unavailable", "message": str(e)})
+            conn.reply(rid, error=error_reply(ErrorCode.UNAVAILABLE, str(e)))
             return
         self.counters["proposals"] += 1
-        self._pending_writes[index] = _PendingWrite(node.term, conn, rid, cmd)
+        self._pending_writes[index] = PendingWrite(node.term, conn, rid, cmd)
         self._wake.set()
 
-    def _too_large(self, conn: _ClientConn, rid, name: str, size: int, limit: int) -> None:
+    def _too_large(self, conn: ClientConn, rid: int, name: str, size: int, limit: int) -> None:
         self.limit_rejections[f"{name}_size"] += 1
-        conn.reply(rid, error={"code": "too_large", "message": f"{name} of {size} bytes is over "
-                                                               f"the limit of {limit} "
-                                                               f"(max_{name}_size)"})
+        conn.reply(rid, error=error_reply(ErrorCode.TOO_LARGE,
+                                          f"{name} of {size} bytes is over the limit of "
+                                          f"{limit} (max_{name}_size)"))
 
-    def _handle_read(self, conn: _ClientConn, rid, op: str, req: dict) -> None:
+    def _handle_read(self, conn: ClientConn, rid: int, op: str, req: dict[str, Any]) -> None:
         if op == "get":
             _field(req, "key", str)
         elif not isinstance(req.get("prefix", ""), str):
@@ -221,15 +227,15 @@ class ClientRequests:
             return
         self._read_ids += 1
         try:
-            self.node.read_index(self._read_ids)
+            self.core.read_index(self._read_ids)
         except NotLeaderError:
             conn.reply(rid, error=self._leader_error())
             return
         self._pending_reads[self._read_ids] = (conn, rid, req)
         self._wake.set()
 
-    def _handle_transfer(self, conn: _ClientConn, rid, req: dict) -> None:
-        node = self.node
+    def _handle_transfer(self, conn: ClientConn, rid: int, req: dict[str, Any]) -> None:
+        node = self.core
         if node.role != Role.LEADER:
             conn.reply(rid, error=self._leader_error())
             return
@@ -239,13 +245,13 @@ class ClientRequests:
         try:
             node.transfer_leadership(target)
         except (InvalidConfChangeError, ConfChangeInProgressError) as e:
-            conn.reply(rid, error={"code": "bad_request", "message": str(e)})
+            conn.reply(rid, error=error_reply(ErrorCode.BAD_REQUEST, str(e)))
             return
         self._event("transfer", f"leadership transfer to {target} started")
         conn.reply(rid, {"target": target})
         self._wake.set()
 
-    def _handle_change(self, conn: _ClientConn, rid, req: dict) -> None:
+    def _handle_change(self, conn: ClientConn, rid: int, req: dict[str, Any]) -> None:
         add = req.get("add") or {}
         remove = req.get("remove") or []
         promote = req.get("promote") or []
@@ -265,23 +271,24 @@ class ClientRequests:
             except NotLeaderError:
                 conn.reply(rid, error=self._leader_error())
             except ChangeError as e:
-                conn.reply(rid, error={"code": e.code, "message": str(e)})
+                conn.reply(rid, error=error_reply(ErrorCode(e.code), str(e)))
             else:
                 conn.reply(rid, result)
 
         self._spawn(run())
 
-    def _handle_snapshot(self, conn: _ClientConn, rid) -> None:
+    def _handle_snapshot(self, conn: ClientConn, rid: int) -> None:
         async def run() -> None:
             try:
                 result = await asyncio.shield(self.snapshots.take())
             except Exception as e:  # noqa: BLE001 - reported to the operator
-                conn.reply(rid, error={"code": "internal", "message": f"snapshot failed: {e}"})
+                conn.reply(rid, error=error_reply(ErrorCode.INTERNAL,
+                                                  f"snapshot failed: {e}"))
             else:
                 conn.reply(rid, {**result, "node": self.node_id})
         self._spawn(run())
 
-    def _handle_snapshot_read(self, conn: _ClientConn, rid, req: dict) -> None:
+    def _handle_snapshot_read(self, conn: ClientConn, rid: int, req: dict[str, Any]) -> None:
         """Read part of a snapshot file (backups: raftctl snapshot save)."""
         index, offset = req.get("index"), req.get("offset", 0)
         length = req.get("length", 1 << 20)
@@ -302,7 +309,7 @@ class _BadRequest(Exception):
     pass
 
 
-def _field(req: dict, name: str, typ: type):
+def _field(req: dict[str, Any], name: str, typ: type[_T]) -> _T:
     v = req.get(name)
     if not isinstance(v, typ):
         raise _BadRequest(f"field {name!r} must be {typ.__name__}")

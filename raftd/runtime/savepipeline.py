@@ -7,29 +7,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
-from raftd.core import (Ready)
+from raftd.core import Ready
+from raftd.core.messages import Message
 from raftd.core.ready import may_send_early
 
-
+from .serverstate import ServerState
 
 log = logging.getLogger("raftd")
 
 _INLINE_BACKOFF_S = 30.0  # inline_fsync auto: how long a slow fsync sends saves to the thread
-
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
 class _Save:
     """A Ready whose remaining steps wait for the disk: its own save (persist) or one before it."""
     rd: Ready
-    late: list  # messages that may leave only after the save (votes, acks, ...)
+    late: list[Message]  # messages that may leave only after the save (votes, acks, ...)
     persist: bool
 
 
-class SavePipeline:
+class SavePipeline(ServerState):
     """RaftServer's save pipeline (see the module docstring)."""
+
+    _saves: list[_Save]  # Readies waiting for the disk writer, in order
 
     async def _handle_ready(self, rd: Ready) -> None:
         """Start one Ready on its way (ready.py's contract).  Saves are pipelined: the loop
@@ -41,7 +46,7 @@ class SavePipeline:
             # Contract step 0 replaces the log: every save queued before it lands first.
             await self._saves_drained()
             if rd.soft_state is not None:
-                self._on_soft_state(rd)
+                self._on_soft_state(rd.soft_state)
             await self.snapshots.install(rd.snapshot)  # contract step 0
             rd = replace(rd, soft_state=None, snapshot=None)
         self._process_ready(rd)
@@ -73,7 +78,7 @@ class SavePipeline:
                         link.flush_now()
                 t0 = self.sysclock.perf()
                 try:
-                    self.storage.save(rd.hard_state, rd.entries)
+                    self.wal.save(rd.hard_state, rd.entries)
                 except BaseException:
                     self._disk_failed = True  # see _write_saves
                     raise
@@ -88,7 +93,7 @@ class SavePipeline:
                                 "next %.0f s (inline_fsync: auto)", dt * 1000,
                                 _INLINE_BACKOFF_S)
                 if rd.entries:
-                    self.node.persisted(rd.entries[-1].index, rd.entries[-1].term)
+                    self.core.persisted(rd.entries[-1].index, rd.entries[-1].term)
                 self._finish(rd, late)
                 return
         elif self._disk_writer is None:
@@ -111,14 +116,14 @@ class SavePipeline:
     async def _write_saves(self) -> None:
         """Drain the save queue: everything queued goes to the disk thread as one batch (one
         write, one fdatasync); then each Ready of the batch finishes in order."""
-        node = self.node
+        node = self.core
         try:
             while self._saves:
                 batch, self._saves = self._saves, []
                 to_disk = [(s.rd.hard_state, s.rd.entries) for s in batch if s.persist]
                 if to_disk:
                     t0 = self.sysclock.perf()
-                    await self.on_disk(self.storage.save_many, to_disk)
+                    await self.on_disk(self.wal.save_many, to_disk)
                     self._count_fsync(self.sysclock.perf() - t0)
                 for s in batch:
                     if s.persist and s.rd.entries:
@@ -149,10 +154,10 @@ class SavePipeline:
         if self.metrics is not None:
             self.metrics.observe_fsync(dt)
 
-    def _finish(self, rd: Ready, late: list) -> None:
+    def _finish(self, rd: Ready, late: list[Message]) -> None:
         """Everything of a Ready that comes after its save (contract steps 2-4), in order."""
         if rd.soft_state is not None:
-            self._on_soft_state(rd)
+            self._on_soft_state(rd.soft_state)
         if rd.committed_entries:
             # Before the messages: the replies are queued first and so leave first (the
             # commit-index AppendEntries to followers can wait a few microseconds).
@@ -166,7 +171,7 @@ class SavePipeline:
         if self._reads_waiting_apply:
             self._serve_waiting_reads()
 
-    async def on_disk(self, fn, *args):
+    async def on_disk(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn`` on the disk thread (one at a time, in order).  While any such job is
         outstanding, saves go there too, never beside it on the loop (inline_fsync)."""
         self._disk_jobs += 1

@@ -16,118 +16,113 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Coroutine
+from typing import Any
 from random import Random
 
 from raftd.config import NodeConfig, split_address
-from raftd.core import (Configuration, EntryKind, InstallSnapshot,
-                        InvalidConfChangeError, LogCorruptionError, NotLeaderError,
-                        ProposalDroppedError, RaftConfig,
-                        RaftNode, Ready, Role)
-from raftd.core.messages import AppendEntries, AppendEntriesResponse, PreVote, RequestVote
+from raftd.core import (Configuration, Entry, EntryKind, InstallSnapshot,
+                        InvalidConfChangeError, NotLeaderError, ProposalDroppedError, RaftConfig,
+                        RaftNode, Ready, Role, SoftState)
+from raftd.core.messages import AppendEntries, Message
 from raftd.kv.commands import Command, Op, encode_command, encode_limits
 from raftd.kv.fsm import KVStateMachine
-from raftd.storage.durable import mkdir_durable
-from raftd.storage.lock import DataDirInUse, DataDirLock
 from raftd.storage.install import log_gap
+from raftd.storage.lock import DataDirLock
 from raftd.storage.wal import DurableLog
-from raftd.tls import ROLE_NODE, NodeTLS, TLSConfigError, handshake_error
-from raftd.wire.codec import (decode_hello, decode_message, decode_request, encode_error)
-from raftd.wire.framing import (FrameDecoder, FrameTooLarge, FrameType, RemoteProtocolError,
-                                 UnsupportedVersion)
+from raftd.tls import NodeTLS, TLSConfigError
+from raftd.wire.codec import ErrorCode, error_reply
 
-from .clientconn import ClientConn as _ClientConn
-from .requests import ClientRequests
-from .savepipeline import SavePipeline
 from .clock import SYSTEM_CLOCK, Clock, ExecutorFactory, thread_executor
 from .clusterclock import ClusterClock
+from .connections import Connections
 from .connguard import ConnectionGuard
-from .metrics import RaftMetrics
 from .identity import ClusterIdentity, ClusterIdError
-from .removed import RemovedIds
+from .metrics import RaftMetrics
 from .reconfig import Reconfigurator, describe_configuration
+from .removed import RemovedIds
+from .requests import ClientRequests
+from .savepipeline import SavePipeline
 from .snapshotting import Snapshotter
-from .statemachine import StateMachine
-from .transport import PeerIdentityError, PeerLink
+from .startup import StartupError, prepare_data_dir
+from .transport import PeerLink
 
 log = logging.getLogger("raftd")
 
 # Errors of the state machine that the client must see by name (not as bad_request).
 _FSM_ERRORS = ("session_expired", "stale_sequence")
-# What a server outside our configuration may send us (see _from_member_or_allowed).
-_NON_MEMBER_OK = (AppendEntries, InstallSnapshot, PreVote, RequestVote)
 _MAX_EVENTS = 200
-_MAX_HELLO_ADDRESSES = 16  # join mode: addresses announced in HELLO that we keep
 
 
-class RaftServer(SavePipeline, ClientRequests):
+class RaftServer(SavePipeline, ClientRequests, Connections):
     def __init__(self, cfg: NodeConfig, *, rng_seed: int | None = None,
                  clock: Clock = SYSTEM_CLOCK, executor: ExecutorFactory = thread_executor,
-                 state_machine: StateMachine | None = None):
+                 state_machine: KVStateMachine | None = None) -> None:
         """``clock``, ``executor`` and ``state_machine`` are the parts the simulator replaces
         (raftd.simrt): the daemon passes nothing and gets the system clock, worker threads
-        and the KV state machine."""
+        and the KV state machine.  The runtime serves sessions and reads, which only
+        KVStateMachine has, so that is the type (the snapshot code needs only
+        statemachine.StateMachine)."""
         self.cfg = cfg
         self.node_id = cfg.id
         self.sysclock = clock
         self.new_executor = executor
         self.started_at = clock.wall()
         self._rng = Random(rng_seed if rng_seed is not None else int.from_bytes(os.urandom(8)))
-        self.storage: DurableLog | None = None
+        self.storage = None
         # Failpoint (tests): called with each snapshot-install step's name, set before start().
         self.install_fault: Callable[[str], None] | None = None
         self._dir_lock = DataDirLock(cfg.data_dir)
-        self.node: RaftNode | None = None
+        self.node = None
         # Session limits start at the state machine's defaults on every node: they are
         # replicated state, changed only through the log (_propose_session_limits).
         self.fsm = state_machine if state_machine is not None else KVStateMachine()
         self.clock = ClusterClock(clock.monotonic)
         self._limits_term = -1
-        self.peers: dict[str, PeerLink] = {}
+        self.peers = {}
         self._wake = asyncio.Event()
         self._disk = executor("raftd-disk")
         self._disk_jobs = 0
-        self._saves: list = []  # Readies waiting for the disk writer, in order
-        self._disk_writer: asyncio.Task | None = None
-        self._saves_idle: asyncio.Event | None = None
+        self._saves = []  # Readies waiting for the disk writer, in order
+        self._disk_writer = None
+        self._saves_idle = None
         self._hs_unsaved = 0  # queued or in-flight saves that carry a new term or vote
         self._disk_failed = False  # a save failed: nothing may be finished or sent any more
         # inline_fsync auto: saves go to the disk thread until then (monotonic seconds)
         self._inline_until = 0.0
         self._inline_limit_s = cfg.heartbeat_interval_ms / 4000
-        self._tasks: list[asyncio.Task] = []
-        self._background: set[asyncio.Task] = set()
-        self.metrics: RaftMetrics | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self.metrics = None
         # peer -> {match_index an AppendEntries will produce: send time}, for the RTT histogram
-        self._append_sent: dict[str, dict[int, float]] = {}
+        self._append_sent = {}
         self._server: asyncio.base_events.Server | None = None
-        self._pending_writes: dict = {}  # request id -> requests._PendingWrite
+        self._pending_writes = {}  # log index -> requests.PendingWrite
         self._read_ids = 0
-        self._pending_reads: dict[int, tuple[_ClientConn, int, dict]] = {}
-        self._reads_waiting_apply: list[tuple[int, _ClientConn, int, dict]] = []
-        self._conns: set[asyncio.StreamWriter] = set()
-        self._conn_tasks: set[asyncio.Task] = set()  # their handlers, awaited by stop()
-        self._conns_per_host: dict[str, int] = {}
-        self.tls: NodeTLS | None = None
+        self._pending_reads = {}
+        self._reads_waiting_apply = []
+        self._conns = set()
+        self._conn_tasks = set()  # their handlers, awaited by stop()
+        self._conns_per_host = {}
+        self.tls = None
         self.stopped = asyncio.Event()
         self._stopping = False
         self.exit_code = 0
         self.reconfig = Reconfigurator(self)
-        self.peer_last_heard: dict[str, float] = {}
+        self.peer_last_heard = {}
         # Listen addresses peers announced in HELLO: how a node that joined with an empty
         # configuration reaches the leader before the log tells it where everyone is.
-        self.hello_addresses: dict[str, str] = {}  # peer -> monotonic time of its last message
-        self.last_leader_contact: float | None = None  # monotonic time of the last AppendEntries
+        self.hello_addresses = {}  # peer -> its listen address (the newest few)
+        self.last_leader_contact = None  # monotonic time of the last AppendEntries
         self._last_term = -1
-        self.events: list[dict] = []  # recent events ring (status)
+        self.events: list[dict[str, object]] = []  # recent events ring (status)
         self.counters = {"proposals": 0, "fsyncs": 0, "fsync_seconds": 0.0,
                          "leader_changes": 0, "bad_frames": 0, "client_requests": 0,
                          "tls_handshake_failures": 0, "peers_refused": 0,
                          "cluster_id_refused": 0, "removed_refused": 0,
                          "peer_messages_dropped": 0, "permission_denied": 0,
                          "inline_fsync_backoffs": 0}
-        self._dropped_logged: dict[str, float] = {}  # peer -> when we last logged a drop
+        self._dropped_logged = {}  # peer -> when we last logged a drop
         # Requests refused by a limit (docs/SECURITY.md), by limit name.
         self.limit_rejections = {"frame_size": 0, "connections_per_address": 0,
                                  "request_rate": 0, "key_size": 0, "value_size": 0,
@@ -157,32 +152,7 @@ class RaftServer(SavePipeline, ClientRequests):
 
     async def _start(self) -> None:
         cfg = self.cfg
-        if cfg.fsync:
-            # Synced into its parent: a power loss must not drop the directory (and every
-            # acknowledged write in it) that a crash would have kept (issue 21 §6).
-            mkdir_durable(cfg.data_dir)
-        else:
-            os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)
-        mode = os.stat(cfg.data_dir).st_mode & 0o777
-        if mode & 0o022:
-            raise StartupError(f"data_dir {cfg.data_dir} is writable by group or others "
-                               f"(mode {mode:o}): anyone could rewrite the log; run "
-                               f"`chmod 700 {cfg.data_dir}`")
-        try:
-            locked = self._dir_lock.acquire()  # before anything reads or writes the WAL
-        except DataDirInUse as e:
-            raise StartupError(str(e)) from None
-        if not locked:
-            # Two daemons on one data dir write the same WAL at their own offsets (issue 21
-            # §7): without the lock, refuse unless the operator opted out knowingly.
-            why = self._dir_lock.failure or "no lock"
-            if cfg.data_dir_lock:
-                raise StartupError(
-                    f"cannot lock {cfg.data_dir}/LOCK ({why}), so nothing stops a second raftd "
-                    f"on this data dir; use a filesystem with locks, or set data_dir_lock: "
-                    f"false and make sure yourself that only one raftd uses it")
-            log.warning("data_dir_lock: false: running without the data dir lock (%s); make "
-                        "sure no other raftd uses %s", why, cfg.data_dir)
+        prepare_data_dir(cfg, self._dir_lock)
         try:
             self.identity = ClusterIdentity(cfg)
         except ClusterIdError as e:
@@ -192,10 +162,29 @@ class RaftServer(SavePipeline, ClientRequests):
                 self.tls = NodeTLS(cfg.tls)
             except TLSConfigError as e:
                 raise StartupError(str(e)) from None
-            self._log_tls("TLS on")
-        self.storage = DurableLog.open(os.path.join(cfg.data_dir, "wal"), fsync=cfg.fsync,
-                                       preallocate=cfg.wal_preallocate_bytes)
-        st = self.storage
+            self._log_tls(self.tls, "TLS on")
+        self._recover()
+        self._server = await asyncio.start_server(self._on_connection, cfg.host, cfg.port,
+                                                  reuse_address=True)
+        if cfg.metrics_listen:
+            metrics = self.metrics = RaftMetrics(self.status)
+            metrics.update(self.status())
+            mhost, mport = split_address(cfg.metrics_listen)
+            log.info("metrics on http://%s:%d/metrics", mhost, metrics.start(mhost, mport))
+        self._write_pid()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._drive(), name="drive"),
+                       loop.create_task(self._ticker(), name="ticker"),
+                       loop.create_task(self._guard_connections(), name="guard")]
+        for t in self._tasks:
+            t.add_done_callback(self._on_task_done)
+        log.info("listening on %s", cfg.listen)
+
+    def _recover(self) -> None:
+        """Open the WAL and the newest valid snapshot and rebuild the node from them."""
+        cfg = self.cfg
+        st = self.storage = DurableLog.open(os.path.join(cfg.data_dir, "wal"), fsync=cfg.fsync,
+                                            preallocate=cfg.wal_preallocate_bytes)
         self.snapshots = Snapshotter(self)
         snap = self.snapshots.recover()
         self.snapshots.reconcile(snap)  # a crash cut an install short (issue 14 §2, 21 §5)
@@ -205,7 +194,7 @@ class RaftServer(SavePipeline, ClientRequests):
                                f"restore this node from a backup or another node")
         base = (Configuration(frozenset()) if cfg.join else
                 Configuration.make(cfg.peers, addresses=cfg.peers))
-        self.node = RaftNode(
+        node = self.node = RaftNode(
             cfg.id,
             RaftConfig(election_ticks=cfg.election_ticks, heartbeat_ticks=cfg.heartbeat_ticks,
                        max_append_entries=cfg.max_append_entries,
@@ -219,32 +208,17 @@ class RaftServer(SavePipeline, ClientRequests):
             # Removals are learned from committed configurations as they are applied; those
             # already applied (in the restored snapshot) are in the file.
             self.removed = RemovedIds(
-                cfg.data_dir, self.node.configuration_at(self.fsm.applied_index).members)
+                cfg.data_dir, node.configuration_at(self.fsm.applied_index).members)
         except ValueError as e:
             raise StartupError(str(e)) from None
         self._event("start", f"started with term {st.hard_state.term}, "
                              f"log {st.first_index}..{st.last_index}")
         log.info("recovered term=%d voted_for=%s log=[%d..%d] configuration: %s",
                  st.hard_state.term, st.hard_state.voted_for, st.first_index, st.last_index,
-                 self.node.config.describe())
-        self._server = await asyncio.start_server(self._on_connection, cfg.host, cfg.port,
-                                                  reuse_address=True)
-        if cfg.metrics_listen:
-            self.metrics = RaftMetrics(self.status)
-            self.metrics.update(self.status())
-            mhost, mport = split_address(cfg.metrics_listen)
-            log.info("metrics on http://%s:%d/metrics", mhost, self.metrics.start(mhost, mport))
-        self._write_pid()
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._drive(), name="drive"),
-                       loop.create_task(self._ticker(), name="ticker"),
-                       loop.create_task(self._guard_connections(), name="guard")]
-        for t in self._tasks:
-            t.add_done_callback(self._on_task_done)
-        log.info("listening on %s", cfg.listen)
+                 node.config.describe())
 
-    def _log_tls(self, what: str) -> None:
-        info = self.tls.info()
+    def _log_tls(self, tls: NodeTLS, what: str) -> None:
+        info = tls.info()
         log.info("%s: certificate %s (role %s), valid until %s (%s days)", what, info["name"],
                  info["role"], info["not_after"], info["days_left"])
         if info["warning"]:
@@ -265,7 +239,7 @@ class RaftServer(SavePipeline, ClientRequests):
             log.error("SIGHUP: certificate reload failed, keeping the current ones: %s", e)
             self._event("tls", f"certificate reload failed: {e}")
             return
-        self._log_tls("SIGHUP: certificates reloaded")
+        self._log_tls(self.tls, "SIGHUP: certificates reloaded")
         self._event("tls", f"certificates reloaded; valid until {self.tls.info()['not_after']}")
 
     async def _transfer_before_stop(self) -> None:
@@ -273,22 +247,22 @@ class RaftServer(SavePipeline, ClientRequests):
         if target is None:
             return
         try:
-            self.node.transfer_leadership(target)
+            self.core.transfer_leadership(target)
         except (InvalidConfChangeError, NotLeaderError) as e:
             log.info("no leadership transfer before stopping: %s", e)
             return
         log.info("stopping: transferring leadership to %s first", target)
         self.wake()
         deadline = self.sysclock.monotonic() + self.cfg.election_timeout_ms / 1000
-        while self.node.role == Role.LEADER and self.sysclock.monotonic() < deadline:
+        while self.core.role == Role.LEADER and self.sysclock.monotonic() < deadline:
             await asyncio.sleep(self.cfg.tick_ms / 1000)
-        if self.node.role == Role.LEADER:
+        if self.core.role == Role.LEADER:
             log.warning("leadership transfer to %s did not finish in time", target)
         else:
             log.info("leadership transferred to %s", target)
 
     def _best_transfer_target(self) -> str | None:
-        node = self.node
+        node = self.core
         voters = [p for p in node.progress if node.config.is_voter(p)]
         return max(voters, key=lambda p: node.progress[p].match_index, default=None)
 
@@ -364,7 +338,7 @@ class RaftServer(SavePipeline, ClientRequests):
             next_at += interval
             if loop.time() - next_at > 10 * interval:
                 next_at = loop.time() + interval  # we were paused (SIGSTOP): do not replay
-            self.node.tick()
+            self.core.tick()
             self._wake.set()
             if self.metrics is not None:
                 self.metrics.maybe_refresh()
@@ -377,14 +351,8 @@ class RaftServer(SavePipeline, ClientRequests):
     def _connection_timed_out(self, reason: str) -> None:
         self.limit_rejections[f"{reason}_connections"] += 1
 
-    def _unsent_overflow(self, conn: _ClientConn) -> None:
-        self.limit_rejections["unsent_bytes"] += 1
-        peer = conn.writer.get_extra_info("peername")
-        log.warning("closing client connection from %s: over %d bytes of replies not read "
-                    "(max_unsent_bytes)", peer[0] if peer else "?", conn.max_unsent)
-
     async def _drive(self) -> None:
-        node = self.node
+        node = self.core
         while True:
             await self._wake.wait()
             # Let every socket that is readable now deliver its requests and messages first,
@@ -395,7 +363,7 @@ class RaftServer(SavePipeline, ClientRequests):
                 await self._handle_ready(node.ready())
 
 
-    def _send(self, msg) -> None:
+    def _send(self, msg: Message) -> None:
         if isinstance(msg, InstallSnapshot):
             self.snapshots.send(msg, self._address_of(msg.dst))
             return
@@ -421,25 +389,10 @@ class RaftServer(SavePipeline, ClientRequests):
         adding it, and a lagging one a leader its log does not name yet (thesis §4.1); at most
         _MAX_HELLO_ADDRESSES such ids are kept, so strangers cannot make this node hold links
         to any number of addresses (issue 19 §8)."""
-        return (self.node.config.address_of(nid) or self.cfg.peers.get(nid)
+        return (self.core.config.address_of(nid) or self.cfg.peers.get(nid)
                 or self.hello_addresses.get(nid))
 
-    def _note_hello_address(self, peer_id: str, address: str) -> None:
-        """Remember where a peer outside our configuration listens, the most recent few only;
-        the link to one forgotten (and not a known server) is closed with it."""
-        if self.node.config.address_of(peer_id) or peer_id in self.cfg.peers:
-            return  # a server we know: its address comes from the cluster, not from HELLO
-        self.hello_addresses.pop(peer_id, None)
-        self.hello_addresses[peer_id] = address
-        while len(self.hello_addresses) > _MAX_HELLO_ADDRESSES:
-            gone = next(iter(self.hello_addresses))
-            del self.hello_addresses[gone]
-            link = self.peers.pop(gone, None)
-            if link is not None:
-                asyncio.get_running_loop().create_task(link.close())
-
-    def _on_soft_state(self, rd: Ready) -> None:
-        ss = rd.soft_state
+    def _on_soft_state(self, ss: SoftState) -> None:
         if ss.term != self._last_term:
             if self._last_term >= 0:
                 self._event("term", f"term {self._last_term} -> {ss.term}")
@@ -483,25 +436,25 @@ class RaftServer(SavePipeline, ClientRequests):
             if pw.term != e.term:
                 # Our proposal at this index was replaced by another leader's entry.
                 fsm.apply_entry(e)
-                pw.conn.reply(pw.rid, error={"code": "unavailable",
-                                             "message": "write lost in a leader change; retry"})
+                pw.conn.reply(pw.rid, error=error_reply(ErrorCode.UNAVAILABLE, "write lost in "
+                                                        "a leader change; retry"))
                 continue
             # Same index and term: the entry is the one we proposed (Log Matching, §5.3).
             result = fsm.apply_command(e.index, pw.cmd) if e.kind == normal else \
                 fsm.apply_entry(e)
             if result is not None and "error" in result:
-                code = result["error"] if result["error"] in _FSM_ERRORS else "bad_request"
-                pw.conn.reply(pw.rid, error={"code": code,
-                                             "message": f"{result['error']}: "
-                                                        f"{result.get('message', '')}".strip()})
+                code = (ErrorCode(result["error"]) if result["error"] in _FSM_ERRORS
+                        else ErrorCode.BAD_REQUEST)
+                message = f"{result['error']}: {result.get('message', '')}".strip()
+                pw.conn.reply(pw.rid, error=error_reply(code, message))
             else:
                 pw.conn.reply(pw.rid, result)
         last = rd.committed_entries[-1]
-        self.node.applied(last.index)
+        self.core.applied(last.index)
         if last.term > self._limits_term:
             self._propose_session_limits(last.term)
 
-    def _config_committed(self, e) -> None:
+    def _config_committed(self, e: Entry) -> None:
         gone = self.removed.committed(Configuration.decode(e.data))
         for nid in sorted(gone):
             self._event("membership", f"{nid} removed: its id is refused from now on")
@@ -510,7 +463,7 @@ class RaftServer(SavePipeline, ClientRequests):
         """Session limits are replicated state (see raftd.kv.fsm): once per term, after the
         leader has applied an entry of its own term (so the state machine reflects every
         earlier entry, §5.4.2), it proposes its configured limits if the cluster's differ."""
-        node, fsm, cfg = self.node, self.fsm, self.cfg
+        node, fsm, cfg = self.core, self.fsm, self.cfg
         if node.role != Role.LEADER or applied_term != node.term:
             return
         self._limits_term = node.term
@@ -528,19 +481,10 @@ class RaftServer(SavePipeline, ClientRequests):
         self._wake.set()
 
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    def _observe_append_rtt(self, msg: AppendEntriesResponse) -> None:
-        sent = self._append_sent.get(msg.src)
-        if sent:
-            t = sent.pop(msg.match_index, None)
-            if t is not None:
-                self.metrics.observe_append_rtt(msg.src, self.sysclock.perf() - t)
-            for k in [k for k in sent if k < msg.match_index]:
-                del sent[k]
 
     def wake(self) -> None:
         self._wake.set()
@@ -552,7 +496,7 @@ class RaftServer(SavePipeline, ClientRequests):
             del self.events[:len(self.events) - _MAX_EVENTS]
 
     def status(self) -> dict:
-        node = self.node
+        node = self.core
         cfg = node.config
         addresses = {**self.cfg.peers, **cfg.address_map()}
         st = node.status()
@@ -587,197 +531,10 @@ class RaftServer(SavePipeline, ClientRequests):
             "counters": dict(self.counters),
             "limit_rejections": dict(self.limit_rejections),
             "tls": self.tls.info() if self.tls is not None else {"enabled": False},
-            "storage": dict(self.storage.stats),
+            "storage": dict(self.wal.stats),
             "peers": {pid: {"connected": link.connected, "dropped": link.dropped,
                             "sent": link.sent}
                       for pid, link in sorted(self.peers.items())},
             "events": self.events[-50:],
         })
         return st
-
-    # --------------------------------------------------------------- connections --
-    async def _on_connection(self, reader: asyncio.StreamReader,
-                             writer: asyncio.StreamWriter) -> None:
-        self._conns.add(writer)
-        task = asyncio.current_task()
-        self._conn_tasks.add(task)
-        peer = writer.get_extra_info("peername")
-        host = peer[0] if peer else "?"
-        decoder = FrameDecoder(self.cfg.max_frame_size)
-        peer_id = None
-        conn = None
-        snap_state: dict = {}
-        self._conns_per_host[host] = self._conns_per_host.get(host, 0) + 1
-        try:
-            if self._conns_per_host[host] > self.cfg.max_connections_per_address:
-                self.limit_rejections["connections_per_address"] += 1
-                log.warning("refusing a connection from %s: %d open from that address "
-                            "(max_connections_per_address)", host, self._conns_per_host[host] - 1)
-                if self.tls is None:  # over TLS the client could not read this before a handshake
-                    writer.write(encode_error("too_many_connections",
-                                              f"more than {self.cfg.max_connections_per_address}"
-                                              f" connections from {host}"))
-                return
-            identity = None
-            if self.tls is not None:
-                # First thing on the connection, before any read: see raftd/tls.py.
-                try:
-                    await writer.start_tls(self.tls.server_context, ssl_handshake_timeout=10)
-                except (OSError, asyncio.TimeoutError, ConnectionError) as e:
-                    self.counters["tls_handshake_failures"] += 1
-                    log.warning("refused connection from %s: TLS handshake failed: %s",
-                                host, handshake_error(e))
-                    return
-                identity = self.tls.identity(writer.get_extra_info("ssl_object"))
-            conn = _ClientConn(writer, identity, self.cfg.max_requests_per_second,
-                               self.cfg.max_unsent_bytes, self._unsent_overflow,
-                               monotonic=self.sysclock.monotonic)
-            watch = self.guard.track(host, writer.transport.abort, self.sysclock.monotonic())
-            while True:
-                if writer.transport.get_write_buffer_size() > self.cfg.max_unsent_bytes // 4:
-                    await writer.drain()  # stop reading requests until the replies are read
-                data = await reader.read(1 << 18)
-                if not data:
-                    break
-                frames = decoder.feed(data)
-                watch.read(self.sysclock.monotonic(), decoder.buffered > 0)
-                for ftype, body in frames:
-                    if ftype == FrameType.CLIENT_REQUEST:
-                        if peer_id is not None:
-                            raise RemoteProtocolError("client request on a peer connection")
-                        req = decode_request(body)
-                        if type(req.get("id")) is not int:
-                            raise RemoteProtocolError("client request without an integer id")
-                        self._handle_request(conn, req)
-                    elif ftype == FrameType.HELLO:
-                        peer_id, cluster = decode_hello(body)
-                        watch.is_peer = True
-                        if self.tls is not None:
-                            self._check_peer(identity, peer_id, host)
-                        hello = decode_request(body)
-                        self._check_cluster_id(peer_id, hello.get("cluster_id"))
-                        self._check_not_removed(peer_id)
-                        announced = hello.get("address")
-                        if isinstance(announced, str) and len(announced) <= 256:
-                            self._note_hello_address(peer_id, announced)
-                        if cluster is not None and cluster != self.cfg.cluster:
-                            raise RemoteProtocolError(
-                                f"peer {peer_id} belongs to cluster {cluster!r}, "
-                                f"not {self.cfg.cluster!r}")
-                    elif ftype < 32:
-                        if peer_id is None:
-                            raise RemoteProtocolError("raft message before HELLO")
-                        msg = decode_message(ftype, body)
-                        if self.tls is not None and not self._from_member_or_allowed(msg):
-                            continue
-                        if isinstance(msg, InstallSnapshot):
-                            try:
-                                whole = self.snapshots.receive_chunk(snap_state, msg)
-                            except (ValueError, OSError) as e:
-                                raise RemoteProtocolError(f"bad snapshot transfer: {e}") from None
-                            # A chunk (done=False) still tells the core the leader is alive, so
-                            # a long transfer does not fire the election timer (issue 14 §8).
-                            msg = whole if whole is not None else replace(msg, data=b"")
-                        if msg.dst != self.node_id or msg.src != peer_id:
-                            log.warning("dropping %s for %s from %s on %s's link",
-                                        type(msg).__name__, msg.dst, msg.src, peer_id)
-                            continue
-                        now = self.sysclock.monotonic()
-                        self.peer_last_heard[msg.src] = now
-                        if ftype == 1 and msg.src == self.node.leader_id:  # AppendEntries
-                            self.last_leader_contact = now
-                        if (self.metrics is not None and isinstance(msg, AppendEntriesResponse)
-                                and msg.success):
-                            self._observe_append_rtt(msg)
-                        try:
-                            self.node.step(msg)
-                        except LogCorruptionError as e:
-                            self.fatal(str(e), e)
-                            return
-                        if isinstance(msg, InstallSnapshot):
-                            self.snapshots.discard_unused(msg)
-                        self._wake.set()
-                    else:
-                        raise RemoteProtocolError(f"unexpected frame type {ftype}")
-        except PeerIdentityError as e:
-            self.counters["peers_refused"] += 1
-            log.warning("refused peer connection from %s: %s", host, e)
-        except FrameTooLarge as e:
-            self.counters["bad_frames"] += 1
-            self.limit_rejections["frame_size"] += 1
-            log.warning("closing connection from %s: %s", peer, e)
-            writer.write(encode_error("frame_too_large", str(e)))
-        except UnsupportedVersion as e:
-            self.counters["bad_frames"] += 1
-            log.warning("closing connection from %s: %s", peer, e)
-            writer.write(encode_error("version_mismatch", str(e)))
-        except RemoteProtocolError as e:
-            self.counters["bad_frames"] += 1
-            log.warning("closing connection from %s: %s", peer, e)
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            self._conns_per_host[host] -= 1
-            if not self._conns_per_host[host]:
-                del self._conns_per_host[host]
-            self.snapshots.abort_incoming(snap_state)
-            if conn is not None:
-                conn.closed = True
-                self.guard.untrack(watch)
-            self._conns.discard(writer)
-            self._conn_tasks.discard(task)
-            writer.close()
-
-    def _check_not_removed(self, peer_id: str) -> None:
-        """A removed server's id is refused for good (issue 19 §2): with TLS this is how its
-        certificate stops working.  Unless a configuration we hold names it: then the
-        removal has not reached us the way it reached the server that recorded it."""
-        if peer_id in self.removed.ids and peer_id not in self.node.config.members:
-            self.counters["removed_refused"] += 1
-            raise PeerIdentityError(f"{peer_id} was removed from this cluster")
-
-    def _check_cluster_id(self, peer_id: str, theirs: object) -> None:
-        """A peer of another cluster is refused (issue 14 §9); a server in join mode takes the
-        id of the first peer that says hello, the leader adding it."""
-        why = self.identity.refuses(theirs)
-        if why is not None:
-            self.counters["cluster_id_refused"] += 1
-            raise PeerIdentityError(f"{peer_id}: {why}")
-        if isinstance(theirs, str) and self.identity.adopt(theirs):
-            self._event("cluster", f"joined cluster {theirs} (said by {peer_id})")
-
-    def _check_peer(self, identity, peer_id: str, host: str) -> None:
-        """Mutual TLS for peers: a node certificate of our CA, for the id the peer claims.
-        Membership is checked on every message (_from_member_or_allowed), not here."""
-        if identity.role != ROLE_NODE or not identity.cluster_ca:
-            raise PeerIdentityError(f"certificate {identity.describe()} is not a node "
-                                    f"certificate of this cluster's CA")
-        if identity.name != peer_id:
-            raise PeerIdentityError(f"certificate is for {identity.name!r} but the peer says "
-                                    f"it is {peer_id!r}")
-
-    def _from_member_or_allowed(self, msg) -> bool:
-        """Over TLS, a peer outside our configuration (the newest in our log, §6) may send what
-        the thesis (§4.1) says a server must accept from servers it does not know, because its
-        own log may be behind: AppendEntries and InstallSnapshot from a leader, and (pre-)vote
-        requests from a candidate (pre-vote and vote withholding, §4.2.3, keep those from
-        disrupting a live cluster).  Dropped: responses, TimeoutNow, and vote requests flagged
-        as a leadership transfer (those bypass vote withholding; a real leader only hands
-        leadership to a server in its configuration, which then knows us).  A node with no
-        configuration yet (join: true) hears everyone: the leader adding it."""
-        members = self.node.config.members
-        if not members or msg.src in members or (isinstance(msg, _NON_MEMBER_OK)
-                                                 and not getattr(msg, "transfer", False)):
-            return True
-        self.counters["peer_messages_dropped"] += 1
-        if self._dropped_logged.get(msg.src, 0) < self.sysclock.monotonic() - 10:  # once per 10 s
-            self._dropped_logged[msg.src] = self.sysclock.monotonic()
-            log.warning("dropping %s from %s: not a member of the configuration (%s)",
-                        type(msg).__name__, msg.src, ", ".join(sorted(members)))
-        return False
-
-
-class StartupError(Exception):
-    """The node cannot start safely (a message for the operator)."""
-
-

@@ -16,6 +16,7 @@ import multiprocessing
 import sys
 import time
 import traceback
+from collections.abc import Iterable
 
 from . import SimCluster, SimParams, run_seed
 
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
               "group_fsyncs": 0, "partial_writes": 0}
     totals.update({k: 0 for k in MEMBERSHIP_KEYS})
     failed: list[tuple[int, str]] = []
+    results: Iterable[tuple[int, str | None, dict]]
     if a.jobs > 1:
         with multiprocessing.Pool(a.jobs) as pool:
             results = list(pool.imap_unordered(_one, work, chunksize=4))

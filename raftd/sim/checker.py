@@ -116,10 +116,10 @@ class SafetyChecker:
             term = log.term_at(index)
             if term is None or index <= log.snapshot_index:
                 continue  # known only through a snapshot (checked when applied)
-            seen = self.committed.setdefault(index, term)
-            if seen != term:
+            first = self.committed.setdefault(index, term)
+            if first != term:
                 raise SafetyViolation(f"{nid} committed index {index} at term {term}, "
-                                      f"but term {seen} was committed there before")
+                                      f"but term {first} was committed there before")
             e = log.entry(index)
             if e.kind == EntryKind.CONFIG and (not self.configs or self.configs[-1][0] < index):
                 self._config_committed(nid, e)
@@ -154,7 +154,7 @@ class SafetyChecker:
                 index, cfg = e.index, Configuration.decode(e.data)
                 break
         self._newest_cfg[nid] = (log.last_index, log.truncations, index, cfg)
-        if index > log.snapshot_index:
+        if index > log.snapshot_index and cfg is not None:  # (index > 0: cfg was found)
             want, where = cfg, f"its newest configuration entry (index {index})"
         elif raft.snapshot is not None:
             want = raft.snapshot.configuration

@@ -20,137 +20,20 @@ from __future__ import annotations
 
 import heapq
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from raftd.core import (AppendEntries, AppendEntriesResponse, ConfChangeInProgressError,
-                        Configuration, Entry, EntryKind, HardState, InstallSnapshot,
+                        Configuration, Entry, EntryKind, InstallSnapshot,
                         InvalidConfChangeError, NotLeaderError, PreVote, ProposalDroppedError,
                         RaftConfig, RaftNode, Ready, RequestVote, RequestVoteResponse, Role,
                         SnapshotMeta)
 from raftd.core.ready import may_send_early
 
+from .changes import pick_change
 from .checker import SafetyChecker, SafetyViolation
+from .model import Proposal, SimDisk, SimNode, SimParams
 
-
-@dataclass
-class SimParams:
-    nodes: int = 5
-    tick_ms: int = 10
-    election_ticks: int = 10
-    heartbeat_ticks: int = 2
-    latency_ms: tuple[int, int] = (1, 12)  # uniform; a wide range reorders messages
-    disk_ms: tuple[int, int] = (1, 4)  # time for one fsync
-    drop: float = 0.05
-    duplicate: float = 0.03
-    fault_every_ms: tuple[int, int] = (100, 400)
-    fault_ms: int = 4000  # length of the faulty phase
-    heal_ms: int = 6000  # bound for liveness after everything heals
-    proposal_every_ms: tuple[int, int] = (2, 20)
-    final_proposals: int = 5
-    max_append_entries: int = 8  # small batches so pipelining and backtracking get exercised
-    max_inflight_msgs: int = 4
-    # Membership changes (Raft §6).  Off: the pool is the bootstrap configuration and the run
-    # draws exactly the random numbers it drew before membership changes existed.
-    membership: bool = True
-    spare_nodes: int = 2  # servers in the pool beyond the bootstrap configuration
-    reconfig_every_ms: tuple[int, int] = (100, 400)
-    min_voters: int = 3  # shrink below this only rarely (never to zero)
-    # Snapshots and log compaction (Raft §7): every node snapshots its state machine every
-    # ``snapshot_every`` applied entries and keeps ``snapshot_trailing`` entries below it, so
-    # lagging and restarted nodes catch up by InstallSnapshot.  0 turns it off.
-    snapshot_every: int = 40
-    snapshot_trailing: int = 5
-    # Pipelined saves, like raftd's runtime: a node takes the next Ready while an fsync runs;
-    # the leader's AppendEntries leave at once (thesis §10.2.1), everything else of a Ready
-    # waits behind its save, and Readies queued meanwhile share the next fsync.  A crash keeps
-    # a random prefix of the Readies being written (unsynced data may or may not survive).
-    # False: one Ready at a time, all its messages after its fsync.
-    pipeline: bool = True
-    # Pipeline only, a fault of the faulty phase: now and then an fsync stalls (a busy disk),
-    # long enough for replies from the followers to come back first; that is when a leader
-    # that counted its own copy before its fsync completed would commit what a crash can still
-    # take back.
-    slow_fsync: float = 0.05
-    slow_fsync_ms: tuple[int, int] = (15, 60)
-
-
-class SimDisk:
-    """What survives a crash: only what an fsync completed.  The log starts after
-    (base_index, base_term); ``snapshot`` is the newest durable snapshot and the state machine
-    it holds (the applied entries up to its index; every node's snapshot at one (index, term)
-    holds the same state, by State Machine Safety)."""
-
-    def __init__(self) -> None:
-        self.hard_state = HardState()
-        self.entries: list[Entry] = []
-        self.base_index = 0
-        self.base_term = 0
-        self.snapshot: tuple[SnapshotMeta, tuple[Entry, ...]] | None = None
-
-    @property
-    def last_index(self) -> int:
-        return self.base_index + len(self.entries)
-
-    def term_at(self, index: int) -> int | None:
-        if index == self.base_index:
-            return self.base_term
-        pos = index - self.base_index - 1
-        return self.entries[pos].term if 0 <= pos < len(self.entries) else None
-
-    def install(self, meta: SnapshotMeta, state: tuple[Entry, ...]) -> None:
-        """A received snapshot (Figure 13 steps 6-7): keep the suffix only if it continues it."""
-        if self.term_at(meta.index) == meta.term:
-            self.entries = self.entries[meta.index - self.base_index:]
-        else:
-            self.entries = []
-        self.base_index, self.base_term = meta.index, meta.term
-        self.snapshot = (meta, state)
-
-    def compact(self, index: int, term: int) -> None:
-        if index > self.base_index:
-            self.entries = self.entries[index - self.base_index:]
-            self.base_index, self.base_term = index, term
-
-    def write(self, rd: Ready) -> None:
-        if rd.hard_state is not None:
-            self.hard_state = rd.hard_state
-        entries = [e for e in rd.entries if e.index > self.base_index]
-        if entries:
-            first = entries[0].index
-            del self.entries[first - 1 - self.base_index:]
-            if self.last_index != first - 1:
-                raise SafetyViolation(f"storage gap: log ends at {self.last_index}, "
-                                      f"append at {first}")
-            self.entries.extend(entries)
-
-
-@dataclass
-class SimNode:
-    id: str
-    disk: SimDisk = field(default_factory=SimDisk)
-    raft: RaftNode | None = None  # None while crashed
-    incarnation: int = 0
-    disk_busy: bool = False  # one fsync at a time, like the real runtime
-    saves: list[Ready] = field(default_factory=list)  # pipeline: waiting for the next fsync
-    writing: list[Ready] = field(default_factory=list)  # pipeline: in the fsync under way
-    applied: list[Entry] = field(default_factory=list)  # this incarnation's state machine
-    was_leader: bool = False  # as of the last Ready's soft state (to trace step-downs)
-
-    @property
-    def up(self) -> bool:
-        return self.raft is not None
-
-
-@dataclass
-class Proposal:
-    value: bytes
-    node: str = ""
-    incarnation: int = -1
-    index: int = 0
-    term: int = 0
-    acked: bool = False
-    waits: int = 0  # times a client waited for this proposal's answer in vain
-
+__all__ = ["Proposal", "SimCluster", "SimDisk", "SimNode", "SimParams"]  # (model.py's: the API)
 
 
 class SimCluster:
@@ -298,14 +181,16 @@ class SimCluster:
             self._complete(n, rd)
 
     def _note_soft_state(self, n: SimNode, rd: Ready) -> None:
-        raft = n.raft
-        if rd.soft_state is not None and rd.soft_state.role == Role.LEADER:
+        if rd.soft_state is None:
+            return
+        raft = n.live
+        if rd.soft_state.role == Role.LEADER:
             self.stats["elections"] += 1
             n.was_leader = True
             self._log(f"{n.id} became LEADER term={rd.soft_state.term} "
                       f"last_index={raft.log.last_index}" + (
                           f" config: {raft.config.describe()}" if self.p.membership else ""))
-        elif rd.soft_state is not None and n.was_leader:
+        elif n.was_leader:
             n.was_leader = False
             if not raft.config.is_voter(n.id):
                 # Raft §6: a leader that is not part of C_new steps down once C_new commits.
@@ -398,7 +283,6 @@ class SimCluster:
 
     def _complete(self, n: SimNode, rd: Ready, pump: bool = True,
                   checked: bool = False) -> None:
-        raft = n.raft
         for msg in rd.messages:
             if not checked:
                 self._check_persisted_before_send(n, msg)
@@ -412,6 +296,7 @@ class SimCluster:
                 p.acked = True  # the proposing leader applied it: the client hears "ok"
                 self.checker.acknowledged(e)
         if rd.committed_entries:
+            raft = n.live
             raft.applied(rd.committed_entries[-1].index)
             self._maybe_snapshot(n)
             if raft.role == Role.LEADER and self.now - self._last_commit_log >= 250:
@@ -426,12 +311,15 @@ class SimCluster:
         """Snapshot and compact (Raft §7).  Everything applied is durable here (a Ready is
         applied only after its fsync), so the disk may drop what the snapshot covers."""
         every = self.p.snapshot_every
-        raft = n.raft
+        raft = n.live
         last = raft.snapshot.index if raft.snapshot else 0
         if not every or raft.last_applied - last < every:
             return
         index = raft.last_applied
-        meta = SnapshotMeta(index, raft.log.term_at(index), raft.configuration_at(index))
+        term_at_index = raft.log.term_at(index)
+        if term_at_index is None:
+            raise SafetyViolation(f"{n.id}: no term for its applied index {index}")
+        meta = SnapshotMeta(index, term_at_index, raft.configuration_at(index))
         state = tuple(n.applied[:index])
         if len(state) != index or state[-1].index != index:
             raise SafetyViolation(f"{n.id}: applied state does not reach {index}")
@@ -441,6 +329,8 @@ class SimCluster:
         compact_to = index - self.p.snapshot_trailing
         if compact_to > raft.log.snapshot_index:
             term = raft.log.term_at(compact_to)
+            if term is None:
+                raise SafetyViolation(f"{n.id}: no term at {compact_to}, below its applied index")
             raft.compact(compact_to)
             n.disk.compact(compact_to, term)
         self.stats["snapshots"] += 1
@@ -587,7 +477,8 @@ class SimCluster:
             up = [i for i in ids if self.nodes[i].up]
             if up:
                 # Prefer the leader now and then: that is where the interesting bugs are.
-                victim = self.leader() if rng.random() < 0.5 and self.leader() else rng.choice(up)
+                lead = self.leader()  # (draws nothing from rng)
+                victim = lead if rng.random() < 0.5 and lead else rng.choice(up)
                 self.crash(victim)
         elif roll < 0.85:
             if down:
@@ -664,68 +555,6 @@ class SimCluster:
             self._log(f"config committed at index {index} (term {term}, seen on {nid}; learners "
                       f"only): {cfg.describe()}")
 
-    def _pick_change(self, nid: str) -> tuple[str, Configuration] | None:
-        """A random membership change relative to ``nid``'s configuration."""
-        rng, cur = self.rng, self.nodes[nid].raft.config
-        voters, learners = sorted(cur.voters), sorted(cur.learners)
-        if not voters:
-            return None  # a server that never joined: it has no idea what to change
-        outsiders = [i for i in self.ids if i not in cur.members]
-        small = len(voters) < self.p.min_voters
-        big = len(voters) > self.p.nodes  # bigger than the bootstrap configuration: shrink more
-        may_shrink = len(voters) > self.p.min_voters or (len(voters) > 1 and rng.random() < 0.1)
-        options: list[str] = []
-        if outsiders:
-            options += ["add_learner"] * 3 + ["add_voter"] * (3 if small else 1)
-        if learners:
-            options += ["promote"] * (4 if small else 1 if big else 3) + ["remove_learner"]
-        if may_shrink:
-            options += ["remove_voter", "remove_self", "demote"] * (3 if big else 1)
-        if outsiders or learners:
-            options += ["replace"] * 3
-        if not options:
-            return None
-        kind = rng.choice(options)
-        v, lr = list(voters), list(learners)
-        if kind == "add_learner":
-            x = rng.choice(outsiders)
-            lr.append(x)
-            what = f"add learner {x}"
-        elif kind == "add_voter":
-            x = rng.choice(outsiders)
-            v.append(x)
-            what = f"add voter {x}"
-        elif kind == "promote":
-            x = rng.choice(learners)
-            lr.remove(x)
-            v.append(x)
-            what = f"promote learner {x}"
-        elif kind == "remove_learner":
-            x = rng.choice(learners)
-            lr.remove(x)
-            what = f"remove learner {x}"
-        elif kind in ("remove_voter", "demote", "remove_self"):
-            x = nid if kind == "remove_self" and nid in v else rng.choice(voters)
-            v.remove(x)
-            if kind == "demote":
-                lr.append(x)
-                what = f"demote voter {x} to learner"
-            else:
-                what = f"remove voter {x}" + (" (the leader itself)" if x == nid else "")
-        else:  # replace several voters at once
-            candidates = sorted(learners + outsiders)
-            k = rng.randint(1, min(len(voters), len(candidates), 3))
-            out = rng.sample(voters, k)
-            if nid in voters and nid not in out and rng.random() < 0.3:
-                out[0] = nid  # often enough, the leader replaces itself
-            new = rng.sample(candidates, k)
-            v = [i for i in voters if i not in out] + new
-            lr = [i for i in learners if i not in new]
-            if rng.random() < 0.25:
-                lr += out  # keep the replaced voters around as learners
-            what = f"replace {','.join(sorted(out))} by {','.join(sorted(new))}"
-        return what, Configuration.make(sorted(v), learners=sorted(lr))
-
     def _ev_reconfig(self, until: int) -> None:
         if self.now >= until:
             return
@@ -735,10 +564,11 @@ class SimCluster:
             # No leader, or a client that asks the wrong server: NotLeaderError, by design.
             up = [i for i in self.ids if self.nodes[i].up]
             target = rng.choice(up) if up else None
-        change = self._pick_change(target) if target is not None else None
-        if change is not None:
+        change = (pick_change(rng, self.p, self.ids, target, self.nodes[target].live.config)
+                  if target is not None else None)
+        if change is not None and target is not None:
             what, cfg = change
-            old = self.nodes[target].raft.config
+            old = self.nodes[target].live.config
             if self.propose_configuration(target, cfg, what) is not None and rng.random() < 0.25:
                 # Hit the leader while the change is in flight (before or after the joint entry
                 # commits, before or after C_new is appended).
@@ -796,7 +626,7 @@ class SimCluster:
             return False  # C_new has yet to commit
         if self.p.membership:
             lead = self.leader()
-            if lead is None or lead not in final.voters or self.nodes[lead].raft.config != final:
+            if lead is None or lead not in final.voters or self.nodes[lead].live.config != final:
                 return False
         target = max(max(self.checker.acked), index)
         return all(len(self.nodes[nid].applied) >= target for nid in sorted(final.members))

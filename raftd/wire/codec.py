@@ -269,9 +269,16 @@ def encode_client_response(resp: dict[str, Any]) -> bytes:
     return encode_frame(FrameType.CLIENT_RESPONSE, _response_pack(resp))
 
 
-def encode_error(code: str, message: str) -> bytes:
+def error_reply(code: ErrorCode, message: str, **details: Any) -> dict[str, Any]:
+    """The one builder of an error (issue 17 §3): ``error`` of a CLIENT_RESPONSE and the body
+    of an ERROR frame, ``{"code", "message", **details}`` (not_leader adds ``leader`` and
+    ``leader_address``)."""
+    return {"code": ErrorCode(code).value, "message": message, **details}
+
+
+def encode_error(code: ErrorCode, message: str) -> bytes:
     """ERROR frame (connection-level error, e.g. version_mismatch): ``{"code", "message"}``."""
-    return _map_frame(FrameType.ERROR, {"code": str(code), "message": message})
+    return _map_frame(FrameType.ERROR, error_reply(code, message))
 
 
 def encode_hello(node_id: str, cluster: str | None = None, address: str | None = None,
