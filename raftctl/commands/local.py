@@ -67,12 +67,23 @@ def ports_free(base: int, n: int, host: str = "127.0.0.1") -> bool:
 def default_base_port(n: int, info, host: str = "127.0.0.1", preferred: int = 7001) -> int:
     """The demo's 7001 when its n ports are free, else free ports, said in one line: a new
     cluster must not collide with one already running there (issue 16 §11)."""
-    if ports_free(preferred, n, host):
+    taken = [p for p in range(preferred, preferred + n) if not ports_free(p, 1, host)]
+    if not taken:
         return preferred
     base = free_base_port(n, host)
-    info(f"ports {preferred}-{preferred + n - 1} are in use (another cluster?); using "
+    info(f"{_ports_phrase(taken)} in use (another cluster?); using "
          f"{base}-{base + n - 1} (choose with --base-port)")
     return base
+
+
+def _ports_phrase(ports: list[int]) -> str:
+    """"port 7002 is", "ports 7002-7003 are", "ports 7001, 7003 are": the ports actually
+    taken, not the whole range asked for."""
+    if len(ports) == 1:
+        return f"port {ports[0]} is"
+    if ports == list(range(ports[0], ports[-1] + 1)):
+        return f"ports {ports[0]}-{ports[-1]} are"
+    return f"ports {', '.join(map(str, ports))} are"
 
 
 def _pid_alive(pid: int | None) -> bool:
