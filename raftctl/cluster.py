@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from raftd.client import AsyncClient, RequestError
+
+from .errors import UNAVAILABLE, CliError
 
 # How long status/health wait for one node: a paused (SIGSTOPped) or partitioned node is
 # reported unreachable after this, so the whole command answers in about a second.
@@ -15,21 +18,58 @@ NODE_FIELDS = ("id", "address", "role", "term", "commit_index", "applied_index",
                "cluster_id")
 
 
-async def _one(address: str, timeout: float) -> dict | str:
-    """The node's status, or why it could not be had (a str)."""
+@dataclass(frozen=True)
+class Down:
+    """Why a node's status could not be had; ``refused``: nothing listens at its address."""
+
+    reason: str
+    refused: bool = False
+
+
+async def _one(address: str, timeout: float) -> dict | Down:
+    """The node's status, or why it could not be had."""
     c = AsyncClient([address], timeout=timeout)
     try:
-        return await asyncio.wait_for(c.status(address, timeout), timeout)
+        st = await asyncio.wait_for(c.status(address, timeout), timeout)
     except RequestError as e:
         if e.code in ("permission_denied", "tls"):
             raise  # reachable, but we may not look: say so instead of "unreachable"
-        return str(e)
+        return Down(str(e))
     except asyncio.TimeoutError:
-        return f"no answer within {timeout:g}s"
+        return Down(f"no answer within {timeout:g}s")
+    except ConnectionRefusedError:
+        return Down("connection refused", refused=True)
     except Exception as e:  # noqa: BLE001 - any failure means "unreachable" here
-        return str(e) or type(e).__name__
+        return Down(str(e) or type(e).__name__)
     finally:
         await c.close()
+    if c.cluster_id is not None and st.get("cluster_id") != c.cluster_id:
+        # --cluster-id / RAFTCTL_CLUSTER_ID: the same refusal a kv request gets from the node
+        # itself (issue 14 §9), for the commands that only read statuses.
+        raise RequestError("wrong_cluster", f"{address} belongs to cluster "
+                                            f"{st.get('cluster_id')}, not {c.cluster_id}")
+    return st
+
+
+def unreachable_error(st: dict, endpoints: list[str]) -> CliError | None:
+    """The error of a command that found no node to talk to (None if one answered):
+    `no raftd at ADDR (connection refused)` when every endpoint refused the connection (as
+    `kv` says), else `no node is reachable at ADDR (why)`, a TLS hint first (issue 16 §5)."""
+    if any(n["reachable"] for n in st["nodes"]):
+        return None
+    if st["nodes"] and all(n.get("_refused") for n in st["nodes"]):
+        return CliError(f"no raftd at {', '.join(endpoints)} (connection refused)",
+                        UNAVAILABLE, "unavailable")
+    why = unreachable_reason(st)
+    return CliError(f"no node is reachable at {','.join(endpoints)}"
+                    + (f" ({why})" if why else ""), UNAVAILABLE, "unavailable")
+
+
+def require_reachable(st: dict, endpoints: list[str]) -> None:
+    """Raise unreachable_error, if any: before saying "no leader", say why none answered."""
+    err = unreachable_error(st, endpoints)
+    if err is not None:
+        raise err
 
 
 def unreachable_reason(st: dict) -> str:
@@ -42,7 +82,7 @@ def unreachable_reason(st: dict) -> str:
 async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
     """Status of every node reachable from ``endpoints`` and of every member they know of.
     Never hangs: each node gets ``timeout`` seconds, all in parallel."""
-    seen: dict[str, dict | str] = {}
+    seen: dict[str, dict | Down] = {}
     todo = list(dict.fromkeys(endpoints))
     for _ in range(3):  # endpoints, then members they told us about
         if not todo:
@@ -85,7 +125,7 @@ async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
             row = {k: None for k in NODE_FIELDS}
             row.update({"id": id_of.get(addr, addr), "address": addr, "reachable": False,
                         "cert_days_left": None, "cert_warning": None, "_raw": None,
-                        "error": r})
+                        "error": r.reason, "_refused": r.refused})
         nodes.append(row)
     nodes.sort(key=lambda n: str(n["id"]))
     leaders = [n for n in nodes if n["reachable"] and n["role"] == "leader"]
@@ -105,22 +145,25 @@ async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
         "cluster_id": (leader or {}).get("cluster_id") or (max(ids, key=ids.count) if ids
                                                            else None),
         "term": max((n["term"] for n in nodes if n["term"] is not None), default=None),
-        "fault_tolerance": fault_tolerance(shown),
+        "fault_tolerance": fault_tolerance(shown, {n["id"] for n in nodes if n["reachable"]}),
         "nodes": nodes,
         "configuration": shown,
     }
 
 
-def fault_tolerance(conf: dict) -> int | None:
-    """How many voters may fail while a quorum remains (a majority of n survives
-    (n - 1) // 2 failures).  In a joint configuration a decision needs a majority of both
-    C_old and C_new (Raft §6), so the smaller of the two.  None without a configuration."""
+def fault_tolerance(conf: dict, reachable: set[str] | None = None) -> int | None:
+    """How many MORE voters may fail while a quorum remains: the reachable voters minus the
+    quorum size (a majority), never below 0; with ``reachable`` None, every voter counts as up
+    (a majority of n survives (n - 1) // 2 failures).  In a joint configuration a decision
+    needs a majority of both C_old and C_new (Raft §6), so the smaller of the two.  None
+    without a configuration."""
     sets = [conf.get("voters") or []]
     if conf.get("joint"):
         sets.append(conf.get("old_voters") or [])
     if not all(sets):
         return None
-    return min((len(s) - 1) // 2 for s in sets)
+    up = [len(s) if reachable is None else len(set(s) & reachable) for s in sets]
+    return max(0, min(n - (len(s) // 2 + 1) for n, s in zip(up, sets, strict=True)))
 
 
 def tolerates(n: int | None) -> str:

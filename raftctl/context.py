@@ -72,11 +72,20 @@ def run(s: Settings, fn: Callable[[], int | None]) -> None:
         raise
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the CLI's error boundary
         if getattr(e, "code", None) == "permission_denied":
-            # The refused request may be a step of the command (`snapshot save` reads the
-            # status first): name the command the operator ran.
-            e = CliError(f"{s.command}: {e}", REJECTED, "permission_denied")
+            e = CliError(permission_message(s.command, str(e)), REJECTED, "permission_denied")
         raise typer.Exit(fail(e, s.out.json)) from None
     raise typer.Exit(code)
+
+
+def permission_message(command: str, message: str) -> str:
+    """The refused request may be a step of the command (`member list` and `snapshot save`
+    read the status first): name the command the operator ran, not the request ("app1 (role
+    client) may not status: ..." becomes "raftctl member list: app1 (role client) may not run
+    this command: ...")."""
+    who, sep, rest = message.partition(" may not ")
+    if sep and ": " in rest:
+        message = f"{who} may not run this command: {rest.split(': ', 1)[1]}"
+    return f"{command}: {message}"
 
 
 def usage_error(message: str) -> CliError:

@@ -105,7 +105,8 @@ def analyze(snap: dict, max_lag: int | None = None) -> dict:
             "learners": list(conf.get("learners") or []), "joint": bool(conf.get("joint")),
             "reachable_voters": len(reachable_voters), "need": need, "quorum": quorum,
             "lags": lags, "lagging": lagging, "reasons": reasons,
-            "fault_tolerance": fault_tolerance(conf),
+            "fault_tolerance": fault_tolerance(  # how many MORE may fail (issue 16)
+                conf, {n["id"] for n in snap["nodes"] if n["reachable"]}),
             "healthy": quorum and not lagging and not reasons}
 
 

@@ -125,10 +125,14 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(fail(KeyboardInterrupt(), _wants_json(args)))
         if not hasattr(e, "format_message") or not hasattr(e, "exit_code"):
             raise
-        if type(e).__name__ == "NoArgsIsHelpError":  # bare `raftctl` / `raftctl kv`: help
-            sys.stderr.write(e.format_message() + "\n")
-            sys.exit(e.exit_code)
         ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `raftctl` / `raftctl kv`
+            if _wants_json(args):  # a script: the one-line JSON error, never the help
+                where = ctx.command_path if ctx is not None else "raftctl"
+                sys.exit(fail(CliError(f"missing command (see '{where} -h')", e.exit_code,
+                                       "usage"), True))
+            sys.stderr.write(e.format_message() + "\n")  # a person: the help, on stderr
+            sys.exit(e.exit_code)
         hint = f" (see '{ctx.command_path} -h')" if ctx is not None else ""
         sys.exit(fail(CliError(e.format_message() + hint, e.exit_code, "usage"),
                       _wants_json(args)))

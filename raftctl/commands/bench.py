@@ -15,7 +15,7 @@ import typer
 
 from raftd.client import AsyncClient, ClientError
 
-from ..context import EndpointsOpt, OutputOpt, run, settings
+from ..context import REFUSED_GRACE, EndpointsOpt, OutputOpt, run, settings
 from ..errors import UNAVAILABLE, CliError
 from .local import bring_down, bring_up, free_base_port
 
@@ -39,7 +39,10 @@ async def run_bench(endpoints: list[str], clients: int, duration: float, value_s
     ops = {"put": 0, "get": 0}
     written: set[str] = set()
     warm_key = f"{prefix}warm"
-    async with AsyncClient(endpoints, timeout=request_timeout) as c:
+    # refused_grace: a stopped cluster fails at once (`no raftd at ...`), not after the
+    # whole request timeout (issue 16 §5).
+    async with AsyncClient(endpoints, timeout=request_timeout,
+                           refused_grace=REFUSED_GRACE) as c:
         written.add(warm_key)  # added first: a put that times out may still have been applied
         await c.put(warm_key, value)  # find the leader before the clock starts
         loop = asyncio.get_running_loop()

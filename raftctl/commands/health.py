@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ..cluster import STATUS_TIMEOUT, gather_status
+from ..cluster import STATUS_TIMEOUT, gather_status, require_reachable
 from ..context import EndpointsOpt, OutputOpt, TimeoutOpt, run, settings, usage_error
 from ..cluster import tolerates
 from ..dashboard import analyze
@@ -65,6 +65,7 @@ def register(app: typer.Typer) -> None:
             if max_lag < 0 or allow_down < 0:
                 raise usage_error("--max-lag and --allow-down must be >= 0")
             st = asyncio.run(gather_status(s.endpoints, min(s.timeout, STATUS_TIMEOUT)))
+            require_reachable(st, s.endpoints)  # `no raftd at ...`, or why none answered
             h = check_health(st, max_lag, allow_down)
             if s.out.json:
                 s.out.emit_json(h)

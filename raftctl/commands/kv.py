@@ -27,9 +27,13 @@ def _check_key(key: str) -> None:
 
 
 def _raw_writer(value: bytes) -> Callable[[], None]:
-    """Print a value as its raw bytes (--output text), with a final newline."""
+    """Print a value as its raw bytes (--output text).  Piped or redirected: the value's bytes
+    exactly (`kv get k | cmp - file`); on a terminal a missing final newline is added, so the
+    prompt starts on its own line."""
     def raw() -> None:
-        sys.stdout.buffer.write(value + (b"" if value.endswith(b"\n") else b"\n"))
+        end = b"\n" if sys.stdout.isatty() and not value.endswith(b"\n") else b""
+        sys.stdout.buffer.write(value + end)
+        sys.stdout.flush()
     return raw
 
 
@@ -76,9 +80,10 @@ def get(ctx: typer.Context, key: str,
         stale: Annotated[bool, typer.Option(help="serve from any node without ReadIndex")] = False,
         endpoints: EndpointsOpt = None, output: OutputOpt = None,
         timeout: TimeoutOpt = None) -> None:
-    """Print the raw value of KEY; exits 1 if it does not exist.
+    """Print the raw value of KEY (its bytes exactly; a newline is added only on a terminal,
+    when the value does not end in one); exits 1 if it does not exist.
 
-    Example: raftctl kv get config/flag"""
+    Example: raftctl kv get config/flag; raftctl kv get cert > cert.pem"""
     s = settings(ctx, endpoints, output, timeout)
 
     def body() -> int:
@@ -163,17 +168,24 @@ def _delete_prefix(s, prefix: str) -> int:
 
 @app.command("list")
 def list_(ctx: typer.Context, prefix: Annotated[str, typer.Argument()] = "",
+          prefix_opt: Annotated[Optional[str], typer.Option(
+              "--prefix", help="the same as PREFIX (as kv delete --prefix)")] = None,
           stale: Annotated[bool, typer.Option(
               help="serve from any node without ReadIndex")] = False,
           endpoints: EndpointsOpt = None, output: OutputOpt = None,
           timeout: TimeoutOpt = None) -> None:
-    """List keys starting with PREFIX (all keys if omitted) and their values, a page at a
-    time from the server.
+    """List keys starting with PREFIX (or --prefix P; all keys if omitted) and their values,
+    a page at a time from the server.
 
-    Example: raftctl kv list config/ -o json"""
+    Example: raftctl kv list config/ -o json; raftctl kv list --prefix config/"""
     s = settings(ctx, endpoints, output, timeout)
 
     def body() -> int:
+        nonlocal prefix
+        if prefix_opt is not None:
+            if prefix and prefix != prefix_opt:
+                raise usage_error("give PREFIX or --prefix P, not both")
+            prefix = prefix_opt
         with _client(s) as c:
             items = c.list(prefix, linearizable=not stale)
         s.out.result({"prefix": prefix, "items": items},

@@ -10,7 +10,7 @@ import typer
 
 from raftd.client import AsyncClient
 
-from ..cluster import gather_status
+from ..cluster import gather_status, require_reachable
 from ..context import EndpointsOpt, OutputOpt, REFUSED_GRACE, TimeoutOpt, run, settings
 from ..errors import REJECTED, UNAVAILABLE, CliError
 
@@ -25,6 +25,7 @@ async def transfer(endpoints: list[str], target: str | None, timeout: float) -> 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     st = await gather_status(endpoints, min(timeout, 1.0))
+    require_reachable(st, endpoints)  # `no raftd at ...`, or why none answered
     old = st["leader"]
     if old is None:
         raise CliError("no leader to transfer from", UNAVAILABLE, "unavailable")

@@ -13,6 +13,7 @@ import asyncio
 import os
 import random
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,7 +27,7 @@ import yaml
 
 from raftd.config import dump_config
 
-from ..cluster import gather_status
+from ..cluster import gather_status, unreachable_error
 from ..context import OutputOpt, TimeoutOpt, run, settings, usage_error
 from ..errors import UNAVAILABLE, CliError
 
@@ -67,12 +68,23 @@ def ports_free(base: int, n: int, host: str = "127.0.0.1") -> bool:
 def default_base_port(n: int, info, host: str = "127.0.0.1", preferred: int = 7001) -> int:
     """The demo's 7001 when its n ports are free, else free ports, said in one line: a new
     cluster must not collide with one already running there (issue 16 §11)."""
-    if ports_free(preferred, n, host):
+    taken = [p for p in range(preferred, preferred + n) if not ports_free(p, 1, host)]
+    if not taken:
         return preferred
     base = free_base_port(n, host)
-    info(f"ports {preferred}-{preferred + n - 1} are in use (another cluster?); using "
+    info(f"{_ports_phrase(taken)} in use (another cluster?); using "
          f"{base}-{base + n - 1} (choose with --base-port)")
     return base
+
+
+def _ports_phrase(ports: list[int]) -> str:
+    """"port 7002 is", "ports 7002-7003 are", "ports 7001, 7003 are": the ports actually
+    taken, not the whole range asked for."""
+    if len(ports) == 1:
+        return f"port {ports[0]} is"
+    if ports == list(range(ports[0], ports[-1] + 1)):
+        return f"ports {ports[0]}-{ports[-1]} are"
+    return f"ports {', '.join(map(str, ports))} are"
 
 
 def _pid_alive(pid: int | None) -> TypeGuard[int]:
@@ -224,6 +236,7 @@ def bring_up(directory: Path, nodes: int | None = None, base_port: int | None = 
                                            "election_timeout_ms": 500,
                                            "heartbeat_interval_ms": 100}, tls)
         cluster_tls(directory)
+    layout = _skip_removed(directory, layout, info)
     started = []
     for n in layout:
         pid = _read_pid(Path(n["data_dir"]))
@@ -250,6 +263,25 @@ def bring_up(directory: Path, nodes: int | None = None, base_port: int | None = 
     for n in layout:
         n["pid"] = _read_pid(Path(n["data_dir"])) or n["pid"]
     return layout, st
+
+
+def _skip_removed(directory: Path, layout: list[dict], info) -> list[dict]:
+    """``layout`` without the stopped servers that were removed from the cluster (issue 16
+    §8): a removed server only disrupts, so it is not started.  Removals are read from the
+    nodes' own data dirs (``removed_ids``, read only) and from any node already running."""
+    from . import local_ids  # noqa: PLC0415 - reads data dirs: only `local up` needs it
+
+    gone = local_ids.removed_on_disk(layout)
+    running = [n for n in layout if _pid_alive(_read_pid(Path(n["data_dir"])))]
+    if running:
+        st = asyncio.run(gather_status([n["address"] for n in running], 0.5))
+        gone |= local_ids.removed_by_cluster(st)
+    skipped = [n for n in layout if n["id"] in gone and n not in running]
+    if skipped:
+        ids = ", ".join(n["id"] for n in skipped)
+        info(f"not starting {ids}: removed from the cluster's configuration "
+             f"(`raftctl local remove ID --dir {directory}` forgets it)")
+    return [n for n in layout if n not in skipped]
 
 
 def _failures(layout: list[dict], started: set[str], st: dict) -> list[str]:
@@ -431,50 +463,79 @@ def add(ctx: typer.Context, directory: DirOpt = Path("./raftd-local"),
     s = settings(ctx, None, output, timeout or 60.0)
 
     def body() -> int:
-        from .member import change  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
-
         layout = load_cluster(directory)
-        nums = [int(n["id"][1:]) for n in layout if n["id"][1:].isdigit()]
-        nid = f"n{max(nums, default=0) + 1}"
-        hosts_ports = [n["address"].rsplit(":", 1) for n in layout]
-        host = hosts_ports[0][0]
-        if len({h for h, _ in hosts_ports}) > 1:  # --distinct-ips layout
-            host = f"127.0.0.{10 + max(nums, default=0) + 1}"
-        port = max(int(p) for _, p in hosts_ports) + 1
-        node: dict[str, Any] = {"id": nid, "address": f"{host}:{port}",
-                                "data_dir": str((directory / nid).resolve())}
+        s.endpoints = [n["address"] for n in layout]
+        node = _plan_new_node(directory, layout, s.endpoints)
         d = Path(node["data_dir"])
-        d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        first = yaml.safe_load((Path(layout[0]["data_dir"]) / "raftd.yaml").read_text())
-        tuning = {k: v for k, v in first.items()
-                  if k not in ("id", "listen", "data_dir", "peers", "tls")}
-        if first.get("tls"):
-            tuning["tls"] = _node_tls(directory, node)
-        (d / "raftd.yaml").write_text(dump_config({"id": nid, "listen": node["address"],
-                                                   "data_dir": node["data_dir"], "join": True,
-                                                   **tuning}))
-        node["pid"] = start_node(node)
+        d.mkdir(parents=True, mode=0o700)  # a new id: never an existing dir
+        try:
+            result = _start_and_add(s, directory, layout, node)
+        except BaseException:
+            # Nothing of a failed add stays behind: not the process, not its (empty) data
+            # dir, not a line in cluster.yaml (a later `local up` would start it).
+            _stop([node])
+            shutil.rmtree(d, ignore_errors=True)
+            raise
         layout.append({k: node[k] for k in ("id", "address", "data_dir")})
         save_cluster(directory, layout)
-        s.endpoints = [n["address"] for n in layout[:-1]]
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # wait for it to listen
-            if asyncio.run(gather_status([node["address"]], 0.3))["nodes"][0]["reachable"]:
-                break
-            if not _pid_alive(node["pid"]):
-                raise CliError(f"{nid} exited: {_last_log_line(d)}")
-            time.sleep(0.1)
-        result = change(s, add={nid: node["address"]})
         for p in result["phases"]:
             s.out.info(f"- {p}")
         if s.out.json:
-            s.out.emit_json({"id": nid, "address": node["address"], "pid": node["pid"],
+            s.out.emit_json({"id": node["id"], "address": node["address"], "pid": node["pid"],
                              "data_dir": node["data_dir"]})
         else:
-            s.out.line(f"added {nid} at {node['address']} (pid {node['pid']})")
+            s.out.line(f"added {node['id']} at {node['address']} (pid {node['pid']})")
         return 0
 
     run(s, body)
+
+
+def _plan_new_node(directory: Path, layout: list[dict], endpoints: list[str]) -> dict:
+    """The id, address and data dir of the node `local add` starts: an id the cluster never
+    had (members, removed ids, DIR's node dirs: ids are never reused) and a free port above
+    every member's.  Fails at once, starting nothing, when the cluster has no leader."""
+    from . import local_ids  # noqa: PLC0415 - reads data dirs: only this path needs it
+
+    st = asyncio.run(gather_status(endpoints, 0.5))
+    unreachable = unreachable_error(st, endpoints)
+    if unreachable is not None or st["leader"] is None:
+        why = str(unreachable) if unreachable is not None else "no leader"
+        raise CliError(f"{why}; nothing was started (`raftctl local up --dir {directory}` "
+                       f"starts the cluster)", UNAVAILABLE, "unavailable")
+    used = ({n["id"] for n in layout} | local_ids.members(st) | local_ids.removed_by_cluster(st)
+            | local_ids.removed_on_disk(layout) | {p.name for p in directory.iterdir()})
+    nid = local_ids.new_id(used)
+    hosts = {n["address"].rsplit(":", 1)[0] for n in layout}
+    host = next(iter(hosts)) if len(hosts) == 1 else f"127.0.0.{10 + int(nid[1:])}"
+    taken = {int(a.rsplit(":", 1)[1]) for a in
+             {n["address"] for n in layout} | local_ids.addresses(st)}
+    port = local_ids.new_port(taken, lambda p: ports_free(p, 1, host))
+    return {"id": nid, "address": f"{host}:{port}", "data_dir": str((directory / nid).resolve())}
+
+
+def _start_and_add(s, directory: Path, layout: list[dict], node: dict) -> dict:
+    """Write ``node``'s config (join mode, the cluster's tuning), start it, wait until it
+    listens, and add it to the cluster; the change's result."""
+    from .member import change  # noqa: PLC0415 - lazy import: only this path needs it
+
+    d = Path(node["data_dir"])
+    first = yaml.safe_load((Path(layout[0]["data_dir"]) / "raftd.yaml").read_text())
+    tuning = {k: v for k, v in first.items()
+              if k not in ("id", "listen", "data_dir", "peers", "tls")}
+    if first.get("tls"):
+        tuning["tls"] = _node_tls(directory, node)
+    (d / "raftd.yaml").write_text(dump_config({"id": node["id"], "listen": node["address"],
+                                               "data_dir": node["data_dir"], "join": True,
+                                               **tuning}))
+    node["pid"] = start_node(node)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # wait for it to listen
+        if asyncio.run(gather_status([node["address"]], 0.3))["nodes"][0]["reachable"]:
+            break
+        if not _pid_alive(node["pid"]):
+            raise CliError(f"{node['id']} exited: {_last_log_line(d)}")
+        time.sleep(0.1)
+    return change(s, add={node["id"]: node["address"]})
 
 
 @app.command("remove")

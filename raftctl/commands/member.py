@@ -12,7 +12,7 @@ import typer
 from raftd.client import Client
 from raftd.validate import split_address
 
-from ..cluster import gather_status
+from ..cluster import gather_status, require_reachable
 from ..context import (REFUSED_GRACE, EndpointsOpt, OutputOpt, TimeoutOpt, run, settings,
                        usage_error)
 from ..errors import UNAVAILABLE, CliError
@@ -59,6 +59,7 @@ def list_(ctx: typer.Context, endpoints: EndpointsOpt = None, output: OutputOpt 
 
     def body() -> int:
         st = asyncio.run(gather_status(s.endpoints, min(s.timeout, 1.5)))
+        require_reachable(st, s.endpoints)  # `no raftd at ...`, or why none answered
         leader = next((n["_raw"] for n in st["nodes"] if n["reachable"]
                        and n["id"] == st["leader"]), None)
         if leader is None:

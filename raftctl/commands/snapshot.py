@@ -20,7 +20,7 @@ from raftd import recovery
 from raftd.client import AsyncClient
 from raftd.recovery import CorruptSnapshotError
 
-from ..cluster import gather_status
+from ..cluster import gather_status, require_reachable
 from ..context import EndpointsOpt, OutputOpt, TimeoutOpt, run, settings, usage_error
 from ..errors import UNAVAILABLE, CliError
 from .local import bring_up, default_base_port, plan_layout, write_configs
@@ -34,21 +34,28 @@ async def _ask(address: str, op: str, args: dict, timeout: float) -> dict:
         return await c.request(op, args, attempt_timeout=timeout)
 
 
-def _targets(s, node: str | None, all_: bool) -> list[dict]:
+def _targets(s, node: str | None, all_: bool, hint: str = " (use --node or --all)"
+             ) -> list[dict]:
+    """The nodes to ask: ``node``, every reachable one (``all_``) or the leader; ``hint``
+    follows "no leader" (empty for a command without --node/--all)."""
     st = asyncio.run(gather_status(s.endpoints, min(s.timeout, 1.5)))
+    require_reachable(st, s.endpoints)  # `no raftd at ...`, or why none answered
     up = [n for n in st["nodes"] if n["reachable"]]
     if node:
         picked = [n for n in up if n["id"] == node]
         if not picked:
+            conf = st["configuration"]
+            members = sorted({*conf["voters"], *conf["learners"], *conf.get("old_voters", [])})
+            if members and node not in members:
+                raise usage_error(f"{node} is not a member of the cluster (members: "
+                                  f"{', '.join(members)})")
             raise CliError(f"node {node} is not reachable", UNAVAILABLE, "unavailable")
         return picked
     if all_:
-        if not up:
-            raise CliError("no node is reachable", UNAVAILABLE, "unavailable")
         return up
     leader = [n for n in up if n["id"] == st["leader"]]
     if not leader:
-        raise CliError("no leader (use --node or --all)", UNAVAILABLE, "unavailable")
+        raise CliError(f"no leader{hint}", UNAVAILABLE, "unavailable")
     return leader
 
 
@@ -116,7 +123,7 @@ def save(ctx: typer.Context, file: Annotated[Path, typer.Argument(metavar="FILE"
 
     def body() -> int:
         _check_backup_target(file, force)
-        (leader,) = _targets(s, None, False)
+        (leader,) = _targets(s, None, False, hint="")
         snap = asyncio.run(_ask(leader["address"], "snapshot", {}, s.timeout))
         tmp = file.with_name(file.name + ".part")
         try:

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import dashboard
-from ..cluster import STATUS_TIMEOUT, gather_status, public, tolerates, unreachable_reason
+from ..cluster import STATUS_TIMEOUT, gather_status, public, tolerates, unreachable_error
 from ..context import EndpointsOpt, OutputOpt, TimeoutOpt, run, settings, usage_error
 from ..errors import UNAVAILABLE, CliError, fail
 from ..output import json_default
@@ -56,11 +56,9 @@ def register(app: typer.Typer) -> None:
                 s.out.emit_json(public(st))
             else:
                 print_status(s.out, st)
-            if not any(n["reachable"] for n in st["nodes"]):
-                why = unreachable_reason(st)
-                return fail(CliError("no node is reachable at " + ",".join(s.endpoints)
-                                     + (f" ({why})" if why else ""),
-                                     UNAVAILABLE, "unavailable"), s.out.json)
+            unreachable = unreachable_error(st, s.endpoints)  # `no raftd at ...`, or why
+            if unreachable is not None:
+                return fail(unreachable, s.out.json)
             if st["leader"] is None:
                 return fail(CliError("no leader", UNAVAILABLE, "no_leader"), s.out.json)
             return 0

@@ -77,7 +77,8 @@ def test_render_dashboard_snapshots():
     text = render_text(dashboard.render(history()))
     assert "leader: n1" in text and "term: 2" in text
     assert "configuration: stable" in text and "voters: n1,n2,n3" in text
-    assert "quorum: healthy (2/3 voters reachable, need 2)   tolerates 1 failure" in text
+    # n3 is down: the quorum holds, but no more voter may fail (issue 16 trial)
+    assert "quorum: healthy (2/3 voters reachable, need 2)   tolerates 0 failures" in text
     # node rows: n2 up with no lag; n3 down, its lag from the leader's match_index (250 - 90)
     n2 = row_of(text, "10.0.0.2:7000").split()
     assert n2[:3] == ["n2", "10.0.0.2:7000", "follower"] and n2[-1] == "up"

@@ -73,7 +73,7 @@ def test_put_get_list_delete_in_both_formats(cli):
     r = cli("put", "a", "hello")
     assert r.exit_code == 0 and r.stdout == "OK 11\n"
     assert json.loads(cli("put", "b", "x", "-o", "json").stdout) == {"key": "b", "index": 12}
-    assert cli("get", "a").stdout == "hello\n"
+    assert cli("get", "a").stdout == "hello"  # piped: the bytes exactly (issue 16 trial)
     assert json.loads(cli("get", "a", "-o", "json").stdout) == {
         "key": "a", "value": "hello", "found": True}
     assert cli("list").stdout == "a\thello\nb\tx\n"

@@ -56,7 +56,7 @@ def test_local_up_json_status_kv_and_down(local):
 
     env = {"RAFTCTL_ENDPOINTS": eps}
     assert raftctl("kv", "put", "a", "hello", env=env, check=0).stdout.startswith("OK ")
-    assert raftctl("kv", "get", "a", env=env, check=0).stdout == "hello\n"
+    assert raftctl("kv", "get", "a", env=env, check=0).stdout == "hello"
     r = raftctl("kv", "get", "missing", env=env, check=1)
     assert r.stdout == "" and "not found" in r.stderr and len(r.stderr.splitlines()) == 1
     assert raftctl("kv", "cas", "a", "bye", "--expected", "nope", env=env, check=1)
@@ -79,7 +79,7 @@ def test_local_up_json_status_kv_and_down(local):
     # up again on the same dir restarts only the stopped node and keeps the data
     r = raftctl("local", "up", "--dir", str(d), "-o", "json", check=0)
     assert "started n1" in r.stderr or "started " + victim["id"] in r.stderr
-    assert raftctl("kv", "get", "b", env=env, check=0).stdout == "new\n"
+    assert raftctl("kv", "get", "b", env=env, check=0).stdout == "new"
 
     down = json.loads(raftctl("local", "down", "--dir", str(d), "-o", "json", check=0).stdout)
     assert sorted(down["stopped"]) == ["n1", "n2", "n3"]
@@ -149,7 +149,7 @@ def test_bench_writes_only_under_its_prefix_and_cleans_up(local):
     res = json.loads(raftctl(*args, env=env, check=0).stdout)
     assert res["ops"] > 0 and res["prefix"] == "bench/" and res["kept"] is False
     assert res["keys_deleted"] == res["keys_written"] > 1
-    assert raftctl("kv", "get", "k0", env=env, check=0).stdout == "mine\n"
+    assert raftctl("kv", "get", "k0", env=env, check=0).stdout == "mine"
     listed = json.loads(raftctl("kv", "list", "bench/", "-o", "json", env=env, check=0).stdout)
     assert listed["items"] == {}, listed
 
