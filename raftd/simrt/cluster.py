@@ -32,6 +32,7 @@ from raftd.sim.checker import SafetyChecker, SafetyViolation
 from .disk import SimDisk
 from .lincheck import History, check_linearizable
 from .loop import HOST, VirtualLoop
+from .membership import MembershipDriver
 from .net import NetParams, SimNet
 
 _PORT = 7100  # virtual: nothing listens on a real port
@@ -47,6 +48,10 @@ class SimParams:
     settle_s: float = 4.0  # after healing: a write must succeed and the nodes converge
     crash_p: float = 0.35  # per fault event
     partition_p: float = 0.3
+    # Membership changes (Raft §6) through the operator's request path; the spares start
+    # empty in join mode and are the only servers a change may add (ids are never reused).
+    membership: bool = True
+    spares: int = 3
 
 
 class SimFailure(AssertionError):
@@ -79,25 +84,32 @@ class SimCluster:
         self.net = SimNet(self.loop, Random(self.rng.getrandbits(64)), self._net_params())
         self.disk = SimDisk(Random(self.rng.getrandbits(64)))
         self.dir = tempfile.mkdtemp(prefix=f"raftd-simrt-{seed}-")
-        ids = [f"n{i + 1}" for i in range(self.p.nodes)]
-        peers = {nid: f"10.0.0.{i + 1}:{_PORT}" for i, nid in enumerate(ids)}
+        spares = self.p.spares if self.p.membership else 0
+        ids = [f"n{i + 1}" for i in range(self.p.nodes + spares)]
+        listen = {nid: f"10.0.0.{i + 1}:{_PORT}" for i, nid in enumerate(ids)}
+        peers = {nid: listen[nid] for nid in ids[:self.p.nodes]}
         inline = self.rng.choice([False, False, True])  # saves on the disk thread or the loop
         append_limit = self.rng.choice([1, 4, 512])  # entries per AppendEntries
         # How long a disk job (write + fsync) takes: SSDs to cloud volumes.
         self.fsync_time = self.rng.choice([(0.0005, 0.004), (0.002, 0.02)])
         self.nodes = {nid: SimNode(nid, f"10.0.0.{i + 1}", NodeConfig(
-            id=nid, listen=peers[nid], data_dir=f"{self.dir}/{nid}", peers=peers,
+            id=nid, listen=listen[nid], data_dir=f"{self.dir}/{nid}",
+            peers=peers if nid in peers else {}, join=nid not in peers,
             tick_ms=10, election_timeout_ms=150, heartbeat_interval_ms=30, inline_fsync=inline,
             snapshot_entries=self.rng.choice([20, 50, 200]), snapshot_trailing=5,
             client_idle_timeout_ms=0, catchup_round_timeout_ms=2000,
             max_append_entries=append_limit))
             for i, nid in enumerate(ids)}
-        self.checker = SafetyChecker(ids, Configuration.make(peers, addresses=peers))
+        self.members = MembershipDriver(self, Random(self.rng.getrandbits(64)),
+                                        ids[self.p.nodes:])
+        self.checker = SafetyChecker(ids, Configuration.make(peers, addresses=peers),
+                                     self.members.on_committed)
         self.loop.set_exception_handler(self._loop_error)
         self.history = History(clock=self.loop.time)
         self.failure: BaseException | None = None
         self.stats = {"crashes": 0, "restarts": 0, "partitions": 0, "ops": 0, "ok_ops": 0,
-                      "fatal": 0}
+                      "fatal": 0, "conf_attempts": 0, "conf_changed": 0, "conf_refused": 0,
+                      "joint_committed": 0}
         self._main: asyncio.Task | None = None
         self._clients_run = True
         self._ids = Random(self.rng.getrandbits(64))
@@ -287,6 +299,11 @@ class SimCluster:
             ctx = contextvars.copy_context()
             ctx.run(HOST.set, f"client{i}")
             clients.append(self.loop.create_task(self._client(f"c{i}"), context=ctx))
+        if self.p.membership:
+            ctx = contextvars.copy_context()
+            ctx.run(HOST.set, "admin")
+            clients.append(self.loop.create_task(
+                self.members.run([n.cfg.listen for n in self.nodes.values()]), context=ctx))
         end = self.loop.time() + self.p.faulty_s
         hosts = [n.host for n in self.nodes.values()]
         nodes = list(self.nodes.values())
@@ -320,6 +337,7 @@ class SimCluster:
         # Heal everything: the cluster must serve again and converge (liveness).
         self.net.heal()
         self.log("heal all, restart all")
+        self.members.run_flag = False
         for n in nodes:
             if n.server is None:
                 self.start(n)
@@ -346,12 +364,15 @@ class SimCluster:
                              f"network healed: {e}") from None
 
     async def _converged(self) -> None:
+        """The members of the configuration in force apply the same state up to the commit
+        index; servers outside it (removed, or never added) may lag for ever."""
         deadline = self.loop.time() + self.p.settle_s
         while True:
-            states = {n.id: (n.server.fsm.applied_index, n.server.fsm.digest())
-                      for n in self.nodes.values() if n.server is not None and n.server.node}
-            leader_commit = max(n.server.node.commit_index for n in self.nodes.values()
-                                if n.server is not None and n.server.node)
+            members = self.checker.latest_config()[1].members
+            up = [n for n in self.nodes.values() if n.id in members and n.server is not None
+                  and n.server.node]
+            states = {n.id: (n.server.fsm.applied_index, n.server.fsm.digest()) for n in up}
+            leader_commit = max(n.server.node.commit_index for n in up)
             if len(set(states.values())) == 1 and \
                     next(iter(states.values()))[0] >= leader_commit:
                 return
