@@ -48,6 +48,7 @@ class SimParams:
     settle_s: float = 4.0  # after healing: a write must succeed and the nodes converge
     crash_p: float = 0.35  # per fault event
     partition_p: float = 0.3
+    pause_p: float = 0.2  # a process stops for a while and resumes (SIGSTOP, GC, VM stall)
     # Membership changes (Raft §6) through the operator's request path; the spares start
     # empty in join mode and are the only servers a change may add (ids are never reused).
     membership: bool = True
@@ -108,7 +109,7 @@ class SimCluster:
         self.history = History(clock=self.loop.time)
         self.failure: BaseException | None = None
         self.stats = {"crashes": 0, "restarts": 0, "partitions": 0, "ops": 0, "ok_ops": 0,
-                      "fatal": 0, "conf_attempts": 0, "conf_changed": 0, "conf_refused": 0,
+                      "fatal": 0, "pauses": 0, "conf_attempts": 0, "conf_changed": 0, "conf_refused": 0,
                       "joint_committed": 0}
         self._main: asyncio.Task | None = None
         self._clients_run = True
@@ -177,12 +178,46 @@ class SimCluster:
         self.stats["crashes"] += 1
         self.log(f"{n.id} crash")
         self.net.crash(n.host)
+        self.loop.forget(n.host)  # if it was paused: what it was held from never runs
         for t in list(self.loop.tasks_by_host.get(n.host, ())):
             t.cancel()
         self.disk.crash(n.host, n.cfg.data_dir)
         if srv.storage is not None:
             srv.storage.close()  # the process's descriptors go with it
         srv._dir_lock.release()  # noqa: SLF001 - the kernel drops a dead process's flock
+
+    def _pause(self, nodes: list[SimNode]) -> None:
+        """Stop a process (the leader, mostly) for a while without crashing it: its timers,
+        socket reads and disk jobs wait; its clock does not (it jumps on resume).  A deposed
+        leader that resumes must not serve a read the new leader's writes made stale (thesis
+        §6.4: the ReadIndex heartbeat round).  Now and then its peers' links stay cut a while
+        after it resumes (their keepalives gave up on it), while clients still reach it."""
+        up = [n for n in nodes if n.server is not None and n.server.node is not None]
+        if not up:
+            return
+        leaders = [n for n in up if n.server.node.role == Role.LEADER]
+        n = self.rng.choice(leaders if leaders and self.rng.random() < 0.7 else up)
+        inc = n.incarnation
+        length = self.rng.uniform(0.1, 0.8)
+        self.loop.pause(n.host)
+        self.stats["pauses"] += 1
+        self.log(f"{n.id} paused for {length * 1000:.0f} ms")
+        isolated = self.rng.random() < 0.5
+        if isolated:
+            self.net.isolate(n.host, {m.host for m in nodes if m is not n})
+            self.log(f"{n.id} cut off from the other servers (clients still reach it)")
+
+        def resume() -> None:
+            if n.incarnation == inc and n.server is not None:
+                self.loop.resume(n.host)
+                self.log(f"{n.id} resumed")
+            if isolated:
+                self.loop.call_later(self.rng.uniform(0.05, 0.4), rejoin)
+
+        def rejoin() -> None:
+            self.net.rejoin(n.host)
+            self.log(f"{n.id} reachable again")
+        self.loop.call_later(length, resume)
 
     def _restart(self, n: SimNode) -> None:
         if n.server is None and self.failure is None:
@@ -255,6 +290,17 @@ class SimCluster:
                 await self._one_op(c, cid, rng)
                 await asyncio.sleep(rng.uniform(0, 0.02))
 
+    async def _one_shot_get(self, key: str, rng: Random) -> bytes | None:
+        """A read from a client that starts, asks one server it picked (like raftctl get
+        against one endpoint), follows its redirect and exits: unlike a long-lived client, it
+        may land on a deposed leader that does not know it yet."""
+        endpoints = [n.cfg.listen for n in self.nodes.values()]
+        first = rng.randrange(len(endpoints))
+        async with rclient.AsyncClient(endpoints[first:] + endpoints[:first], timeout=1.0,
+                                       tls=False) as c:
+            c._rr = -1  # noqa: SLF001 - start at the endpoint picked (the client rotates first)
+            return await c.get(key)
+
     async def _one_op(self, c, cid: str, rng: Random) -> None:
         key = f"k{rng.randrange(self.p.keys)}"
         kind = rng.choice(["put", "put", "get", "get", "cas", "delete"])
@@ -271,7 +317,10 @@ class SimCluster:
                 await c.put(key, value)
                 self.history.ok(op, None)
             elif kind == "get":
-                v = await c.get(key)
+                if rng.random() < 0.25:
+                    v = await self._one_shot_get(key, rng)
+                else:
+                    v = await c.get(key)
                 self.history.ok(op, v.decode() if v is not None else None)
             elif kind == "delete":
                 self.history.ok(op, await c.delete(key))
@@ -328,6 +377,8 @@ class SimCluster:
                 self.net.partition([set(hosts[:cut]), set(hosts[cut:])], sorted(hosts))
                 self.stats["partitions"] += 1
                 self.log(f"partition {sorted(hosts[:cut])} | {sorted(hosts[cut:])}")
+            elif r < self.p.crash_p + self.p.partition_p + self.p.pause_p:
+                self._pause(nodes)
             else:
                 self.net.heal()
                 self.log("heal")
@@ -336,7 +387,10 @@ class SimCluster:
                     self._restart(n)
         # Heal everything: the cluster must serve again and converge (liveness).
         self.net.heal()
-        self.log("heal all, restart all")
+        for n in nodes:
+            self.loop.resume(n.host)
+            self.net.rejoin(n.host)
+        self.log("heal all, resume all, restart all")
         self.members.run_flag = False
         for n in nodes:
             if n.server is None:
