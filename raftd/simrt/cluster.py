@@ -93,11 +93,15 @@ class SimCluster:
         append_limit = self.rng.choice([1, 4, 512])  # entries per AppendEntries
         # How long a disk job (write + fsync) takes: SSDs to cloud volumes.
         self.fsync_time = self.rng.choice([(0.0005, 0.004), (0.002, 0.02)])
+        # Snapshots often and logs compacted close behind them, or rarely.
+        snap_every = self.rng.choice([10, 20, 50, 200])
+        snap_trailing, snap_keep = self.rng.choice([(5, 2), (0, 1), (2, 1)])
+        self.install_crash_p = self.rng.choice([0.0, 0.1, 0.3])
         self.nodes = {nid: SimNode(nid, f"10.0.0.{i + 1}", NodeConfig(
             id=nid, listen=listen[nid], data_dir=f"{self.dir}/{nid}",
             peers=peers if nid in peers else {}, join=nid not in peers,
             tick_ms=10, election_timeout_ms=150, heartbeat_interval_ms=30, inline_fsync=inline,
-            snapshot_entries=self.rng.choice([20, 50, 200]), snapshot_trailing=5,
+            snapshot_entries=snap_every, snapshot_trailing=snap_trailing, snapshot_keep=snap_keep,
             client_idle_timeout_ms=0, catchup_round_timeout_ms=2000,
             max_append_entries=append_limit))
             for i, nid in enumerate(ids)}
@@ -109,7 +113,7 @@ class SimCluster:
         self.history = History(clock=self.loop.time)
         self.failure: BaseException | None = None
         self.stats = {"crashes": 0, "restarts": 0, "partitions": 0, "ops": 0, "ok_ops": 0,
-                      "fatal": 0, "pauses": 0, "conf_attempts": 0, "conf_changed": 0, "conf_refused": 0,
+                      "fatal": 0, "pauses": 0, "install_crashes": 0, "conf_attempts": 0, "conf_changed": 0, "conf_refused": 0,
                       "joint_committed": 0}
         self._main: asyncio.Task | None = None
         self._clients_run = True
@@ -157,6 +161,7 @@ class SimCluster:
             self._check_leader_commit(_nid, _srv.node)
             return await handle_ready(rd)
         srv._handle_ready = observed_ready  # noqa: SLF001 - observation only
+        srv.install_fault = lambda step, _n=n, _srv=srv: self._install_step(_n, _srv, step)
         n.server = srv
         self.checker.node_started(n.id)
         self.net.restart(n.host)
@@ -219,6 +224,35 @@ class SimCluster:
             self.log(f"{n.id} reachable again")
         self.loop.call_later(length, resume)
 
+    def isolate_leader(self, length: float) -> None:
+        """Cut the leader off from the other servers for ``length`` seconds (clients still
+        reach it): aimed at a membership change in flight, this leaves configuration entries
+        that never commit in its log, for a later leader's log or snapshot to overwrite."""
+        up = [n for n in self.nodes.values() if n.server is not None and n.server.node
+              and n.server.node.role == Role.LEADER]
+        if not up:
+            return
+        n = max(up, key=lambda m: m.server.node.term)
+        self.net.isolate(n.host, {m.host for m in self.nodes.values() if m is not n})
+        self.log(f"{n.id} (leader) cut off from the other servers for {length * 1000:.0f} ms")
+
+        def rejoin() -> None:
+            self.net.rejoin(n.host)
+            self.log(f"{n.id} reachable again")
+        self.loop.call_later(length, rejoin)
+
+    def _install_step(self, n: SimNode, srv: RaftServer, step: str) -> None:
+        """The runtime's failpoint at each step of a snapshot install (snapshotting.py): a
+        crash there, now and then (what FoundationDB calls buggify), and a restart soon after.
+        Every step must leave a node that recovers."""
+        if n.server is not srv or self.rng.random() >= self.install_crash_p:
+            return
+        self.stats["install_crashes"] += 1
+        self.log(f"{n.id} crashes during a snapshot install, at step {step!r}")
+        self.crash(n)
+        self.loop.call_later(self.rng.uniform(0.001, 0.1), self._restart, n)
+        raise asyncio.CancelledError  # the process is gone: the install goes no further
+
     def _restart(self, n: SimNode) -> None:
         if n.server is None and self.failure is None:
             self.stats["restarts"] += 1
@@ -240,8 +274,10 @@ class SimCluster:
                 self._fail(SafetyViolation(f"{nid} acknowledged entries up to "
                                            f"{msg.match_index} with only {st.last_index} on disk"))
         elif isinstance(msg, RequestVoteResponse) and msg.granted:
+            # The vote, or a later term (saves of two Readies may share one write: then the
+            # vote itself never reached the disk, but no vote in its term can follow).
             hs = st.hard_state
-            if hs.term != msg.term or hs.voted_for != msg.dst:
+            if hs.term < msg.term or (hs.term == msg.term and hs.voted_for != msg.dst):
                 self._fail(SafetyViolation(f"{nid} granted its vote to {msg.dst} in term "
                                            f"{msg.term} with term {hs.term}, vote "
                                            f"{hs.voted_for} on disk"))

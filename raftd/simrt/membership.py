@@ -85,6 +85,12 @@ class MembershipDriver:
                 what, args = change
                 st["conf_attempts"] += 1
                 self.cluster.log(f"admin: change_config {what}")
+                if self.rng.random() < 0.3:
+                    # Hit the leader while the change is in flight (the joint entry appended
+                    # and not committed yet, or C_new appended, or catching a learner up).
+                    self.cluster.loop.call_later(self.rng.uniform(0.001, 0.05),
+                                                 self.cluster.isolate_leader,
+                                                 self.rng.uniform(0.1, 0.6))
                 try:
                     r = await c.admin("change_config", args)
                 except rclient.RequestError as e:

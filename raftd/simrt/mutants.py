@@ -18,6 +18,7 @@ from raftd.core.ready import ReadState
 from raftd.kv.commands import Op
 from raftd.kv.fsm import KVStateMachine
 from raftd.runtime.server import RaftServer
+from raftd.runtime.snapshotting import Snapshotter
 
 
 @contextlib.contextmanager
@@ -135,6 +136,35 @@ def read_index_without_heartbeat():
     return _patch(RaftNode, "_register_read", register_read)
 
 
+def phantom_config_after_snapshot():
+    """Issue 14 §1: when an InstallSnapshot discards the whole log (Figure 13 step 7), the
+    configuration entries above the snapshot index stay in the bookkeeping and the newest of
+    them stays in force, though its entry is gone (Raft §6: a server uses the newest
+    configuration in its log)."""
+    on_install = RaftNode._on_install_snapshot
+
+    def keep_configs_above(self) -> None:
+        index = self.log.snapshot_index
+        self._config_log = [(i, c) for i, c in self._config_log if i > index]
+        self.config = self._config_log[-1][1] if self._config_log else self._base_config
+
+    def on_install_snapshot(self, m) -> None:
+        self._configs_follow_log = keep_configs_above.__get__(self)
+        try:
+            on_install(self, m)
+        finally:
+            del self._configs_follow_log
+    return _patch(RaftNode, "_on_install_snapshot", on_install_snapshot)
+
+
+def snapshot_install_not_crash_safe():
+    """Issue 14 §2, issue 21 §5: snapshot install with no single commit point: start-up does
+    not finish an install a crash cut short after the snapshot file was adopted, so the WAL
+    ends before the snapshot or holds another term at its index (the follower is wedged, or
+    fails every save)."""
+    return _patch(Snapshotter, "reconcile", lambda self, info: None)
+
+
 MUTANTS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "ack-before-fsync": ack_before_fsync,
     "vote-before-persist": vote_before_persist,
@@ -142,6 +172,8 @@ MUTANTS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "truncate-committed": truncate_committed,
     "no-session-dedupe": no_session_dedupe,
     "read-index-without-heartbeat": read_index_without_heartbeat,
+    "phantom-config-after-snapshot": phantom_config_after_snapshot,
+    "snapshot-install-not-crash-safe": snapshot_install_not_crash_safe,
 }
 
 
