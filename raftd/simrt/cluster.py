@@ -26,6 +26,7 @@ from raftd.core import Configuration, Role
 from raftd.core.messages import AppendEntriesResponse, RequestVoteResponse
 from raftd.runtime.clock import Clock
 from raftd.runtime.server import RaftServer
+from raftd.runtime.snapshotting import INSTALL_STEPS
 from raftd.runtime.transport import PeerLink
 from raftd.sim.checker import SafetyChecker, SafetyViolation
 
@@ -96,7 +97,9 @@ class SimCluster:
         # Snapshots often and logs compacted close behind them, or rarely.
         snap_every = self.rng.choice([10, 20, 50, 200])
         snap_trailing, snap_keep = self.rng.choice([(5, 2), (0, 1), (2, 1)])
-        self.install_crash_p = self.rng.choice([0.0, 0.1, 0.3])
+        self.install_crash_p = self.rng.choice([0.0, 0.2, 0.5])  # per snapshot install
+        self._install_crash_at: dict[str, str | None] = {}
+        self._faults_on = True  # the faulty phase (crash points fire only then)
         self.nodes = {nid: SimNode(nid, f"10.0.0.{i + 1}", NodeConfig(
             id=nid, listen=listen[nid], data_dir=f"{self.dir}/{nid}",
             peers=peers if nid in peers else {}, join=nid not in peers,
@@ -230,7 +233,7 @@ class SimCluster:
         that never commit in its log, for a later leader's log or snapshot to overwrite."""
         up = [n for n in self.nodes.values() if n.server is not None and n.server.node
               and n.server.node.role == Role.LEADER]
-        if not up:
+        if not up or not self._faults_on:
             return
         n = max(up, key=lambda m: m.server.node.term)
         self.net.isolate(n.host, {m.host for m in self.nodes.values() if m is not n})
@@ -245,7 +248,13 @@ class SimCluster:
         """The runtime's failpoint at each step of a snapshot install (snapshotting.py): a
         crash there, now and then (what FoundationDB calls buggify), and a restart soon after.
         Every step must leave a node that recovers."""
-        if n.server is not srv or self.rng.random() >= self.install_crash_p:
+        if n.server is not srv or not self._faults_on:
+            return
+        if step == INSTALL_STEPS[0]:  # one crash point per install at most, drawn at its start
+            self._install_crash_at[n.id] = (self.rng.choice(INSTALL_STEPS)
+                                            if self.rng.random() < self.install_crash_p
+                                            else None)
+        if self._install_crash_at.get(n.id) != step:
             return
         self.stats["install_crashes"] += 1
         self.log(f"{n.id} crashes during a snapshot install, at step {step!r}")
@@ -426,6 +435,7 @@ class SimCluster:
         for n in nodes:
             self.loop.resume(n.host)
             self.net.rejoin(n.host)
+        self._faults_on = False
         self.log("heal all, resume all, restart all")
         self.members.run_flag = False
         for n in nodes:
@@ -456,7 +466,12 @@ class SimCluster:
     async def _converged(self) -> None:
         """The members of the configuration in force apply the same state up to the commit
         index; servers outside it (removed, or never added) may lag for ever."""
-        deadline = self.loop.time() + self.p.settle_s
+        # A follower that crashed after installing a snapshot, before its answer left, gets
+        # nothing from the leader until the leader gives the transfer up, 30 election
+        # timeouts later (raftd/core node.py, _broadcast_heartbeat): allow for that.
+        cfg = next(iter(self.nodes.values())).cfg
+        give_up = 30 * cfg.election_timeout_ms / 1000
+        deadline = self.loop.time() + self.p.settle_s + give_up
         while True:
             members = self.checker.latest_config()[1].members
             up = [n for n in self.nodes.values() if n.id in members and n.server is not None
@@ -467,8 +482,8 @@ class SimCluster:
                     next(iter(states.values()))[0] >= leader_commit:
                 return
             if self.loop.time() > deadline:
-                raise SimFailure(f"the nodes did not converge {self.p.settle_s}s after the "
-                                 f"network healed: (applied index, digest) {states}")
+                raise SimFailure(f"the nodes did not converge {self.p.settle_s + give_up:g}s "
+                                 f"after the network healed: (applied index, digest) {states}")
             await asyncio.sleep(0.05)
 
     def run(self) -> "SimCluster":
@@ -476,7 +491,7 @@ class SimCluster:
                 _duplicating_links(Random(self.rng.getrandbits(64)), *self._dup):
             self.disk.install()
             try:
-                self.loop.time_limit = self.loop.time() + self.p.faulty_s + 4 * self.p.settle_s + 10
+                self.loop.time_limit = self.loop.time() + self.p.faulty_s + 4 * self.p.settle_s + 15
                 self._main = self.loop.create_task(self._scenario())
                 try:
                     self.loop.run_until_complete(self._main)
