@@ -116,7 +116,7 @@ class SimCluster:
         self.history = History(clock=self.loop.time)
         self.failure: BaseException | None = None
         self.stats = {"crashes": 0, "restarts": 0, "partitions": 0, "ops": 0, "ok_ops": 0,
-                      "fatal": 0, "pauses": 0, "install_crashes": 0, "conf_attempts": 0, "conf_changed": 0, "conf_refused": 0,
+                      "fatal": 0, "pauses": 0, "bursts": 0, "operator_snapshots": 0, "install_crashes": 0, "conf_attempts": 0, "conf_changed": 0, "conf_refused": 0,
                       "joint_committed": 0}
         self._main: asyncio.Task | None = None
         self._clients_run = True
@@ -227,17 +227,30 @@ class SimCluster:
             self.log(f"{n.id} reachable again")
         self.loop.call_later(length, resume)
 
-    def isolate_leader(self, length: float) -> None:
-        """Cut the leader off from the other servers for ``length`` seconds (clients still
-        reach it): aimed at a membership change in flight, this leaves configuration entries
+    async def _burst_to(self, n: SimNode, k: int) -> None:
+        async with rclient.AsyncClient([n.cfg.listen], timeout=0.3, tls=False) as c:
+            await self._burst(c, None, k)
+
+    def isolate_leader(self, length: float, burst: bool = False,
+                       voters_only: bool = False) -> None:
+        """Cut the leader off from the other servers (``voters_only``: from the other voters;
+        learners and spares stay with it) for ``length`` seconds (clients still reach it): aimed at a membership change in flight, this leaves configuration entries
         that never commit in its log, for a later leader's log or snapshot to overwrite."""
         up = [n for n in self.nodes.values() if n.server is not None and n.server.node
               and n.server.node.role == Role.LEADER]
         if not up or not self._faults_on:
             return
         n = max(up, key=lambda m: m.server.node.term)
-        self.net.isolate(n.host, {m.host for m in self.nodes.values() if m is not n})
-        self.log(f"{n.id} (leader) cut off from the other servers for {length * 1000:.0f} ms")
+        cut = [m for m in self.nodes.values() if m is not n
+               and (not voters_only or n.server.node.config.is_voter(m.id))]
+        self.net.isolate(n.host, {m.host for m in cut})
+        self.log(f"{n.id} (leader) cut off from {', '.join(m.id for m in cut)} for "
+                 f"{length * 1000:.0f} ms")
+        if burst:
+            # Clients that still see it as the leader: a tail of writes that never commit.
+            ctx = contextvars.copy_context()
+            ctx.run(HOST.set, "burst")
+            self.loop.create_task(self._burst_to(n, self.rng.randrange(4, 24)), context=ctx)
 
         def rejoin() -> None:
             self.net.rejoin(n.host)
@@ -332,8 +345,23 @@ class SimCluster:
         rng = Random(self.rng.getrandbits(64))
         async with rclient.AsyncClient(endpoints, timeout=1.0, tls=False) as c:
             while self._clients_run:
-                await self._one_op(c, cid, rng)
+                if rng.random() < 0.05:
+                    await self._burst(c, rng)
+                else:
+                    await self._one_op(c, cid, rng)
                 await asyncio.sleep(rng.uniform(0, 0.02))
+
+    async def _burst(self, c, rng: Random | None, k: int = 0) -> None:
+        """Many writes in flight at once on one connection (pipelined requests, group
+        commit, long uncommitted tails on a leader about to be deposed).  Keys of their own,
+        outside the checked history: load, not evidence."""
+        async def put(j: int) -> None:
+            try:
+                await c.put(f"load{j % 4}", f"burst-{self.stats['ops']}-{j}")
+            except (rclient.ClientError, OSError, asyncio.TimeoutError):
+                pass
+        self.stats["bursts"] += 1
+        await asyncio.gather(*(put(j) for j in range(k or rng.randrange(4, 16))))
 
     async def _one_shot_get(self, key: str, rng: Random) -> bytes | None:
         """A read from a client that starts, asks one server it picked (like raftctl get

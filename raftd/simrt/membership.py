@@ -16,10 +16,13 @@ members of the final configuration converge.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from random import Random
 
 import raftd.client as rclient
 from raftd.core import Configuration
+
+from .loop import HOST
 
 
 class MembershipDriver:
@@ -85,12 +88,24 @@ class MembershipDriver:
                 what, args = change
                 st["conf_attempts"] += 1
                 self.cluster.log(f"admin: change_config {what}")
-                if self.rng.random() < 0.3:
+                r = self.rng.random()
+                if r < 0.15:
                     # Hit the leader while the change is in flight (the joint entry appended
                     # and not committed yet, or C_new appended, or catching a learner up).
                     self.cluster.loop.call_later(self.rng.uniform(0.001, 0.05),
                                                  self.cluster.isolate_leader,
                                                  self.rng.uniform(0.1, 0.6))
+                elif r < 0.3:
+                    # Or cut it off first: it may still append the change, behind writes that
+                    # will never commit, before it notices it lost its quorum.
+                    # Then the operator snapshots every server (a backup job): the new
+                    # leader's log is compacted past where the old one's diverged, so the old
+                    # one is sent a snapshot that discards its tail (Figure 13 step 7).
+                    self.cluster.isolate_leader(self.rng.uniform(0.4, 1.0), burst=True,
+                                                voters_only=self.rng.random() < 0.7)
+                    self.cluster.loop.call_later(self.rng.uniform(0.2, 0.5), self._spawn,
+                                                 self.snapshot_all())
+                    await asyncio.sleep(self.rng.uniform(0.01, 0.1))
                 try:
                     r = await c.admin("change_config", args)
                 except rclient.RequestError as e:
@@ -106,6 +121,25 @@ class MembershipDriver:
                 self.used.update(args.get("add", {}))
                 st["conf_changed"] += 1
                 self.cluster.log(f"admin: {what} done: {'; '.join(r.get('phases', []))}")
+
+    def _spawn(self, coro) -> None:
+        ctx = contextvars.copy_context()
+        ctx.run(HOST.set, "admin")
+        self.cluster.loop.create_task(coro, context=ctx)
+
+    async def snapshot_all(self) -> None:
+        """``raftctl snapshot`` on every server, twice (the second compacts past the first:
+        the log keeps what the oldest kept snapshot needs)."""
+        addresses = [n.cfg.listen for n in self.cluster.nodes.values() if n.server is not None]
+        for _ in range(2):
+            for addr in addresses:
+                async with rclient.AsyncClient([addr], timeout=0.5, tls=False) as c:
+                    try:
+                        await c.admin("snapshot")
+                        self.cluster.stats["operator_snapshots"] += 1
+                    except (rclient.ClientError, OSError, asyncio.TimeoutError):
+                        pass
+            await asyncio.sleep(0.02)
 
     def on_committed(self, nid: str, index: int, term: int, cfg: Configuration,
                      prev: Configuration) -> None:

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 
 from raftd.core import EntryKind
 from raftd.core import membership
-from raftd.core.messages import AppendEntriesResponse, RequestVoteResponse
+from raftd.core.messages import (AppendEntries, AppendEntriesResponse, InstallSnapshot,
+                                 RequestVoteResponse)
 from raftd.core.node import RaftNode
 from raftd.core.ready import ReadState
 from raftd.kv.commands import Op
@@ -29,6 +30,21 @@ def _patch(obj, name: str, value) -> Iterator[None]:
         yield
     finally:
         setattr(obj, name, saved)
+
+
+@contextlib.contextmanager
+def _patch_handler(msg_type: type, name: str, fn) -> Iterator[None]:
+    """Replace RaftNode's handler of ``msg_type``: the method and its entry in the dispatch
+    table (RaftNode._HANDLERS holds the functions themselves, so patching the method alone
+    changes nothing)."""
+    table = RaftNode._HANDLERS
+    saved = table[msg_type]
+    table[msg_type] = fn
+    try:
+        with _patch(RaftNode, name, fn):
+            yield
+    finally:
+        table[msg_type] = saved
 
 
 def _send_before_save(kind: type, what: Callable[[object], bool] = lambda m: True):
@@ -106,7 +122,7 @@ def truncate_committed():
 
     @contextlib.contextmanager
     def both():
-        with _patch(RaftNode, "_on_append_entries", on_append_entries), \
+        with _patch_handler(AppendEntries, "_on_append_entries", on_append_entries), \
                 _patch(RaftNode, "_append_from_leader", append_from_leader):
             yield
     return both()
@@ -154,7 +170,7 @@ def phantom_config_after_snapshot():
             on_install(self, m)
         finally:
             del self._configs_follow_log
-    return _patch(RaftNode, "_on_install_snapshot", on_install_snapshot)
+    return _patch_handler(InstallSnapshot, "_on_install_snapshot", on_install_snapshot)
 
 
 def snapshot_install_not_crash_safe():
