@@ -37,15 +37,16 @@ def _one(args: tuple[int, int, str | None]) -> tuple[int, str | None, dict]:
     return seed, None, dict(c.stats)
 
 
-def _replay(seed: int, a) -> str:
+def _replay(prog: str, seed: int, a) -> str:
     flag = f" --mutant {a.mutant}" if a.mutant else ""
-    return (f"PYTHONHASHSEED=0 python -m raftd.simrt --seeds 1 --start {seed} --nodes {a.nodes}"
+    return (f"PYTHONHASHSEED=0 {prog} --seeds 1 --start {seed} --nodes {a.nodes}"
             f"{flag} --trace")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m raftd.simrt",
-                                 description=__doc__.split("\n\n")[1])
+def main(argv: list[str] | None = None, prog: str = "python -m raftd.simrt") -> int:
+    """The command line; ``prog`` names the command in the help and in the replay line
+    (``python -m raftd.sim`` runs this too)."""
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[1])
     ap.add_argument("--seeds", type=int, default=100, help="how many seeds to run")
     ap.add_argument("--start", type=int, default=0, help="first seed")
     ap.add_argument("--nodes", type=int, default=5, help="cluster size (3, 5, 7, ...)")
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         seed, err = failed[0]
         print(f"FAIL: {len(failed)} of {a.seeds} seeds failed ({what}, {dt:.1f}s). "
               f"First failing seed: {seed}\n{err}")
-        print(f"replay: {_replay(seed, a)}")
+        print(f"replay: {_replay(prog, seed, a)}")
         for s, e in failed[1:10]:
             print(f"  seed {s}: {e.splitlines()[0][:200]}")
         return 1
@@ -104,15 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _hash_seed_fixed() -> None:
+def hash_seed_fixed(module: str = "raftd.simrt") -> None:
     """Iteration over sets of strings depends on PYTHONHASHSEED: fix it, or a seed would not
     replay exactly."""
     if os.environ.get("PYTHONHASHSEED") != "0" and "coverage" not in sys.modules:
         # (Under coverage the process stays: a failing seed's replay then sets the seed.)
         os.environ["PYTHONHASHSEED"] = "0"
-        os.execv(sys.executable, [sys.executable, "-m", "raftd.simrt", *sys.argv[1:]])
+        os.execv(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]])
 
 
 if __name__ == "__main__":
-    _hash_seed_fixed()
+    hash_seed_fixed()
     sys.exit(main())

@@ -26,12 +26,14 @@ from raftd.core import Configuration, Role
 from raftd.core.messages import AppendEntriesResponse, RequestVoteResponse
 from raftd.runtime.clock import Clock
 from raftd.runtime.server import RaftServer
+from raftd.runtime.snapshotting import INSTALL_STEPS
 from raftd.runtime.transport import PeerLink
 from raftd.sim.checker import SafetyChecker, SafetyViolation
 
 from .disk import SimDisk
 from .lincheck import History, check_linearizable
 from .loop import HOST, VirtualLoop
+from .membership import MembershipDriver
 from .net import NetParams, SimNet
 
 _PORT = 7100  # virtual: nothing listens on a real port
@@ -47,6 +49,11 @@ class SimParams:
     settle_s: float = 4.0  # after healing: a write must succeed and the nodes converge
     crash_p: float = 0.35  # per fault event
     partition_p: float = 0.3
+    pause_p: float = 0.2  # a process stops for a while and resumes (SIGSTOP, GC, VM stall)
+    # Membership changes (Raft §6) through the operator's request path; the spares start
+    # empty in join mode and are the only servers a change may add (ids are never reused).
+    membership: bool = True
+    spares: int = 3
 
 
 class SimFailure(AssertionError):
@@ -79,25 +86,40 @@ class SimCluster:
         self.net = SimNet(self.loop, Random(self.rng.getrandbits(64)), self._net_params())
         self.disk = SimDisk(Random(self.rng.getrandbits(64)))
         self.dir = tempfile.mkdtemp(prefix=f"raftd-simrt-{seed}-")
-        ids = [f"n{i + 1}" for i in range(self.p.nodes)]
-        peers = {nid: f"10.0.0.{i + 1}:{_PORT}" for i, nid in enumerate(ids)}
+        spares = self.p.spares if self.p.membership else 0
+        ids = [f"n{i + 1}" for i in range(self.p.nodes + spares)]
+        listen = {nid: f"10.0.0.{i + 1}:{_PORT}" for i, nid in enumerate(ids)}
+        peers = {nid: listen[nid] for nid in ids[:self.p.nodes]}
         inline = self.rng.choice([False, False, True])  # saves on the disk thread or the loop
         append_limit = self.rng.choice([1, 4, 512])  # entries per AppendEntries
         # How long a disk job (write + fsync) takes: SSDs to cloud volumes.
         self.fsync_time = self.rng.choice([(0.0005, 0.004), (0.002, 0.02)])
+        # Snapshots often and logs compacted close behind them, or rarely.
+        snap_every = self.rng.choice([10, 20, 50, 200])
+        snap_trailing, snap_keep = self.rng.choice([(5, 2), (0, 1), (2, 1)])
+        self.install_crash_p = self.rng.choice([0.0, 0.2, 0.5])  # per snapshot install
+        self._install_crash_at: dict[str, str | None] = {}
+        self._faults_on = True  # the faulty phase (crash points fire only then)
         self.nodes = {nid: SimNode(nid, f"10.0.0.{i + 1}", NodeConfig(
-            id=nid, listen=peers[nid], data_dir=f"{self.dir}/{nid}", peers=peers,
+            id=nid, listen=listen[nid], data_dir=f"{self.dir}/{nid}",
+            peers=peers if nid in peers else {}, join=nid not in peers,
             tick_ms=10, election_timeout_ms=150, heartbeat_interval_ms=30, inline_fsync=inline,
-            snapshot_entries=self.rng.choice([20, 50, 200]), snapshot_trailing=5,
+            snapshot_entries=snap_every, snapshot_trailing=snap_trailing, snapshot_keep=snap_keep,
             client_idle_timeout_ms=0, catchup_round_timeout_ms=2000,
             max_append_entries=append_limit))
             for i, nid in enumerate(ids)}
-        self.checker = SafetyChecker(ids, Configuration.make(peers, addresses=peers))
+        self.members = MembershipDriver(self, Random(self.rng.getrandbits(64)),
+                                        ids[self.p.nodes:])
+        self.checker = SafetyChecker(ids, Configuration.make(peers, addresses=peers),
+                                     self.members.on_committed)
         self.loop.set_exception_handler(self._loop_error)
         self.history = History(clock=self.loop.time)
         self.failure: BaseException | None = None
         self.stats = {"crashes": 0, "restarts": 0, "partitions": 0, "ops": 0, "ok_ops": 0,
-                      "fatal": 0}
+                      "fatal": 0, "pauses": 0, "bursts": 0, "operator_snapshots": 0,
+                      "install_crashes": 0, "conf_attempts": 0, "conf_changed": 0,
+                      "conf_refused": 0,
+                      "joint_committed": 0}
         self._main: asyncio.Task | None = None
         self._clients_run = True
         self._ids = Random(self.rng.getrandbits(64))
@@ -144,6 +166,7 @@ class SimCluster:
             self._check_leader_commit(_nid, _srv.node)
             return await handle_ready(rd)
         srv._handle_ready = observed_ready  # noqa: SLF001 - observation only
+        srv.install_fault = lambda step, _n=n, _srv=srv: self._install_step(_n, _srv, step)
         n.server = srv
         self.checker.node_started(n.id)
         self.net.restart(n.host)
@@ -165,12 +188,95 @@ class SimCluster:
         self.stats["crashes"] += 1
         self.log(f"{n.id} crash")
         self.net.crash(n.host)
+        self.loop.forget(n.host)  # if it was paused: what it was held from never runs
         for t in list(self.loop.tasks_by_host.get(n.host, ())):
             t.cancel()
         self.disk.crash(n.host, n.cfg.data_dir)
         if srv.storage is not None:
             srv.storage.close()  # the process's descriptors go with it
         srv._dir_lock.release()  # noqa: SLF001 - the kernel drops a dead process's flock
+
+    def _pause(self, nodes: list[SimNode]) -> None:
+        """Stop a process (the leader, mostly) for a while without crashing it: its timers,
+        socket reads and disk jobs wait; its clock does not (it jumps on resume).  A deposed
+        leader that resumes must not serve a read the new leader's writes made stale (thesis
+        §6.4: the ReadIndex heartbeat round).  Now and then its peers' links stay cut a while
+        after it resumes (their keepalives gave up on it), while clients still reach it."""
+        up = [n for n in nodes if n.server is not None and n.server.node is not None]
+        if not up:
+            return
+        leaders = [n for n in up if n.server.node.role == Role.LEADER]
+        n = self.rng.choice(leaders if leaders and self.rng.random() < 0.7 else up)
+        inc = n.incarnation
+        length = self.rng.uniform(0.1, 0.8)
+        self.loop.pause(n.host)
+        self.stats["pauses"] += 1
+        self.log(f"{n.id} paused for {length * 1000:.0f} ms")
+        isolated = self.rng.random() < 0.5
+        if isolated:
+            self.net.isolate(n.host, {m.host for m in nodes if m is not n})
+            self.log(f"{n.id} cut off from the other servers (clients still reach it)")
+
+        def resume() -> None:
+            if n.incarnation == inc and n.server is not None:
+                self.loop.resume(n.host)
+                self.log(f"{n.id} resumed")
+            if isolated:
+                self.loop.call_later(self.rng.uniform(0.05, 0.4), rejoin)
+
+        def rejoin() -> None:
+            self.net.rejoin(n.host)
+            self.log(f"{n.id} reachable again")
+        self.loop.call_later(length, resume)
+
+    async def _burst_to(self, n: SimNode, k: int) -> None:
+        async with rclient.AsyncClient([n.cfg.listen], timeout=0.3, tls=False) as c:
+            await self._burst(c, None, k)
+
+    def isolate_leader(self, length: float, burst: bool = False,
+                       voters_only: bool = False) -> None:
+        """Cut the leader off from the other servers (``voters_only``: from the other voters;
+        learners and spares stay with it) for ``length`` seconds (clients still reach it): aimed
+        at a membership change in flight, this leaves configuration entries that never commit in
+        its log, for a later leader's log or snapshot to overwrite."""
+        up = [n for n in self.nodes.values() if n.server is not None and n.server.node
+              and n.server.node.role == Role.LEADER]
+        if not up or not self._faults_on:
+            return
+        n = max(up, key=lambda m: m.server.node.term)
+        cut = [m for m in self.nodes.values() if m is not n
+               and (not voters_only or n.server.node.config.is_voter(m.id))]
+        self.net.isolate(n.host, {m.host for m in cut})
+        self.log(f"{n.id} (leader) cut off from {', '.join(m.id for m in cut)} for "
+                 f"{length * 1000:.0f} ms")
+        if burst:
+            # Clients that still see it as the leader: a tail of writes that never commit.
+            ctx = contextvars.copy_context()
+            ctx.run(HOST.set, "burst")
+            self.loop.create_task(self._burst_to(n, self.rng.randrange(4, 24)), context=ctx)
+
+        def rejoin() -> None:
+            self.net.rejoin(n.host)
+            self.log(f"{n.id} reachable again")
+        self.loop.call_later(length, rejoin)
+
+    def _install_step(self, n: SimNode, srv: RaftServer, step: str) -> None:
+        """The runtime's failpoint at each step of a snapshot install (snapshotting.py): a
+        crash there, now and then (what FoundationDB calls buggify), and a restart soon after.
+        Every step must leave a node that recovers."""
+        if n.server is not srv or not self._faults_on:
+            return
+        if step == INSTALL_STEPS[0]:  # one crash point per install at most, drawn at its start
+            self._install_crash_at[n.id] = (self.rng.choice(INSTALL_STEPS)
+                                            if self.rng.random() < self.install_crash_p
+                                            else None)
+        if self._install_crash_at.get(n.id) != step:
+            return
+        self.stats["install_crashes"] += 1
+        self.log(f"{n.id} crashes during a snapshot install, at step {step!r}")
+        self.crash(n)
+        self.loop.call_later(self.rng.uniform(0.001, 0.1), self._restart, n)
+        raise asyncio.CancelledError  # the process is gone: the install goes no further
 
     def _restart(self, n: SimNode) -> None:
         if n.server is None and self.failure is None:
@@ -193,8 +299,10 @@ class SimCluster:
                 self._fail(SafetyViolation(f"{nid} acknowledged entries up to "
                                            f"{msg.match_index} with only {st.last_index} on disk"))
         elif isinstance(msg, RequestVoteResponse) and msg.granted:
+            # The vote, or a later term (saves of two Readies may share one write: then the
+            # vote itself never reached the disk, but no vote in its term can follow).
             hs = st.hard_state
-            if hs.term != msg.term or hs.voted_for != msg.dst:
+            if hs.term < msg.term or (hs.term == msg.term and hs.voted_for != msg.dst):
                 self._fail(SafetyViolation(f"{nid} granted its vote to {msg.dst} in term "
                                            f"{msg.term} with term {hs.term}, vote "
                                            f"{hs.voted_for} on disk"))
@@ -240,8 +348,34 @@ class SimCluster:
         rng = Random(self.rng.getrandbits(64))
         async with rclient.AsyncClient(endpoints, timeout=1.0, tls=False) as c:
             while self._clients_run:
-                await self._one_op(c, cid, rng)
+                if rng.random() < 0.05:
+                    await self._burst(c, rng)
+                else:
+                    await self._one_op(c, cid, rng)
                 await asyncio.sleep(rng.uniform(0, 0.02))
+
+    async def _burst(self, c, rng: Random | None, k: int = 0) -> None:
+        """Many writes in flight at once on one connection (pipelined requests, group
+        commit, long uncommitted tails on a leader about to be deposed).  Keys of their own,
+        outside the checked history: load, not evidence."""
+        async def put(j: int) -> None:
+            try:
+                await c.put(f"load{j % 4}", f"burst-{self.stats['ops']}-{j}")
+            except (rclient.ClientError, OSError, asyncio.TimeoutError):
+                pass
+        self.stats["bursts"] += 1
+        await asyncio.gather(*(put(j) for j in range(k or rng.randrange(4, 16))))
+
+    async def _one_shot_get(self, key: str, rng: Random) -> bytes | None:
+        """A read from a client that starts, asks one server it picked (like raftctl get
+        against one endpoint), follows its redirect and exits: unlike a long-lived client, it
+        may land on a deposed leader that does not know it yet."""
+        endpoints = [n.cfg.listen for n in self.nodes.values()]
+        first = rng.randrange(len(endpoints))
+        async with rclient.AsyncClient(endpoints[first:] + endpoints[:first], timeout=1.0,
+                                       tls=False) as c:
+            c._rr = -1  # noqa: SLF001 - start at the endpoint picked (the client rotates first)
+            return await c.get(key)
 
     async def _one_op(self, c, cid: str, rng: Random) -> None:
         key = f"k{rng.randrange(self.p.keys)}"
@@ -259,7 +393,10 @@ class SimCluster:
                 await c.put(key, value)
                 self.history.ok(op, None)
             elif kind == "get":
-                v = await c.get(key)
+                if rng.random() < 0.25:
+                    v = await self._one_shot_get(key, rng)
+                else:
+                    v = await c.get(key)
                 self.history.ok(op, v.decode() if v is not None else None)
             elif kind == "delete":
                 self.history.ok(op, await c.delete(key))
@@ -287,6 +424,11 @@ class SimCluster:
             ctx = contextvars.copy_context()
             ctx.run(HOST.set, f"client{i}")
             clients.append(self.loop.create_task(self._client(f"c{i}"), context=ctx))
+        if self.p.membership:
+            ctx = contextvars.copy_context()
+            ctx.run(HOST.set, "admin")
+            clients.append(self.loop.create_task(
+                self.members.run([n.cfg.listen for n in self.nodes.values()]), context=ctx))
         end = self.loop.time() + self.p.faulty_s
         hosts = [n.host for n in self.nodes.values()]
         nodes = list(self.nodes.values())
@@ -311,6 +453,8 @@ class SimCluster:
                 self.net.partition([set(hosts[:cut]), set(hosts[cut:])], sorted(hosts))
                 self.stats["partitions"] += 1
                 self.log(f"partition {sorted(hosts[:cut])} | {sorted(hosts[cut:])}")
+            elif r < self.p.crash_p + self.p.partition_p + self.p.pause_p:
+                self._pause(nodes)
             else:
                 self.net.heal()
                 self.log("heal")
@@ -319,7 +463,12 @@ class SimCluster:
                     self._restart(n)
         # Heal everything: the cluster must serve again and converge (liveness).
         self.net.heal()
-        self.log("heal all, restart all")
+        for n in nodes:
+            self.loop.resume(n.host)
+            self.net.rejoin(n.host)
+        self._faults_on = False
+        self.log("heal all, resume all, restart all")
+        self.members.run_flag = False
         for n in nodes:
             if n.server is None:
                 self.start(n)
@@ -346,18 +495,26 @@ class SimCluster:
                              f"network healed: {e}") from None
 
     async def _converged(self) -> None:
-        deadline = self.loop.time() + self.p.settle_s
+        """The members of the configuration in force apply the same state up to the commit
+        index; servers outside it (removed, or never added) may lag for ever."""
+        # A follower that crashed after installing a snapshot, before its answer left, gets
+        # nothing from the leader until the leader gives the transfer up, 30 election
+        # timeouts later (raftd/core node.py, _broadcast_heartbeat): allow for that.
+        cfg = next(iter(self.nodes.values())).cfg
+        give_up = 30 * cfg.election_timeout_ms / 1000
+        deadline = self.loop.time() + self.p.settle_s + give_up
         while True:
-            states = {n.id: (n.server.fsm.applied_index, n.server.fsm.digest())
-                      for n in self.nodes.values() if n.server is not None and n.server.node}
-            leader_commit = max(n.server.node.commit_index for n in self.nodes.values()
-                                if n.server is not None and n.server.node)
+            members = self.checker.latest_config()[1].members
+            up = [n for n in self.nodes.values() if n.id in members and n.server is not None
+                  and n.server.node]
+            states = {n.id: (n.server.fsm.applied_index, n.server.fsm.digest()) for n in up}
+            leader_commit = max(n.server.node.commit_index for n in up)
             if len(set(states.values())) == 1 and \
                     next(iter(states.values()))[0] >= leader_commit:
                 return
             if self.loop.time() > deadline:
-                raise SimFailure(f"the nodes did not converge {self.p.settle_s}s after the "
-                                 f"network healed: (applied index, digest) {states}")
+                raise SimFailure(f"the nodes did not converge {self.p.settle_s + give_up:g}s "
+                                 f"after the network healed: (applied index, digest) {states}")
             await asyncio.sleep(0.05)
 
     def run(self) -> "SimCluster":
@@ -365,7 +522,7 @@ class SimCluster:
                 _duplicating_links(Random(self.rng.getrandbits(64)), *self._dup):
             self.disk.install()
             try:
-                self.loop.time_limit = self.loop.time() + self.p.faulty_s + 4 * self.p.settle_s + 10
+                self.loop.time_limit = self.loop.time() + self.p.faulty_s + 4 * self.p.settle_s + 15
                 self._main = self.loop.create_task(self._scenario())
                 try:
                     self.loop.run_until_complete(self._main)

@@ -9,6 +9,7 @@ remembers which simulated host created it, so a crash can end exactly that host'
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import selectors
 
@@ -33,6 +34,27 @@ class _VirtualSelector(selectors._BaseSelectorImpl):  # noqa: SLF001 - the stdli
         return []
 
 
+class _PausableReady(collections.deque):
+    """The loop's ready queue.  A callback of a paused host is held back, in order, instead of
+    run (the base loop skips what it gets as a cancelled handle): its process is stopped
+    (SIGSTOP, a long GC pause, a stalled VM) while the rest of the world goes on."""
+
+    def __init__(self, loop: "VirtualLoop"):
+        super().__init__()
+        self._loop = loop
+
+    def popleft(self):
+        handle = super().popleft()
+        paused = self._loop.paused
+        if paused and not handle._cancelled:  # noqa: SLF001 - asyncio's own handle
+            ctx = handle._context  # noqa: SLF001
+            host = ctx.get(HOST, "sim") if ctx is not None else "sim"
+            if host in paused:
+                paused[host].append(handle)
+                return _SKIP
+        return handle
+
+
 class VirtualLoop(asyncio.SelectorEventLoop):
     # Loop passes without the clock moving before the run is declared stuck (livelock).
     MAX_PASSES_AT_ONE_TIME = 1_000_000
@@ -45,7 +67,23 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         self._clock_resolution = 1e-9
         self.net = None  # set by SimNet
         self.tasks_by_host: dict[str, set[asyncio.Task]] = {}
+        self.paused: dict[str, list[asyncio.Handle]] = {}  # host -> its callbacks held back
+        self._ready = _PausableReady(self)
         self.set_task_factory(self._make_task)
+
+    def pause(self, host: str) -> None:
+        """Stop running ``host``'s callbacks (timers, socket reads, disk jobs) until resume."""
+        self.paused.setdefault(host, [])
+
+    def resume(self, host: str) -> None:
+        """Run what ``host`` was held from, in its order, before anything that comes later."""
+        held = self.paused.pop(host, [])
+        self._ready.extendleft(reversed(held))
+
+    def forget(self, host: str) -> None:
+        """A paused host crashed: what it was held from never runs."""
+        for h in self.paused.pop(host, []):
+            h.cancel()
 
     def time(self) -> float:
         return self.now
@@ -87,3 +125,11 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         if executor is None:
             raise RuntimeError("the simulation has no default executor (threads)")
         return super().run_in_executor(executor, func, *args)
+
+
+class _Skip:
+    """What the base loop gets for a held callback: a cancelled handle, which it skips."""
+    _cancelled = True
+
+
+_SKIP = _Skip()

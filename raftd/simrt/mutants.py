@@ -12,12 +12,14 @@ from collections.abc import Callable, Iterator
 
 from raftd.core import EntryKind
 from raftd.core import membership
-from raftd.core.messages import AppendEntriesResponse, RequestVoteResponse
+from raftd.core.messages import (AppendEntries, AppendEntriesResponse, InstallSnapshot,
+                                 RequestVoteResponse)
 from raftd.core.node import RaftNode
 from raftd.core.ready import ReadState
 from raftd.kv.commands import Op
 from raftd.kv.fsm import KVStateMachine
 from raftd.runtime.server import RaftServer
+from raftd.runtime.snapshotting import Snapshotter
 
 
 @contextlib.contextmanager
@@ -28,6 +30,21 @@ def _patch(obj, name: str, value) -> Iterator[None]:
         yield
     finally:
         setattr(obj, name, saved)
+
+
+@contextlib.contextmanager
+def _patch_handler(msg_type: type, name: str, fn) -> Iterator[None]:
+    """Replace RaftNode's handler of ``msg_type``: the method and its entry in the dispatch
+    table (RaftNode._HANDLERS holds the functions themselves, so patching the method alone
+    changes nothing)."""
+    table = RaftNode._HANDLERS
+    saved = table[msg_type]
+    table[msg_type] = fn
+    try:
+        with _patch(RaftNode, name, fn):
+            yield
+    finally:
+        table[msg_type] = saved
 
 
 def _send_before_save(kind: type, what: Callable[[object], bool] = lambda m: True):
@@ -105,7 +122,7 @@ def truncate_committed():
 
     @contextlib.contextmanager
     def both():
-        with _patch(RaftNode, "_on_append_entries", on_append_entries), \
+        with _patch_handler(AppendEntries, "_on_append_entries", on_append_entries), \
                 _patch(RaftNode, "_append_from_leader", append_from_leader):
             yield
     return both()
@@ -135,6 +152,35 @@ def read_index_without_heartbeat():
     return _patch(RaftNode, "_register_read", register_read)
 
 
+def phantom_config_after_snapshot():
+    """Issue 14 §1: when an InstallSnapshot discards the whole log (Figure 13 step 7), the
+    configuration entries above the snapshot index stay in the bookkeeping and the newest of
+    them stays in force, though its entry is gone (Raft §6: a server uses the newest
+    configuration in its log)."""
+    on_install = RaftNode._on_install_snapshot
+
+    def keep_configs_above(self) -> None:
+        index = self.log.snapshot_index
+        self._config_log = [(i, c) for i, c in self._config_log if i > index]
+        self.config = self._config_log[-1][1] if self._config_log else self._base_config
+
+    def on_install_snapshot(self, m) -> None:
+        self._configs_follow_log = keep_configs_above.__get__(self)
+        try:
+            on_install(self, m)
+        finally:
+            del self._configs_follow_log
+    return _patch_handler(InstallSnapshot, "_on_install_snapshot", on_install_snapshot)
+
+
+def snapshot_install_not_crash_safe():
+    """Issue 14 §2, issue 21 §5: snapshot install with no single commit point: start-up does
+    not finish an install a crash cut short after the snapshot file was adopted, so the WAL
+    ends before the snapshot or holds another term at its index (the follower is wedged, or
+    fails every save)."""
+    return _patch(Snapshotter, "reconcile", lambda self, info: None)
+
+
 MUTANTS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "ack-before-fsync": ack_before_fsync,
     "vote-before-persist": vote_before_persist,
@@ -142,6 +188,8 @@ MUTANTS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "truncate-committed": truncate_committed,
     "no-session-dedupe": no_session_dedupe,
     "read-index-without-heartbeat": read_index_without_heartbeat,
+    "phantom-config-after-snapshot": phantom_config_after_snapshot,
+    "snapshot-install-not-crash-safe": snapshot_install_not_crash_safe,
 }
 
 

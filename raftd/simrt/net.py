@@ -161,11 +161,13 @@ class SimNet:
         self.conns: list[_Conn] = []
         self.down: set[str] = set()  # crashed hosts
         self.cut: set[frozenset] = set()  # partitioned host pairs
+        self.isolated: dict[str, frozenset[str]] = {}  # host -> hosts cut from it, apart
         self._ports = 40000
         self.stats = {"connects": 0, "refused": 0, "resets": 0, "bytes": 0}
 
     def reachable(self, a: str, b: str) -> bool:
-        return a not in self.down and b not in self.down and frozenset((a, b)) not in self.cut
+        return (a not in self.down and b not in self.down and frozenset((a, b)) not in self.cut
+                and b not in self.isolated.get(a, ()) and a not in self.isolated.get(b, ()))
 
     # -- faults --
     def partition(self, groups: list[set[str]], hosts: list[str]) -> None:
@@ -180,6 +182,16 @@ class SimNet:
 
     def heal(self) -> None:
         self.cut = set()
+
+    def isolate(self, host: str, others: set[str]) -> None:
+        """Cut ``host`` from ``others`` until ``rejoin``, whatever partitions come and go."""
+        self.isolated[host] = frozenset(others)
+        for c in list(self.conns):
+            if not self.reachable(c.a, c.b):
+                self.shutdown(c, reset=True, origin=None)
+
+    def rejoin(self, host: str) -> None:
+        self.isolated.pop(host, None)
 
     def crash(self, host: str) -> None:
         self.down.add(host)

@@ -15,7 +15,7 @@ import pytest
 
 from raftd.core import Configuration, EntryKind, Role
 from raftd.sim import SimCluster, SimParams, run_seed
-from raftd.sim.__main__ import main as sim_main
+from raftd.sim.runmodel import main as sim_main
 
 SEEDS = int(os.environ.get("RAFTD_SIM_MEMBERSHIP_SEEDS", "30"))
 FIRST_SEED = 10_000  # disjoint from the seeds test_sim.py runs
@@ -40,7 +40,8 @@ def runs():
 
 @pytest.mark.parametrize("nodes", [3, 5])
 def test_membership_changes_keep_the_cluster_safe_and_live(runs, nodes):
-    failures = [f"seed {seed}: {err}\n  replay: python -m raftd.sim --seeds 1 --start {seed} "
+    failures = [f"seed {seed}: {err}\n  replay: python -m raftd.sim.runmodel --seeds 1 "
+                f"--start {seed} "
                 f"--nodes {nodes} --trace" for seed, err, _ in runs[nodes] if err]
     assert not failures, failures[0]
 
@@ -142,7 +143,8 @@ def test_changes_are_refused_while_one_is_in_flight():
 
 def _trace_of(seed: int, nodes: int, hashseed: str) -> str:
     env = dict(os.environ, PYTHONHASHSEED=hashseed)
-    out = subprocess.run([sys.executable, "-m", "raftd.sim", "--seeds", "1", "--start", str(seed),
+    out = subprocess.run([sys.executable, "-m", "raftd.sim.runmodel", "--seeds", "1",
+                          "--start", str(seed),
                           "--nodes", str(nodes), "--trace"],
                          capture_output=True, text=True, env=env, timeout=300, check=True)
     return out.stdout

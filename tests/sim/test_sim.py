@@ -7,7 +7,7 @@ import os
 import pytest
 
 from raftd.sim import SimCluster, SimParams, run_seed
-from raftd.sim.__main__ import main as sim_main
+from raftd.sim.runmodel import main as sim_main
 
 # 50 rather than 80 since membership changes (on by default) doubled the cost of a seed;
 # tests/sim/test_membership_sim.py runs further seeds of its own.
@@ -22,7 +22,8 @@ def test_simulated_cluster_is_safe_and_live(nodes, seeds):
             run_seed(seed, nodes)
         except Exception as e:  # noqa: BLE001 - any failure here is reported, never raised
             failures.append(f"seed {seed}: {type(e).__name__}: {e}\n  replay: "
-                            f"python -m raftd.sim --seeds 1 --start {seed} --nodes {nodes} --trace")
+                            f"python -m raftd.sim.runmodel --seeds 1 --start {seed} "
+                            f"--nodes {nodes} --trace")
             break
     assert not failures, failures[0]
 
