@@ -108,8 +108,9 @@ def _snapshot_file(path: Path, index: int, term: int) -> Path:
 
 def _async_client(c: FakeCluster):
     class FakeAsyncClient:
-        def __init__(self, endpoints, timeout=5.0, **kw):
+        def __init__(self, endpoints, timeout=5.0, cluster_id=None, **kw):
             self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+            self.cluster_id = cluster_id  # raftctl checks each status against it
 
         async def __aenter__(self):
             return self
@@ -205,7 +206,7 @@ def test_status_exit_3_without_leader_or_nodes(cli):
     assert json.loads(r.stderr) == {"error": "no_leader", "message": "no leader", "exit_code": 3}
     cli.cluster.down = {"n1", "n2", "n3"}
     r = cli("status")
-    assert r.exit_code == 3 and r.stderr.startswith("raftctl: error: no node is reachable at ")
+    assert r.exit_code == 3 and r.stderr.startswith("raftctl: error: no raftd at ")  # issue 16 §5
     assert r.stderr.count("\n") == 1
 
 
