@@ -237,3 +237,11 @@ def seed(data_dirs: Sequence[str | Path], addresses: Mapping[str, str], index: i
             log.save(HardState(term, None), [])
         finally:
             log.close()
+
+
+def removed_ids(data_dir: str | Path) -> frozenset[str]:
+    """The ids a node's data dir records as removed from its cluster (``removed_ids``, kept by
+    raftd/runtime/removed.py; never reused).  Reads only; a damaged file raises ValueError."""
+    from raftd.runtime.removed import RemovedIds  # noqa: PLC0415 - only this reader needs it
+
+    return RemovedIds(str(data_dir), frozenset()).ids

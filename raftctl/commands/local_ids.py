@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from raftd.runtime.removed import RemovedIds
+from raftd.recovery import removed_ids
 
 
 def removed_on_disk(layout: list[dict]) -> set[str]:
@@ -21,7 +21,7 @@ def removed_on_disk(layout: list[dict]) -> set[str]:
         if not d.is_dir():
             continue
         try:
-            out |= RemovedIds(str(d), frozenset()).ids  # reads the file; writes nothing
+            out |= removed_ids(d)  # reads the file; writes nothing
         except ValueError:
             continue  # a damaged file: raftd itself will say so when that node starts
     return out

@@ -97,7 +97,7 @@ class Snapshotter:
 
     def reconcile(self, info: SnapshotInfo | None) -> None:
         """Start-up half of the install's commit point (raftd.storage.install.reconcile)."""
-        done = reconcile(self.server.storage, info)
+        done = reconcile(self.server.storage, info, self.store.oldest_kept_index())
         if done is not None:
             log.warning("%s", done)
 
@@ -299,7 +299,7 @@ class Snapshotter:
         _, header, batches = read_state(info.path)
         await loop.run_in_executor(self._pool, srv.fsm.restore_stream, header, batches)
         self._at("restored")
-        kept = await srv.on_disk(fit_wal, srv.storage, meta)
+        kept = await srv.on_disk(fit_wal, srv.storage, meta, self.store.oldest_kept_index())
         self._at("wal")
         # Only now: an older snapshot may be the WAL's base until the line above.
         await loop.run_in_executor(self._pool, self.store.prune)

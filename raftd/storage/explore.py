@@ -7,8 +7,8 @@ truncation after a conflict, segment rotation, a snapshot and compaction, a fail
 disk, a snapshot install that resets the log, and appends after it.  After every file operation
 that changes something (a crash point), it builds the states a power loss may leave there
 (fsynced bytes kept; each unsynced write kept, lost or torn at a 512-byte sector; unsynced name
-operations kept as an in-order prefix; never-fsynced files empty), recovers each as raftd does at
-start-up, and checks:
+operations kept as an in-order prefix; never-fsynced files with any part of their writes),
+recovers each as raftd does at start-up, and checks:
 
 * recovery succeeds: no crash state may read as corruption;
 * what it finds is the state before the operation in progress or after it, whole: nothing
@@ -39,7 +39,6 @@ from raftd.core import SnapshotMeta
 from raftd.core.membership import Configuration
 from raftd.core.types import Entry, HardState
 from raftd.storage import snapshots as snapshots_mod
-from raftd.storage import wal as wal_mod
 from raftd.storage import walformat
 from raftd.storage.durable import mkdir_durable
 from raftd.storage.fsmodel import FsModel
@@ -86,7 +85,7 @@ class Node:
         self.store = SnapshotStore(DATA / "snapshots", keep=2, fs=fs)
         self.store.cleanup()
         info = self.store.latest_valid()
-        reconcile(self.log, info)
+        reconcile(self.log, info, self.store.oldest_kept_index())
         gap = log_gap(self.log, info)
         if gap is not None:
             raise Finding(f"recovery refused: the log {gap}")
@@ -175,9 +174,12 @@ def _compact(index: int, term: int, failing_unlink: bool = False) -> Callable[[R
 
 
 def _fail_then_restart(op: str, error: int, hs: HardState | None,
-                       entries: list[Entry]) -> Callable[[Run], None]:
+                       entries: list[Entry], also: str | None = None) -> Callable[[Run], None]:
+    """A save whose ``op`` fails (and ``also``, the cut that follows it): the node restarts."""
     def step(r: Run) -> None:
         r.fs.fail(op, path="/wal/", error=error)
+        if also is not None:
+            r.fs.fail(also, path="/wal/")
         before = r.node.state()
         kept = tuple(e for e in before.entries if e.index < entries[0].index)
         r.would_be = State(hs or before.hard_state, before.snapshot, before.base,
@@ -204,13 +206,18 @@ def _install(index: int, term: int) -> Callable[[Run], None]:
             incoming.write(off, payload[off:off + 700])
         path = incoming.finish()
         store.adopt(path, meta)
-        fit_wal(r.node.log, meta)
+        fit_wal(r.node.log, meta, store.oldest_kept_index())
         store.prune()
     return step
 
 
 def workload() -> list[tuple[str, Callable[[Run], None]]]:
     big = [Entry(1, i, data=bytes([i]) * 300) for i in range(4, 10)]  # one batch, 4 sectors
+    # A value that is itself a well-formed batch (with a guessed salt) then zeros: if a power loss
+    # keeps only the middle of its write, the data ends in the client's bytes (issue 21 §4).
+    fake = walformat.frame([walformat.record(walformat.ENTRY, [5, 52, 0, b"forged"])], 0,
+                           bytes(walformat.SALT))[len(walformat.MAGIC) + walformat.SALT:]
+    forged = b"A" * 600 + fake + bytes(1100)
     return [
         ("vote", _save(HardState(1, "n2"), [])),
         ("append", _save(None, ents(1, 3, 1))),
@@ -227,9 +234,12 @@ def workload() -> list[tuple[str, Callable[[Run], None]]]:
                                             ents(21, 22, 3))),
         ("append after the restart", _save(HardState(3, "n2"), ents(21, 22, 3))),
         ("disk full", _fail_then_restart("pwrite", errno.ENOSPC, None, ents(23, 24, 3))),
+        ("failed fsync, and the cut after it fails", _fail_then_restart(
+            "fsync", errno.EIO, HardState(4, "n3"), ents(23, 24, 4), also="ftruncate")),
         ("install a snapshot (log reset)", _install(40, 5)),
         ("append after the install", _save(HardState(5, "n2"), ents(41, 42, 5))),
         ("append more", _save(None, ents(43, 50, 5, size=300))),
+        ("a client's value holding a forged batch", _save(None, [Entry(5, 51, data=forged)])),
         ("second snapshot", _take_snapshot(41, 5)),
         ("compaction after it", _compact(41, 5)),
     ]
@@ -350,11 +360,12 @@ def _patch(obj: object, name: str, value: object) -> contextlib.AbstractContextM
     return patched()
 
 
-def _frame_each_record(records: list[bytes], offset: int) -> bytes:
-    out = b""
-    for r in records:  # one batch per record: a save is no longer one unit
-        out += walformat.frame([r], offset + len(out))
-    return out
+def _append_records_as_batches(self: DurableLog, parts: list[bytes]) -> None:
+    """One batch per record, all in one write: a save is no longer one unit at recovery."""
+    out, off, salt = b"", self._size, self._segs[-1].salt
+    for r in parts:
+        out += walformat.frame([r], off + len(out), salt)
+    self._write_batch(out)
 
 
 def _adopt_without_commit_point(self: SnapshotStore, received: Path,
@@ -373,7 +384,18 @@ def _cleanup_without_sync(self: SnapshotStore) -> list[str]:
     return removed  # snapshots/ not fsynced: start-up may restore a rename still in the cache
 
 
+_init_log = DurableLog.__init__
+
+
+def _guessable_salt(self: DurableLog, *args: object, **kwargs: object) -> None:
+    _init_log(self, *args, **kwargs)  # type: ignore[arg-type]
+    self._random_bytes = bytes  # a salt of zeros: a client's value can hold a valid batch
+
+
 MUTANTS: dict[str, tuple[str, Callable[[], contextlib.AbstractContextManager[None]]]] = {
+    "forgeable-batch": (
+        "segment salts a client can guess, so bytes in a value read as a batch (§4; review)",
+        lambda: _patch(DurableLog, "__init__", _guessable_salt)),
     "snapshot-rename-unsynced-at-start": (
         "start-up restores a snapshot whose rename is only in the page cache (found by this "
         "explorer)",
@@ -386,7 +408,7 @@ MUTANTS: dict[str, tuple[str, Callable[[], contextlib.AbstractContextManager[Non
         lambda: _patch(DurableLog, "_discard_unsynced", lambda self, written: None)),
     "batch-not-atomic": (
         "each record of a save is its own batch (§3)",
-        lambda: _patch(wal_mod, "frame", _frame_each_record)),
+        lambda: _patch(DurableLog, "_append", _append_records_as_batches)),
     "install-not-crash-atomic": (
         "the install's rename is not made durable before the WAL follows (§5)",
         lambda: _patch(SnapshotStore, "adopt", _adopt_without_commit_point)),
@@ -415,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     recheck = None if args.exhaustive else 6
     started = time.monotonic()
     if not args.verbose:  # recovery logs every torn tail it cuts: thousands here
-        logging.getLogger("raftd.storage").setLevel(logging.ERROR)
+        logging.getLogger("raftd.storage").setLevel(logging.CRITICAL + 1)
     ctx = MUTANTS[args.mutant][1]() if args.mutant else contextlib.nullcontext()
     try:
         with ctx:

@@ -9,7 +9,7 @@ guarantees in its default data=ordered mode:
   then are *pending*: after a power loss each pending write is kept, lost, or torn, a 512-byte
   sector being the unit a disk writes atomically (any subset of its sectors may survive, a later
   one without an earlier one; a lost sector reads as what was there before, zeros past the old
-  end).  A file never fsynced comes back empty.
+  end).  A file never fsynced comes back with any part of what was written to it.
 * Names (create, mkdir, rename, unlink) are durable once their parent directory is fsynced.  The
   ones not yet durable survive as an in-order prefix, as a journaling file system replays its
   journal: each crash state keeps every durable name operation plus the first k others.
@@ -138,7 +138,8 @@ def _pieces(w: _Write) -> list[tuple[int, int]]:
 def _keep_sets(n: int, torn: str) -> list[tuple[int, ...]]:
     """Which of a write's n sectors survive: none first, all last, torn ones between.
     ``bounded``: prefixes, suffixes (a later sector without an earlier one) and one sector
-    missing in the middle, at a few cut points; ``all``: every subset (up to 10 sectors)."""
+    missing in the middle, and the first and last lost with the middle kept, at a few cut
+    points; ``all``: every subset (up to 10 sectors; past that, as bounded at every cut)."""
     if n == 0:
         return [()]
     full = tuple(range(n))
@@ -152,6 +153,7 @@ def _keep_sets(n: int, torn: str) -> list[tuple[int, ...]]:
         sets += [full[:k], full[k:]]
     if n >= 3:
         sets.append(full[:n // 2] + full[n // 2 + 1:])
+        sets.append(full[1:-1])  # both ends lost (a client's bytes are all that is left)
     uniq = list(dict.fromkeys(sets))  # in order, without repeats
     return [(), *uniq, full]
 
@@ -502,8 +504,8 @@ class FsModel:
     def _contents(node: _Inode, torn: str, limit: int | None, rng: Random) -> list[bytes]:
         """The distinct contents a file may have after a power loss: the one that loses every
         unsynced write first, the one that keeps them all last."""
-        if node.is_dir or node.durable is None:
-            return [b""]  # a file never fsynced comes back empty
+        if node.is_dir:
+            return [b""]
         ops: list[_Write | _Trunc] = [*node.doubtful, *node.pending]
         options: list[list[object]] = []
         for op in ops:
@@ -512,16 +514,16 @@ class FsModel:
             else:
                 pieces = _pieces(op)
                 options.append([[pieces[i] for i in s] for s in _keep_sets(len(pieces), torn)])
-        cap = max(limit or 0, 64)
+        cap = None if limit is None and torn == "all" else max(limit or 0, 64)
         combos: Iterator[tuple[object, ...]] | list[tuple[object, ...]]
-        if _product(len(o) for o in options) > cap:
+        if cap is not None and _product(len(o) for o in options) > cap:
             combos = [tuple(o[0] for o in options)]
             combos += [tuple(rng.choice(o) for o in options) for _ in range(cap - 2)]
         else:
             combos = itertools.product(*options)
         out: dict[bytes, None] = {}
         for combo in combos:
-            buf = bytearray(node.durable)
+            buf = bytearray(node.durable or b"")  # never fsynced: any part of it may be there
             for op, choice in zip(ops, combo, strict=True):
                 if isinstance(op, _Trunc):
                     if choice is not None:
@@ -531,7 +533,7 @@ class FsModel:
                 for a, b in choice:
                     _put(buf, a, op.data[a - op.offset:b - op.offset])
             out[bytes(buf)] = None
-        full = _fold(node.durable, ops)
+        full = _fold(node.durable or b"", ops)
         out.pop(full, None)
         return [*out, full]
 

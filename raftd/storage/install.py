@@ -27,22 +27,29 @@ def wal_term_at(st: DurableLog, index: int) -> int | None:
     return None
 
 
-def fit_wal(st: DurableLog, meta: SnapshotMeta) -> bool:
+def fit_wal(st: DurableLog, meta: SnapshotMeta, keep_from: int | None = None) -> bool:
     """Make the WAL start after snapshot ``meta`` (ready.py step 0); True if the entries after it
     were kept.  Decided by the term of the stored entry at the snapshot index, never by how long
     the core's log is now: appends that arrived during the install grew that, and compacting a
     WAL whose entry has another term raises (issue 14 §3).  The core decided on the same entry:
-    every save before the snapshot was drained first."""
+    every save before the snapshot was drained first.  ``keep_from``: the oldest snapshot kept
+    (SnapshotStore.oldest_kept_index): a log that continues the snapshot is compacted no further,
+    so a damaged newest snapshot still falls back to the older one (issue 21 §8)."""
     if meta.index <= st.snapshot_index:
         return True  # the WAL already starts at or after it
     if wal_term_at(st, meta.index) == meta.term:
-        st.compact(meta.index, meta.term)  # Figure 13 step 6: the log continues the snapshot
+        # Figure 13 step 6: the log continues the snapshot; entries below it may stay.
+        upto = meta.index if keep_from is None else min(meta.index, keep_from)
+        term = wal_term_at(st, upto)
+        if upto > st.snapshot_index and term is not None:
+            st.compact(upto, term)
         return True
     st.reset(meta.index, meta.term)  # step 7: discard the whole log
     return False
 
 
-def reconcile(st: DurableLog, info: SnapshotInfo | None) -> str | None:
+def reconcile(st: DurableLog, info: SnapshotInfo | None,
+              keep_from: int | None = None) -> str | None:
     """Start-up half of the install's commit point: a crash after the snapshot file was
     committed but before the WAL followed leaves a WAL that ends before the snapshot or holds
     another term at its index.  Left so, the follower rejects every append after the snapshot
@@ -55,7 +62,7 @@ def reconcile(st: DurableLog, info: SnapshotInfo | None) -> str | None:
     if meta.index <= st.snapshot_index or term == meta.term:
         return None  # the WAL starts at or after it, or continues its history
     what = f"ends at {st.last_index}" if term is None else f"has term {term} there"
-    fit_wal(st, meta)
+    fit_wal(st, meta, keep_from)
     return (f"snapshot {meta.index} (term {meta.term}) is newer than the WAL, which {what}: "
             f"an install was cut short; the log now starts after the snapshot")
 

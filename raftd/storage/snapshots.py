@@ -17,6 +17,7 @@ Memory stays bounded: the writer packs one batch at a time and the reader unpack
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import os
 import re
@@ -122,8 +123,14 @@ def write_snapshot_file(path: Path, meta: SnapshotMeta, header: dict[str, Any],
         size = w.size + len(TRAILER) + 4
         if fsync:
             f.sync()
-    finally:
-        f.close()
+    except BaseException:
+        # A full disk fails every snapshot attempt: leave no temp file behind each time.
+        with contextlib.suppress(OSError):
+            f.close()
+        with contextlib.suppress(OSError):
+            fs.unlink(tmp)
+        raise
+    f.close()
     fs.rename(tmp, path)
     if fsync:
         fs.fsync_dir(path.parent)

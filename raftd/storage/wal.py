@@ -36,14 +36,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from raftd.core.errors import CompactedError
 from raftd.core.types import Entry, EntryKind, HardState
 from raftd.storage.durable import mkdir_durable
 from raftd.storage.fs import OS, FileSystem, write_all
-from raftd.storage.walformat import (BASE, ENTRY, HARD_STATE, HEADER, MAX_RECORD, TRUNCATE,
-                                     VERSION, WAL_NAME, CorruptLogError, frame, record, scan)
+from raftd.storage.walformat import (BASE, ENTRY, HARD_STATE, HEADER, MAX_RECORD, SALT, TRUNCATE,
+                                     VERSION, WAL_NAME, CorruptLogError, frames, record, scan)
 
 __all__ = ["CorruptLogError", "DurableLog", "MAX_RECORD"]
 
@@ -59,16 +59,19 @@ class _Segment:
     seq: int
     path: Path
     prev_index: int  # log's last index when this segment started: every live entry before it is <= this
+    salt: bytes = b""  # version 2: in every batch head's checksum (walformat); b"" for version 1
 
 
 class DurableLog:
     """Raft's durable state: hard state plus the log of entries after a snapshot base. Not thread-safe."""
 
     def __init__(self, directory: Path, segment_bytes: int, fsync: bool,
-                 preallocate: int = 0, fs: FileSystem = OS):  # use DurableLog.open()
+                 preallocate: int = 0, fs: FileSystem = OS,
+                 random_bytes: Callable[[int], bytes] = os.urandom):  # use DurableLog.open()
         self._dir, self._segment_bytes, self._fsync = directory, segment_bytes, fsync
         self._prealloc = max(0, preallocate)
         self._fs = fs
+        self._random_bytes = random_bytes  # segment salts
         self._segs: list[_Segment] = []
         self._fd: int | None = None
         self._size = 0  # bytes of batches in the active (last) segment: where the next write goes
@@ -84,10 +87,12 @@ class DurableLog:
 
     @classmethod
     def open(cls, directory: str | Path, *, segment_bytes: int = 64 << 20, fsync: bool = True,
-             preallocate: int = 0, fs: FileSystem = OS) -> DurableLog:
+             preallocate: int = 0, fs: FileSystem = OS,
+             random_bytes: Callable[[int], bytes] = os.urandom) -> DurableLog:
         """``preallocate``: extend segment files with this many zero bytes ahead of the writes (see the
-        module docstring); 0 appends.  ``fs``: the file layer (the real OS by default)."""
-        self = cls(Path(directory), segment_bytes, fsync, preallocate, fs)
+        module docstring); 0 appends.  ``fs``: the file layer (the real OS by default).
+        ``random_bytes``: where segment salts come from (a simulator passes a seeded one)."""
+        self = cls(Path(directory), segment_bytes, fsync, preallocate, fs, random_bytes)
         if not fs.is_dir(self._dir):
             if fsync:
                 mkdir_durable(self._dir, fs=fs)  # each new directory synced into its parent (§6)
@@ -235,13 +240,18 @@ class DurableLog:
             self._fs.close(self._fd)
         self._fd, self._size, self._alloc, self._new_file = fd, 0, 0, True
         self._last_version = VERSION
-        self._segs.append(_Segment(seq, path, self.last_index))
+        self._segs.append(_Segment(seq, path, self.last_index, self._random_bytes(SALT)))
         return [record(HEADER, [WAL_NAME, VERSION, seq, self.last_index]), record(BASE, list(base)),
                 record(HARD_STATE, [self.hard_state.term, self.hard_state.voted_for])]
 
     def _append(self, parts: list[bytes]) -> None:
-        """One batch: one write() and one fdatasync() for all of ``parts`` (group commit)."""
-        buf = frame(parts, self._size)
+        """One batch: one write() and one fdatasync() for all of ``parts`` (group commit).  Only
+        past MAX_BATCH bytes is it several batches, each written and synced on its own."""
+        for buf in frames(parts, self._size, self._segs[-1].salt):
+            self._write_batch(buf)
+        self.stats["records_written"] += len(parts)
+
+    def _write_batch(self, buf: bytes) -> None:
         assert self._fd is not None  # open() made the file
         try:
             end = self._size + len(buf)
@@ -267,15 +277,14 @@ class DurableLog:
             raise
         self._size += len(buf)
         self.stats["bytes_written"] += len(buf)
-        self.stats["records_written"] += len(parts)
 
     def _discard_unsynced(self, written: int) -> None:
         """After a failed write or fsync: cut the active segment back to its last durable size and
         make that durable (issue 21 §2).  The failed batch was never acknowledged; left in the file,
         a restart would replay it from the page cache as if it were durable, and fsyncing it then
         proves nothing (the kernel may have marked the failed pages clean).  If the cut fails too,
-        zeros over the batch at least make a restart without a power loss read the end of the log
-        there; a power loss may still bring back what the disk got of it, unacknowledged."""
+        zeros over the batch, synced, make recovery read the end of the log there; if even that
+        fails, the node stops with a critical log line and the batch may come back at restart."""
         assert self._fd is not None
         try:
             self._fs.ftruncate(self._fd, self._size)
@@ -287,8 +296,11 @@ class DurableLog:
             logger.critical("cannot cut the failed write off %s (%s)", self._segs[-1].path, e)
         try:
             write_all(self._fs, self._fd, bytes(written), self._size)
-        except OSError:
-            pass
+            if self._fsync:
+                self._fs.fsync(self._fd)
+        except OSError as e:
+            logger.critical("cannot zero the failed write in %s either (%s): it may be read back at "
+                            "restart although it was never acknowledged", self._segs[-1].path, e)
 
     def _sync_dir(self, path: Path | None = None) -> None:
         """A created or deleted file is only durable once its directory is synced."""
@@ -350,7 +362,7 @@ class DurableLog:
             header = records[0][2]
             if header[:3] != [WAL_NAME, got.version, seq]:
                 raise CorruptLogError(path, records[0][0], f"bad segment header {header!r}")
-            self._segs.append(_Segment(seq, path, header[3]))
+            self._segs.append(_Segment(seq, path, header[3], got.salt))
             self._last_end = got.end  # where the next write goes, if this is the last kept segment
             self._last_version = got.version
             scanned.append((path, records))

@@ -3,10 +3,11 @@
 Version 2 (written since issue 21).  A segment file is
 
     b"RAFTWAL2"                                          magic, 8 bytes
+    salt                                                 8 random bytes, new for each segment
     batch, batch, ...                                    one per write of DurableLog (a group commit)
 
     batch  = head payload trailer
-    head   = [u32 length][u32 crc32(payload)][u32 crc32(the 8 bytes before)]
+    head   = [u32 length][u32 crc32(payload)][u32 crc32(salt + the 8 bytes before)]
     trailer = head, then the byte 0xFF (so the last batch of a segment ends in a non-zero byte)
     payload = record, record, ...
     record = [u32 length][u8 type][msgpack value]        length = len(value)
@@ -16,7 +17,8 @@ power loss before the fdatasync returns may keep any subset of its 512-byte sect
 it was acknowledged.  Its 12-byte header never straddles a sector (a batch that would start within
 11 bytes of a sector's end starts at the next sector, after zeros), so after a crash the header
 reads either as written or as zeros, and the header's own checksum tells a damaged length field
-from a torn write.  Record types, never renumbered (0 is unused, so zero-filled space never parses):
+from a torn write.  The salt in the head's checksum means no bytes a client sends can read as a
+batch of this segment (SQLite's WAL salts its frames for the same reason).  Record types, never renumbered (0 is unused, so zero-filled space never parses):
 
     HEADER      ["raftd-wal", version, seq, prev_index]  first record of every segment; prev_index is
                                                          the log's last index when it was started
@@ -43,6 +45,11 @@ Reading the last segment (``scan``), from the start, batch by batch:
 
 In any segment but the last every batch must be valid: a segment is complete and synced before
 the next one is started.
+
+The start of a segment: the magic and salt are written with its first batch.  If the first sector
+reads as zeros but data follows, the first write was torn, unless an intact batch other than the
+first ends the data (checked without the lost salt: payload checksum and the trailer's copy of the
+head); any other start that is neither the magic nor a valid version 1 HEADER is corruption.
 
 Version 1 (raftd before issue 21) had no magic and no batches: records
 ``[u32 length][u32 crc32(type + value)][u8 type][value]`` one after another.  Such segments are
@@ -72,6 +79,7 @@ SECTOR = 512  # the unit a disk writes atomically
 MAX_RECORD = 256 << 20
 MAX_BATCH = 512 << 20  # a bigger write is split into several batches (each still a valid unit)
 
+SALT = 8
 _BATCH = struct.Struct("<III")  # length, crc32(payload), crc32(length and payload crc)
 _PAIR = struct.Struct("<II")
 _REC = struct.Struct("<IB")  # length, type
@@ -99,6 +107,7 @@ class Scan:
     torn_at: int | None
     end: int
     version: int
+    salt: bytes = b""  # version 2: the segment's salt (b"" for a segment with nothing in it)
 
 
 def record(rtype: int, value: Any) -> bytes:
@@ -115,13 +124,16 @@ def padding(offset: int) -> int:
     return room if room < _BATCH.size else 0
 
 
-def frame(records: list[bytes], offset: int) -> bytes:
-    """``records`` as one batch (more only past MAX_BATCH bytes) to be written at ``offset``
-    (0 = a new segment, which starts with the magic)."""
+def frames(records: list[bytes], offset: int, salt: bytes) -> list[bytes]:
+    """``records`` as batches to be written at ``offset`` (0 = a new segment: the magic and
+    ``salt`` lead the first), one unless they pass MAX_BATCH bytes.  Each needs its own write
+    and fdatasync: a power loss must never keep a later batch of one write without an earlier."""
     out: list[bytes] = []
+    lead = b""
     if offset == 0:
-        out.append(MAGIC)
-        offset = len(MAGIC)
+        lead = MAGIC + salt
+        offset = len(lead)
+    seed = zlib.crc32(salt)
     i = 0
     while i < len(records):
         crc, length, j = 0, 0, i
@@ -131,11 +143,17 @@ def frame(records: list[bytes], offset: int) -> bytes:
             j += 1
         pad = padding(offset)
         head = _PAIR.pack(length, crc)
-        head += struct.pack("<I", zlib.crc32(head))
-        out += [bytes(pad), head, *records[i:j], head, _END]
+        head += struct.pack("<I", zlib.crc32(head, seed))
+        out.append(b"".join([lead, bytes(pad), head, *records[i:j], head, _END]))
+        lead = b""
         offset += pad + _BATCH.size + length + TRAILER
         i = j
-    return b"".join(out)
+    return out
+
+
+def frame(records: list[bytes], offset: int, salt: bytes) -> bytes:
+    """``frames`` as one byte string (tests, and the explorer's batch-not-atomic mutant)."""
+    return b"".join(frames(records, offset, salt))
 
 
 def _zeros_from(data: bytes, pos: int) -> bool:
@@ -145,23 +163,41 @@ def _zeros_from(data: bytes, pos: int) -> bool:
 
 def scan(path: Path, data: bytes, last: bool) -> Scan:
     """Read one segment (``last``: the newest, the only one that may end in a torn write)."""
-    if data[:len(MAGIC)] == MAGIC:
-        return _scan_v2(path, data, last)
-    if not data or data[:len(MAGIC)] == bytes(min(len(data), len(MAGIC))) \
-            or MAGIC.startswith(data):
-        # Nothing, zeros, or a cut magic: a new segment whose first write did not survive.
-        if _zeros_from(data, 0) or MAGIC.startswith(data):
-            return Scan([], None if not data else 0, 0, VERSION)
-        if last:
-            return Scan([], 0, 0, VERSION)
-        raise CorruptLogError(path, 0, "segment starts with zeros, then data")
-    return _scan_v1(path, data, last)
+    if data[:len(MAGIC)] == MAGIC and len(data) >= len(MAGIC) + SALT:
+        return _scan_v2(path, data, last, data[len(MAGIC):len(MAGIC) + SALT])
+    if _is_v1(data):
+        return _scan_v1(path, data, last)
+    lead = data[:len(MAGIC) + SALT].rstrip(b"\0")
+    if MAGIC.startswith(lead[:len(MAGIC)]) and _zeros_from(data, len(MAGIC) + SALT):
+        # Nothing, zeros, or the start of the magic and salt: a new segment whose first write
+        # did not survive (a preallocated file is zeros throughout).
+        return Scan([], None if not data else 0, 0, VERSION)
+    if last and data[:_BATCH.size + len(MAGIC) + SALT] == bytes(_BATCH.size + len(MAGIC) + SALT):
+        first = len(MAGIC) + SALT  # where the first batch's head was
+        later = _last_batch_start(data, first, None)
+        if later is None:
+            return Scan([], 0, 0, VERSION)  # the first write, its first sector lost: torn
+        raise CorruptLogError(path, 0, f"segment starts with zeros, and an intact batch follows "
+                                       f"at offset {later}")
+    raise CorruptLogError(path, 0, "segment starts with neither the version 2 magic nor a "
+                                   "version 1 HEADER record")
 
 
-def _scan_v2(path: Path, data: bytes, last: bool) -> Scan:
+def _is_v1(data: bytes) -> bool:
+    """A version 1 segment: its first record is a checksum-valid HEADER."""
+    if len(data) < _V1.size:
+        return False
+    length, crc, rtype = _V1.unpack_from(data, 0)
+    end = _V1.size + length
+    return bool(rtype == HEADER and end <= len(data)
+                and zlib.crc32(memoryview(data)[8:end]) == crc)
+
+
+def _scan_v2(path: Path, data: bytes, last: bool, salt: bytes) -> Scan:
     buf, eof = memoryview(data), len(data)
     records: list[tuple[int, int, Any]] = []
-    off = len(MAGIC)
+    seed = zlib.crc32(salt)
+    off = len(MAGIC) + SALT
     while True:
         pad = padding(off)
         if pad:
@@ -170,7 +206,7 @@ def _scan_v2(path: Path, data: bytes, last: bool) -> Scan:
                 break
             off = min(off + pad, eof)
         if off >= eof or _zeros_from(data, off):
-            return Scan(records, None, off, VERSION)  # the end, or a preallocated zero tail
+            return Scan(records, None, off, VERSION, salt)  # the end, or a zero tail
         if off + _BATCH.size > eof:
             reason, explained = "batch header cut short by the end of the file", True
             break
@@ -178,13 +214,13 @@ def _scan_v2(path: Path, data: bytes, last: bool) -> Scan:
         if head == _ZERO_BATCH:
             # The first sector of the last write was lost and later ones kept (a torn write),
             # unless a whole batch ends the data: one made durable after this one.
-            later = _last_batch_start(data, off)
+            later = _last_batch_start(data, off, seed)
             reason, explained = "zeroed batch header", later is None
             if later is not None:
                 reason += f", and an intact batch follows at offset {later}"
             break
         length, crc, head_crc = _BATCH.unpack_from(buf, off)
-        if zlib.crc32(buf[off:off + 8]) != head_crc:
+        if zlib.crc32(buf[off:off + 8], seed) != head_crc:
             # Cut inside the header itself (nothing after it) is a write cut short; else damage.
             reason = "batch header checksum mismatch"
             explained = _zeros_from(data, off + _BATCH.size)
@@ -201,20 +237,24 @@ def _scan_v2(path: Path, data: bytes, last: bool) -> Scan:
         _records_in(path, buf, off + _BATCH.size, end, records)
         off = end + TRAILER
     if last and explained:
-        return Scan(records, off, off, VERSION)
+        return Scan(records, off, off, VERSION, salt)
     raise CorruptLogError(path, off, reason)
 
 
-def _last_batch_start(data: bytes, after: int) -> int | None:
+def _last_batch_start(data: bytes, after: int, seed: int | None) -> int | None:
     """Where the batch that ends the data starts, if it is intact and starts after ``after``;
-    read backwards from its trailer, so nothing inside a damaged batch is parsed."""
+    read backwards from its trailer, so nothing inside a damaged batch is parsed.  ``seed``:
+    the crc of the segment's salt, which a client cannot know; None when the salt is lost (then
+    the head's own checksum cannot be checked)."""
     end = len(data.rstrip(b"\0"))
     if end - TRAILER - _BATCH.size <= after or data[end - 1:end] != _END:
         return None
     tail = data[end - TRAILER:end - 1]
     length, crc, head_crc = (int(v) for v in _BATCH.unpack(tail))
     start = end - TRAILER - length - _BATCH.size
-    if zlib.crc32(tail[:8]) != head_crc or start <= after or data[start:start + _BATCH.size] != tail:
+    if seed is not None and zlib.crc32(tail[:8], seed) != head_crc:
+        return None
+    if start <= after or data[start:start + _BATCH.size] != tail:
         return None
     if zlib.crc32(memoryview(data)[start + _BATCH.size:end - TRAILER]) != crc:
         return None

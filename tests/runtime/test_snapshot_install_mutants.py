@@ -38,7 +38,7 @@ def test_mutant_install_not_crash_atomic_is_caught(tmp_path, monkeypatch):
 def test_mutant_install_by_log_length_is_caught(tmp_path, monkeypatch):
     """Before issue 14 §3 the install compacted whenever the core's log (grown by an append
     during the install) was longer than the snapshot, whatever the stored term there."""
-    def by_log_length(st, meta):
+    def by_log_length(st, meta, keep_from=None):
         st.compact(meta.index, meta.term)
         return True
 

@@ -24,7 +24,7 @@ def synced_file(m: FsModel, path: str, data: bytes) -> int:
     return fd
 
 
-def test_fsynced_bytes_survive_and_a_file_never_fsynced_comes_back_empty():
+def test_fsynced_bytes_survive_and_a_file_never_fsynced_keeps_any_part():
     m = FsModel()
     m.mkdir("/d")
     m.fsync_dir("/")
@@ -34,7 +34,8 @@ def test_fsynced_bytes_survive_and_a_file_never_fsynced_comes_back_empty():
     m.fsync_dir("/d")  # the name is durable, the bytes are not
     states = list(m.crash_states())
     assert set(contents(states, "/d/a")) == {b"durable"}
-    assert set(contents(states, "/d/b")) == {b""}
+    got = set(contents(states, "/d/b"))  # writeback may have written any of its sectors
+    assert {b"", b"x" * 3000} < got and all(len(c) <= 3000 for c in got)
     assert m.read_bytes("/d/b") == b"x" * 3000  # the model itself is unchanged
 
 

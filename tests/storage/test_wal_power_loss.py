@@ -40,7 +40,7 @@ def test_a_value_holding_a_valid_batch_does_not_make_a_torn_tail_corruption(tmp_
     """§4: the first sector of the last write is lost, later ones kept, and the entry's value
     is itself a well-formed batch.  Recovery cuts the torn tail; before the fix it searched
     inside the damaged data, found the client's frame and refused to start."""
-    fake = frame([record(ENTRY, [9, 99, 0, b"forged"])], 700)
+    fake = frame([record(ENTRY, [9, 99, 0, b"forged"])], 700, bytes(8))  # a guessed salt
     log = DurableLog.open(tmp_path)
     log.save(HardState(1, "n2"), ents(1, 2))
     log.save(None, [Entry(1, 3, data=b"x" * 600 + fake + b"y" * 900)])

@@ -9,12 +9,12 @@ import zlib
 import msgpack
 
 MAGIC = b"RAFTWAL2"
-SECTOR, HEAD, TRAILER = 512, 12, 13
+SECTOR, HEAD, TRAILER, SALT = 512, 12, 13, 8
 
 
 def batches(data: bytes) -> list[tuple[int, int]]:
     """(start, end) of every batch of a version 2 segment, up to the first zero header."""
-    out, off = [], len(MAGIC)
+    out, off = [], len(MAGIC) + SALT
     while True:
         room = SECTOR - off % SECTOR
         if room < HEAD:
