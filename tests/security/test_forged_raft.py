@@ -125,6 +125,35 @@ def test_a_huge_leader_commit_from_a_fake_leader_changes_nothing(cluster_factory
     _same_state_everywhere(c)
 
 
+def test_rejections_below_the_acked_index_cause_no_message_storm(cluster_factory):
+    """§6, the storm: a follower whose rejections contradict what it acked (prev at or below
+    match_index: a diverged or lying follower) used to get a new probe at once for each, for
+    ever (about 5,300 messages/s).  Now such a rejection waits for the next heartbeat.  The
+    real follower is paused, so the leader hears only the forged answers in its name; counted:
+    the messages the leader sends it in 0.5 s, with and without 100 forged rejections."""
+    c, leader = _cluster(cluster_factory)
+    f, _ = (n for n in c.nodes if n != leader)
+    c.nodes[f].pause()
+    try:
+        with c.client() as cl:
+            for i in range(5):
+                cl.put(f"x{i}", b"y")  # committed with the other follower; in flight to f
+        st = c.status(leader)
+        term, last, match = st["term"], st["last_log_index"], st["progress"][f]["match_index"]
+        assert match < last, st["progress"]
+        quiet = _messages_to(c, leader, f, lambda: time.sleep(0.5))
+        # One rejection of an index in flight: f goes back to PROBE at match + 1 ...
+        first = AppendEntriesResponse(f, leader, term, False, 0, reject_index=last)
+        # ... then each rejects prev = match, which it acked before.
+        lies = [AppendEntriesResponse(f, leader, term, False, 0, reject_index=match)] * 100
+        stormy = _messages_to(c, leader, f, lambda: _as_peer_slowly(c, leader, f, [first] + lies))
+        assert c.status(leader)["role"] == "leader"
+        assert stormy <= 2 * quiet + 10, f"{quiet} messages to {f} in 0.5 s, {stormy} with lies"
+    finally:
+        c.nodes[f].resume()
+    _intact_and_serving(c, leader)
+
+
 def test_transfer_votes_and_timeout_now_from_non_voters_move_no_term(cluster_factory):
     """§7: a RequestVote flagged as a leadership transfer (which bypasses vote withholding,
     thesis §3.10) from an id that is no voter, and TimeoutNow from that id or from a voter that
@@ -174,6 +203,27 @@ def _put_in_background(address: str, keys: dict[str, bytes]) -> _Writer:
     w = _Writer(address, keys)
     w.start()
     return w
+
+
+def _as_peer_slowly(c, target: str, claimed: str, msgs: list, gap: float = 0.005) -> None:
+    """Like _as_peer, one message every ``gap`` seconds (each is stepped on its own)."""
+    st = c.status(target)
+    host, port = c.nodes[target].address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(encode_hello(claimed, "raftd", None, st["cluster_id"]))
+        for m in msgs:
+            s.sendall(_raw_message(m))
+            time.sleep(gap)
+
+
+def _messages_to(c, nid: str, peer: str, during) -> int:
+    """Messages ``nid`` sent (or dropped) to ``peer`` while ``during()`` ran."""
+    def count() -> int:
+        p = c.status(nid)["peers"][peer]
+        return p["sent"] + p["dropped"]
+    n0 = count()
+    during()
+    return count() - n0
 
 
 def _peer_messages_in(c, nids: list[str], seconds: float) -> int:
