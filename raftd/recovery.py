@@ -9,6 +9,7 @@ files themselves (issue 17 §5), so the on-disk formats stay raftd's business:
   truncate a torn tail or remove a half-written segment.
 * ``rebuild(survey)``: the key-value state of every entry in that node's log (committed or
   not, as etcd's --force-new-cluster), to seed a new cluster from.
+* ``removed_ids(data_dir)``: the server ids the node recorded as removed (read only).
 * ``seed(...)``: write that state into new data directories as a snapshot plus an empty log
   after it, durably: a power loss leaves each file absent or complete, and every created name
   synced into its parent directory (issue 21 §6).
@@ -31,6 +32,7 @@ import msgpack
 
 from raftd.core import Configuration, EntryKind, HardState, SnapshotMeta
 from raftd.kv.fsm import KVStateMachine
+from raftd.runtime.removed import RemovedIds
 from raftd.storage.durable import copy_durable, fsync_dir, mkdir_durable
 from raftd.storage.lock import DataDirInUse, DataDirLock, hold_offline
 from raftd.storage.snapshots import (MAGIC, CorruptSnapshotError, SnapshotInfo, read_meta,
@@ -194,6 +196,12 @@ def rebuild(best: DataDirSurvey) -> Rebuilt:
 
 
 # ----------------------------------------------------------------------------- seed --
+def removed_ids(data_dir: str | Path) -> frozenset[str]:
+    """The ids a data dir recorded as removed from its cluster (raftd/runtime/removed.py), read
+    without writing anything; ValueError if that record is damaged."""
+    return RemovedIds(str(data_dir), frozenset()).ids
+
+
 def make_dirs(path: str | Path) -> Path:
     """mkdir -p, each created directory synced into its parent."""
     return mkdir_durable(path)
@@ -238,10 +246,3 @@ def seed(data_dirs: Sequence[str | Path], addresses: Mapping[str, str], index: i
         finally:
             log.close()
 
-
-def removed_ids(data_dir: str | Path) -> frozenset[str]:
-    """The ids a node's data dir records as removed from its cluster (``removed_ids``, kept by
-    raftd/runtime/removed.py; never reused).  Reads only; a damaged file raises ValueError."""
-    from raftd.runtime.removed import RemovedIds  # noqa: PLC0415 - only this reader needs it
-
-    return RemovedIds(str(data_dir), frozenset()).ids

@@ -3,14 +3,14 @@ a removed server and `raftctl local add` never picks an id the cluster had (issu
 
 Ids are never reused (raftd refuses to add a removed id back): a server's data dir records the
 ids it saw removed in ``removed_ids`` (raftd/runtime/removed.py), which these functions only
-read."""
+read, through raftd.recovery (raftctl opens no data-dir file itself, issue 17 §5)."""
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
 from pathlib import Path
 
-from raftd.recovery import removed_ids
+from raftd import recovery
 
 
 def removed_on_disk(layout: list[dict]) -> set[str]:
@@ -21,7 +21,7 @@ def removed_on_disk(layout: list[dict]) -> set[str]:
         if not d.is_dir():
             continue
         try:
-            out |= removed_ids(d)  # reads the file; writes nothing
+            out |= recovery.removed_ids(d)
         except ValueError:
             continue  # a damaged file: raftd itself will say so when that node starts
     return out

@@ -5,6 +5,7 @@ for kv; the real client against real servers is covered by tests/cli/test_raftct
 test_health_leader.py and tests/e2e."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -18,7 +19,7 @@ from raftctl.commands import leader as leader_cmd
 from raftctl.commands import member as member_cmd
 from raftctl.commands import snapshot as snapshot_cmd
 from raftctl.main import app
-from raftd.client import RequestError
+from raftd.client import CLUSTER_ID_ENV, RequestError
 from raftd.core import Configuration, RaftConfig, RaftNode, SnapshotMeta
 from raftd.kv.commands import Command, Op
 from raftd.kv.fsm import KVStateMachine
@@ -37,7 +38,8 @@ class FakeCluster:
         self.leader: str | None = "n1"
         self.term = 2
         self.last = {"n1": 40, "n2": 40, "n3": 37}
-        self.down: set[str] = set()
+        self.down: set[str] = set()  # nothing listens: connection refused
+        self.paused: set[str] = set()  # listens, never answers (SIGSTOP): a timeout
         self.refuse: dict[str, RequestError] = {}
         self.requests: list[tuple[str, str, dict]] = []  # (node, op, args)
         self.snapshot_file = _snapshot_file(tmp / "held.snap", index=40, term=2)
@@ -46,6 +48,8 @@ class FakeCluster:
         nid = next(n for n, a in self.addresses.items() if a == address)
         if nid in self.down:
             raise ConnectionRefusedError(f"connection to {address} refused")
+        if nid in self.paused:
+            raise asyncio.TimeoutError
         return nid
 
     def status(self, address: str) -> dict:
@@ -108,9 +112,9 @@ def _snapshot_file(path: Path, index: int, term: int) -> Path:
 
 def _async_client(c: FakeCluster):
     class FakeAsyncClient:
-        def __init__(self, endpoints, timeout=5.0, cluster_id=None, **kw):
+        def __init__(self, endpoints, timeout=5.0, refused_grace=None, cluster_id=None):
             self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
-            self.cluster_id = cluster_id  # raftctl checks each status against it
+            self.cluster_id = cluster_id or os.environ.get(CLUSTER_ID_ENV) or None
 
         async def __aenter__(self):
             return self
@@ -206,7 +210,11 @@ def test_status_exit_3_without_leader_or_nodes(cli):
     assert json.loads(r.stderr) == {"error": "no_leader", "message": "no leader", "exit_code": 3}
     cli.cluster.down = {"n1", "n2", "n3"}
     r = cli("status")
-    assert r.exit_code == 3 and r.stderr.startswith("raftctl: error: no raftd at ")  # issue 16 §5
+    assert r.exit_code == 3
+    assert r.stderr == "raftctl: error: no raftd at 127.0.0.1:7101 (connection refused)\n"
+    cli.cluster.down, cli.cluster.paused = set(), {"n1", "n2", "n3"}
+    r = cli("status")
+    assert r.exit_code == 3 and r.stderr.startswith("raftctl: error: no node is reachable at ")
     assert r.stderr.count("\n") == 1
 
 

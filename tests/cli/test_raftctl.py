@@ -183,7 +183,7 @@ def test_kv_values_from_stdin_and_file_stale_list_prefix_delete_and_empty_keys(l
     raftctl("kv", "put", "f", "--file", str(big), env=env, check=0)
     got = subprocess.run([sys.executable, "-m", "raftctl.main", "kv", "get", "s"],
                          capture_output=True, timeout=60, env={**os.environ, **env})
-    assert got.stdout == b"from\x00stdin\n"
+    assert got.stdout == b"from\x00stdin"  # piped: the bytes exactly (issue 16 trial item 4)
     out = json.loads(raftctl("kv", "list", "--stale", "-o", "json", env=env, check=0).stdout)
     assert set(out["items"]) == {"s", "f"}
     for i in range(5):
