@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass
 from typing import Any
 
-from raftd.client import AsyncClient, RequestError
+from raftd.client import CLUSTER_ID_ENV, AsyncClient, RequestError
 
 from .errors import UNAVAILABLE, CliError
 
@@ -43,11 +44,12 @@ async def _one(address: str, timeout: float) -> dict | Down:
         return Down(str(e) or type(e).__name__)
     finally:
         await c.close()
-    if c.cluster_id is not None and st.get("cluster_id") != c.cluster_id:
-        # --cluster-id / RAFTCTL_CLUSTER_ID: the same refusal a kv request gets from the node
-        # itself (issue 14 §9), for the commands that only read statuses.
+    wanted = os.environ.get(CLUSTER_ID_ENV) or None  # raftctl --cluster-id sets it
+    if wanted is not None and st.get("cluster_id") != wanted:
+        # The same refusal a kv request gets from the node itself (issue 14 §9), for the
+        # commands that only read statuses.
         raise RequestError("wrong_cluster", f"{address} belongs to cluster "
-                                            f"{st.get('cluster_id')}, not {c.cluster_id}")
+                                            f"{st.get('cluster_id')}, not {wanted}")
     return st
 
 
