@@ -4,6 +4,7 @@ TLS hint from every command (3), the command named to a client certificate (6), 
 `snapshot create --node` for a non-member (11)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -13,8 +14,10 @@ import time
 import pytest
 from typer.testing import CliRunner
 
+from raftctl.cluster import gather_status
 from raftctl.main import app
 from raftd import pki
+from raftd.client import RequestError
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +50,8 @@ def wait_for(pred, timeout=15.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_one_voter_down_tolerates_no_more_failures_and_cluster_id_is_checked(cluster_factory):
+def test_one_voter_down_tolerates_no_more_failures_and_cluster_id_is_checked(cluster_factory,
+                                                                            monkeypatch):
     c = cluster_factory(3).start()
     leader = c.wait_leader()
     eps = ",".join(c.endpoints)
@@ -67,6 +71,12 @@ def test_one_voter_down_tolerates_no_more_failures_and_cluster_id_is_checked(clu
             r = raftctl("-e", eps, *args, env={"RAFTCTL_CLUSTER_ID": "deadbeef"})
         assert r.returncode == 4 and "belongs to cluster" in r.stderr, (args, r.stderr)
         assert cli("-e", eps, "--cluster-id", cid, *args).returncode == 0, args
+    # The local tooling, which starts nodes of new clusters, does not pin (pinned=False).
+    monkeypatch.setenv("RAFTCTL_CLUSTER_ID", "deadbeef")
+    with pytest.raises(RequestError, match="not deadbeef"):
+        asyncio.run(gather_status(c.endpoints, 0.5))
+    assert asyncio.run(gather_status(c.endpoints, 0.5, pinned=False))["leader"] == leader
+    monkeypatch.delenv("RAFTCTL_CLUSTER_ID")
 
     # Item 11: a node id that is no member is a usage error, not "not reachable".
     r = cli("-e", eps, "snapshot", "create", "--node", "n7")
