@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass
 from typing import Any
 
-from raftd.client import AsyncClient, RequestError
+from raftd.client import CLUSTER_ID_ENV, AsyncClient, RequestError
 
 from .errors import UNAVAILABLE, CliError
 
@@ -26,8 +27,9 @@ class Down:
     refused: bool = False
 
 
-async def _one(address: str, timeout: float) -> dict | Down:
-    """The node's status, or why it could not be had."""
+async def _one(address: str, timeout: float, wanted: str | None) -> dict | Down:
+    """The node's status, or why it could not be had; RequestError ``wrong_cluster`` if
+    ``wanted`` is set and the node belongs to another cluster."""
     c = AsyncClient([address], timeout=timeout)
     try:
         st = await asyncio.wait_for(c.status(address, timeout), timeout)
@@ -43,11 +45,11 @@ async def _one(address: str, timeout: float) -> dict | Down:
         return Down(str(e) or type(e).__name__)
     finally:
         await c.close()
-    if c.cluster_id is not None and st.get("cluster_id") != c.cluster_id:
-        # --cluster-id / RAFTCTL_CLUSTER_ID: the same refusal a kv request gets from the node
-        # itself (issue 14 §9), for the commands that only read statuses.
+    if wanted is not None and st.get("cluster_id") != wanted:
+        # The same refusal a kv request gets from the node itself (issue 14 §9), for the
+        # commands that only read statuses.
         raise RequestError("wrong_cluster", f"{address} belongs to cluster "
-                                            f"{st.get('cluster_id')}, not {c.cluster_id}")
+                                            f"{st.get('cluster_id')}, not {wanted}")
     return st
 
 
@@ -79,15 +81,18 @@ def unreachable_reason(st: dict) -> str:
     return (hinted or reasons or [""])[0]
 
 
-async def gather_status(endpoints: list[str], timeout: float = 1.0) -> dict:
+async def gather_status(endpoints: list[str], timeout: float = 1.0, pinned: bool = True) -> dict:
     """Status of every node reachable from ``endpoints`` and of every member they know of.
-    Never hangs: each node gets ``timeout`` seconds, all in parallel."""
+    Never hangs: each node gets ``timeout`` seconds, all in parallel.  ``pinned``: refuse a
+    node of a cluster other than $RAFTCTL_CLUSTER_ID's (raftctl --cluster-id sets it); the
+    tools that start nodes of a new cluster, or a server still joining, pass False."""
+    wanted = (os.environ.get(CLUSTER_ID_ENV) or None) if pinned else None
     seen: dict[str, dict | Down] = {}
     todo = list(dict.fromkeys(endpoints))
     for _ in range(3):  # endpoints, then members they told us about
         if not todo:
             break
-        results = await asyncio.gather(*(_one(a, timeout) for a in todo),
+        results = await asyncio.gather(*(_one(a, timeout, wanted) for a in todo),
                                        return_exceptions=True)
         for a, r in zip(todo, results, strict=True):
             if isinstance(r, BaseException):

@@ -473,7 +473,7 @@ def ssh_rotate_certs_cmd(
             row = {"name": h.name, "not_after": want[h.name], "reloaded": r["reloaded"],
                    "confirmed": False}
             while r["reloaded"] and time.monotonic() < deadline:
-                st = asyncio.run(gather_status([h.endpoint], 1.0))["nodes"][0]
+                st = asyncio.run(gather_status([h.endpoint], 1.0, pinned=False))["nodes"][0]
                 tls = ((st.get("_raw") or {}).get("tls") or {})
                 # not_after in status is isoformat of a datetime; describe() is ISO too
                 if tls.get("not_after", "")[:19] == want[h.name][:19]:

@@ -274,7 +274,7 @@ def _skip_removed(directory: Path, layout: list[dict], info) -> list[dict]:
     gone = local_ids.removed_on_disk(layout)
     running = [n for n in layout if _pid_alive(_read_pid(Path(n["data_dir"])))]
     if running:
-        st = asyncio.run(gather_status([n["address"] for n in running], 0.5))
+        st = asyncio.run(gather_status([n["address"] for n in running], 0.5, pinned=False))
         gone |= local_ids.removed_by_cluster(st)
     skipped = [n for n in layout if n["id"] in gone and n not in running]
     if skipped:
@@ -312,7 +312,7 @@ def _wait_until_up(directory: Path, layout: list[dict], started: set[str],
     ours = set(endpoints)
     deadline = time.monotonic() + timeout
     while True:
-        st = asyncio.run(gather_status(endpoints, 0.5))
+        st = asyncio.run(gather_status(endpoints, 0.5, pinned=False))
         failed = _failures(layout, started, st)
         if failed:
             if any(not _pid_alive(n["pid"]) for n in layout if n["id"] in started) \
@@ -530,7 +530,8 @@ def _start_and_add(s, directory: Path, layout: list[dict], node: dict) -> dict:
     node["pid"] = start_node(node)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # wait for it to listen
-        if asyncio.run(gather_status([node["address"]], 0.3))["nodes"][0]["reachable"]:
+        if asyncio.run(gather_status([node["address"]], 0.3, pinned=False))["nodes"][0][
+                "reachable"]:
             break
         if not _pid_alive(node["pid"]):
             raise CliError(f"{node['id']} exited: {_last_log_line(d)}")

@@ -23,3 +23,12 @@ def test_every_public_core_name_is_importable_from_the_package():
         assert value is getattr(home, name), name
     assert set(raftd.core.__all__) <= set(dir(raftd.core))
     from raftd.core import RaftNode, membership  # noqa: F401 - a class and a submodule
+
+
+def test_a_group_builds_only_the_subcommand_being_run():
+    from raftctl import main
+    from raftctl.commands import kv
+
+    assert list(main.load_command("kv", "get").commands) == ["get"]
+    assert set(main.load_command("kv", "-h").commands) == {"put", "get", "delete", "cas", "list"}
+    assert len(kv.app.registered_commands) == 5  # the module's own app is left whole
