@@ -3,8 +3,8 @@
 
 Runs seeds S..S+N-1 of the model simulation (the sans-I/O core alone, on a simulated runtime
 of its own; ``python -m raftd.sim`` runs the daemon's runtime instead) and checks Raft's safety
-properties after every event and liveness after the network heals.  Exits 0 when every seed passes; otherwise
-prints the first failing seed and the command that replays it exactly.
+properties after every event and liveness after the network heals.  Exits 0 when every seed
+passes; otherwise prints the first failing seed and the command that replays it exactly.
 
 K is the size of the bootstrap configuration.  Unless --no-membership is given the pool has two
 more servers and the configuration changes at random during the faulty phase (Raft §6).
@@ -48,7 +48,8 @@ def _one(args: tuple[int, int, bool, bool]) -> tuple[int, str | None, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m raftd.sim.model", description=__doc__.split("\n\n")[1])
+    ap = argparse.ArgumentParser(prog="python -m raftd.sim.model",
+                                 description=__doc__.split("\n\n")[1])
     ap.add_argument("--seeds", type=int, default=100, help="how many seeds to run")
     ap.add_argument("--start", type=int, default=0, help="first seed")
     ap.add_argument("--nodes", type=int, default=5, help="cluster size (3, 5, 7, ...)")
@@ -103,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         seed, err = failed[0]
         print(f"FAIL: {len(failed)} of {a.seeds} seeds failed ({a.nodes} nodes, {dt:.1f}s). "
               f"First failing seed: {seed}\n{err}")
-        print(f"replay: python -m raftd.sim.model --seeds 1 --start {seed} --nodes {a.nodes} --trace"
-              + flag)
+        print(f"replay: python -m raftd.sim.model --seeds 1 --start {seed} --nodes {a.nodes} "
+              f"--trace{flag}")
         if len(failed) > 1:
             print("all failing seeds:")
             for seed, err in failed:

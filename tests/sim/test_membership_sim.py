@@ -142,8 +142,8 @@ def test_changes_are_refused_while_one_is_in_flight():
 
 def _trace_of(seed: int, nodes: int, hashseed: str) -> str:
     env = dict(os.environ, PYTHONHASHSEED=hashseed)
-    out = subprocess.run([sys.executable, "-m", "raftd.sim.model", "--seeds", "1", "--start", str(seed),
-                          "--nodes", str(nodes), "--trace"],
+    out = subprocess.run([sys.executable, "-m", "raftd.sim.model", "--seeds", "1", "--start",
+                          str(seed), "--nodes", str(nodes), "--trace"],
                          capture_output=True, text=True, env=env, timeout=300, check=True)
     return out.stdout
 

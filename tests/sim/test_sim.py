@@ -22,7 +22,8 @@ def test_simulated_cluster_is_safe_and_live(nodes, seeds):
             run_seed(seed, nodes)
         except Exception as e:  # noqa: BLE001 - any failure here is reported, never raised
             failures.append(f"seed {seed}: {type(e).__name__}: {e}\n  replay: "
-                            f"python -m raftd.sim.model --seeds 1 --start {seed} --nodes {nodes} --trace")
+                            f"python -m raftd.sim.model --seeds 1 --start {seed} --nodes {nodes} "
+                            f"--trace")
             break
     assert not failures, failures[0]
 
