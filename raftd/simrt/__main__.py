@@ -2,10 +2,11 @@
 [--list-mutants] [--trace]
 
 Runs seeds S..S+N-1 of the deterministic simulation of raftd's own runtime (RaftServer, WAL,
-snapshot store, KV state machine, client library) under simulated network, disk and crash
-faults, and checks Raft's safety invariants, linearizability of the clients' history and
-convergence after the network heals.  Exits 0 when every seed passes; otherwise prints the
-first failing seed and the command that replays it exactly.
+snapshot store, KV state machine, client library) under simulated network, disk, crash and
+pause faults and an operator's membership changes, and checks Raft's safety invariants,
+linearizability of the clients' history and convergence after the network heals.  Exits 0
+when every seed passes; otherwise prints the first failing seed and the command that replays
+it exactly.
 """
 from __future__ import annotations
 
@@ -46,7 +47,10 @@ def _replay(prog: str, seed: int, a) -> str:
 def main(argv: list[str] | None = None, prog: str = "python -m raftd.simrt") -> int:
     """The command line; ``prog`` names the command in the help and in the replay line
     (``python -m raftd.sim`` runs this too)."""
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[1])
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[1],
+                                 epilog="python -m raftd.sim --model [...] runs the core-only "
+                                        "model simulator instead (python -m raftd.sim.runmodel "
+                                        "--help)")
     ap.add_argument("--seeds", type=int, default=100, help="how many seeds to run")
     ap.add_argument("--start", type=int, default=0, help="first seed")
     ap.add_argument("--nodes", type=int, default=5, help="cluster size (3, 5, 7, ...)")

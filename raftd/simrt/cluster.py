@@ -1,12 +1,15 @@
 """One seed of the simulation: raftd's own runtime (RaftServer, WAL, snapshot store, KV state
 machine, client library) on a virtual loop, a simulated network and a simulated disk.
 
-A run: start the nodes and the clients; a faulty phase (crashes and restarts, partitions,
-connection resets, slow disks and links); then the network heals, every node restarts and
-the cluster must serve a write and converge.  Checked throughout: Raft's safety invariants
-(raftd.sim.checker, looking at each live node's RaftNode every millisecond of virtual time);
-at the end: linearizability of the clients' history (reads included), one state on every
-node, and that no node stopped on a fatal error.
+A run: start the nodes (and spares in join mode), the clients and an operator; a faulty phase
+(crashes and restarts, crashes at snapshot-install steps, process pauses, partitions, a leader
+cut off mid-change, connection resets, slow disks and links; membership changes and snapshots
+asked through the admin requests, see membership.py); then the network heals, every node
+restarts and the cluster must serve a write and converge.  Checked throughout: Raft's safety
+invariants, the configuration invariant included (raftd.sim.checker, looking at each live
+node's RaftNode every millisecond of virtual time); at the end: linearizability of the
+clients' history (reads included), one state on every member of the final configuration, and
+that no node stopped on a fatal error.
 """
 from __future__ import annotations
 
@@ -118,8 +121,7 @@ class SimCluster:
         self.stats = {"crashes": 0, "restarts": 0, "partitions": 0, "ops": 0, "ok_ops": 0,
                       "fatal": 0, "pauses": 0, "bursts": 0, "operator_snapshots": 0,
                       "install_crashes": 0, "conf_attempts": 0, "conf_changed": 0,
-                      "conf_refused": 0,
-                      "joint_committed": 0}
+                      "conf_refused": 0, "joint_committed": 0}
         self._main: asyncio.Task | None = None
         self._clients_run = True
         self._ids = Random(self.rng.getrandbits(64))
@@ -236,9 +238,9 @@ class SimCluster:
     def isolate_leader(self, length: float, burst: bool = False,
                        voters_only: bool = False) -> None:
         """Cut the leader off from the other servers (``voters_only``: from the other voters;
-        learners and spares stay with it) for ``length`` seconds (clients still reach it): aimed
-        at a membership change in flight, this leaves configuration entries that never commit in
-        its log, for a later leader's log or snapshot to overwrite."""
+        learners and spares stay with it) for ``length`` seconds (clients still reach it):
+        aimed at a membership change in flight, this leaves configuration entries that never
+        commit in its log, for a later leader's log or snapshot to overwrite."""
         up = [n for n in self.nodes.values() if n.server is not None and n.server.node
               and n.server.node.role == Role.LEADER]
         if not up or not self._faults_on:
