@@ -6,6 +6,10 @@ state machine and client library under simulated network, disk, crash, pause and
 faults (raftd/simrt; ``python -m raftd.simrt`` is the same command).  ``--model`` runs the
 earlier simulator of the sans-I/O core alone instead (``python -m raftd.sim.runmodel``, what
 ``raftctl sim`` shows step by step), with its own flags (--no-membership, --no-pipeline).
+
+The storage layer's mutants (issue 21) are listed too; ``--mutant`` with one of them runs the
+crash-state explorer (``python -m raftd.storage.explore``), which enumerates power-loss states
+where the seeds only sample them.
 """
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ import sys
 
 from raftd.simrt.__main__ import hash_seed_fixed
 from raftd.simrt.__main__ import main as runtime_main
+
+from raftd.storage import explore
 
 from . import runmodel as model
 
@@ -22,6 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     if "--model" in argv:
         argv.remove("--model")
         return model.main(argv)
+    if "--list-mutants" in argv:
+        code = runtime_main(argv, prog="python -m raftd.sim")
+        print("\n".join(sorted(explore.MUTANTS)))
+        return code
+    storage = next((m for m in explore.MUTANTS if f"--mutant={m}" in argv
+                    or any(a == "--mutant" and b == m for a, b in zip(argv, argv[1:], strict=False))), None)
+    if storage is not None:
+        return explore.main(["--mutant", storage])
     return runtime_main(argv, prog="python -m raftd.sim")
 
 

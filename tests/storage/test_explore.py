@@ -36,3 +36,14 @@ def test_command_line_reports_the_count_and_fails_on_a_mutant():
                          timeout=120)
     assert bad.returncode == 1 and "FAILED (mutant no-dir-fsync)" in bad.stdout
     assert "replay: python -m raftd.storage.explore" in bad.stdout
+
+
+def test_the_simulators_mutant_list_has_the_storage_mutants():
+    """Issue 21: the storage mutants are in `python -m raftd.sim --list-mutants`, and
+    `--mutant NAME` with one of them runs the explorer, which must fail."""
+    run = [sys.executable, "-m", "raftd.sim"]
+    names = subprocess.run([*run, "--list-mutants"], capture_output=True, text=True, timeout=60)
+    assert set(explore.MUTANTS) <= set(names.stdout.split())
+    bad = subprocess.run([*run, "--mutant", "batch-not-atomic", "--seeds", "300", "--nodes", "5"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "FAILED (mutant batch-not-atomic)" in bad.stdout
