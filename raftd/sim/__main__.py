@@ -32,8 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         code = runtime_main(argv, prog="python -m raftd.sim")
         print("\n".join(sorted(explore.MUTANTS)))
         return code
-    storage = next((m for m in explore.MUTANTS if f"--mutant={m}" in argv
-                    or any(a == "--mutant" and b == m for a, b in zip(argv, argv[1:], strict=False))), None)
+    pairs = zip(argv, argv[1:], strict=False)
+    asked = {b for a, b in pairs if a == "--mutant"} | {a[9:] for a in argv
+                                                        if a.startswith("--mutant=")}
+    storage = next((m for m in explore.MUTANTS if m in asked), None)
     if storage is not None:
         return explore.main(["--mutant", storage])
     return runtime_main(argv, prog="python -m raftd.sim")
