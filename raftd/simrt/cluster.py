@@ -33,7 +33,7 @@ from raftd.runtime.snapshotting import INSTALL_STEPS
 from raftd.runtime.transport import PeerLink
 from raftd.sim.checker import SafetyChecker, SafetyViolation
 
-from .disk import SimDisk
+from .disk import ModelDisk, SimDisk
 from .lincheck import History, check_linearizable
 from .loop import HOST, VirtualLoop
 from .membership import MembershipDriver
@@ -52,6 +52,9 @@ class SimParams:
     settle_s: float = 4.0  # after healing: a write must succeed and the nodes converge
     crash_p: float = 0.35  # per fault event
     partition_p: float = 0.3
+    # The WAL and snapshot store on raftd.storage.fsmodel (power-loss rules per sector and
+    # per directory fsync) instead of real files truncated to their fsynced length.
+    disk_model: bool = False
     pause_p: float = 0.2  # a process stops for a while and resumes (SIGSTOP, GC, VM stall)
     # Membership changes (Raft §6) through the operator's request path; the spares start
     # empty in join mode and are the only servers a change may add (ids are never reused).
@@ -88,6 +91,8 @@ class SimCluster:
         self.loop = VirtualLoop()
         self.net = SimNet(self.loop, Random(self.rng.getrandbits(64)), self._net_params())
         self.disk = SimDisk(Random(self.rng.getrandbits(64)))
+        self.model_disk = (ModelDisk(Random(self.rng.getrandbits(64))) if self.p.disk_model
+                           else None)
         self.dir = tempfile.mkdtemp(prefix=f"raftd-simrt-{seed}-")
         spares = self.p.spares if self.p.membership else 0
         ids = [f"n{i + 1}" for i in range(self.p.nodes + spares)]
@@ -193,9 +198,11 @@ class SimCluster:
         self.loop.forget(n.host)  # if it was paused: what it was held from never runs
         for t in list(self.loop.tasks_by_host.get(n.host, ())):
             t.cancel()
-        self.disk.crash(n.host, n.cfg.data_dir)
         if srv.storage is not None:
             srv.storage.close()  # the process's descriptors go with it
+        self.disk.crash(n.host, n.cfg.data_dir)
+        if self.model_disk is not None:
+            self.model_disk.crash(n.host)
         srv._dir_lock.release()  # noqa: SLF001 - the kernel drops a dead process's flock
 
     def _pause(self, nodes: list[SimNode]) -> None:
@@ -523,6 +530,8 @@ class SimCluster:
         with _patched_client(self._ids), _quiet(self.trace_on, self), \
                 _duplicating_links(Random(self.rng.getrandbits(64)), *self._dup):
             self.disk.install()
+            if self.model_disk is not None:
+                self.model_disk.install()
             try:
                 self.loop.time_limit = self.loop.time() + self.p.faulty_s + 4 * self.p.settle_s + 15
                 self._main = self.loop.create_task(self._scenario())
@@ -535,6 +544,8 @@ class SimCluster:
                     if not res.ok:
                         self.failure = SimFailure(f"linearizability: {res.explanation}")
             finally:
+                if self.model_disk is not None:
+                    self.model_disk.uninstall()
                 self.disk.uninstall()
                 self._teardown()
         if self.failure is not None:

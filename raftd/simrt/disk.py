@@ -99,3 +99,63 @@ class SimDisk:
                     if keep < st.st_size:
                         self.torn += 1
                         os.truncate(path, keep)
+
+
+class ModelDisk:
+    """The WAL and snapshot store of each node on raftd.storage.fsmodel instead of real files
+    (issue 15 §2, issue 21): a crash then applies the model's power-loss rules (unsynced writes
+    kept, lost or torn per 512-byte sector, a created or renamed name durable only once its
+    directory was fsynced).  The node's other files (lock, identity, removed ids) stay real.
+    Nothing in the runtime changes: the storage classes are handed the node's model for the
+    run (by the simulated host that opens them)."""
+
+    def __init__(self, rng: Random):
+        from raftd.storage.fsmodel import FsModel  # noqa: PLC0415 - only this disk needs it
+        self.rng = rng
+        self._new = FsModel
+        self.models: dict[str, object] = {}
+        self._saved: list = []
+        self.crashes = 0
+
+    def model(self, host: str):
+        m = self.models.get(host)
+        if m is None:
+            m = self.models[host] = self._new()
+        return m
+
+    def install(self) -> None:
+        from raftd.runtime import snapshotting  # noqa: PLC0415
+        from raftd.storage import snapshots  # noqa: PLC0415
+        from raftd.storage.wal import DurableLog  # noqa: PLC0415
+
+        disk = self
+        open_log = DurableLog.open.__func__
+        store_init = snapshots.SnapshotStore.__init__
+        read_state, iter_chunks = snapshotting.read_state, snapshotting.iter_chunks
+
+        def log_open(cls, directory, **kw):
+            kw["fs"] = disk.model(HOST.get())
+            return open_log(cls, directory, **kw)
+
+        def store(self, directory, keep=2, fsync=True, fs=None):
+            store_init(self, directory, keep, fsync, disk.model(HOST.get()))
+        self._saved = [(DurableLog, "open", DurableLog.__dict__["open"]),
+                       (snapshots.SnapshotStore, "__init__", store_init),
+                       (snapshotting, "read_state", read_state),
+                       (snapshotting, "iter_chunks", iter_chunks)]
+        DurableLog.open = classmethod(log_open)
+        snapshots.SnapshotStore.__init__ = store
+        snapshotting.read_state = lambda path: read_state(path, fs=disk.model(HOST.get()))
+        snapshotting.iter_chunks = lambda path: iter_chunks(path, fs=disk.model(HOST.get()))
+
+    def uninstall(self) -> None:
+        for obj, name, value in reversed(self._saved):
+            setattr(obj, name, value)
+        self._saved = []
+
+    def crash(self, host: str) -> None:
+        """Power loss at the node: one state the model says may be left."""
+        m = self.models.get(host)
+        if m is not None:
+            self.crashes += 1
+            self.models[host] = m.crash(self.rng)

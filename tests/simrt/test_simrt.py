@@ -49,6 +49,15 @@ def test_membership_changes_go_through_the_request_path():
     assert any("admin: promote" in line or "admin: add voter" in line for line in c.trace)
 
 
+def test_the_disk_model_under_the_wal_and_snapshots(capsys):
+    """Issue 15 §2 / issue 21: with --disk-model the WAL and snapshot store run on
+    raftd.storage.fsmodel and each crash is one of its power-loss states."""
+    c = SimCluster(1, SimParams(nodes=5, disk_model=True)).run()
+    assert c.model_disk.crashes > 0 and c.stats["ok_ops"] > 0
+    assert main(["--seeds", "1", "--start", "2", "--disk-model"]) == 0
+    assert ", disk model," in capsys.readouterr().out
+
+
 def test_list_mutants(capsys):
     assert main(["--list-mutants"]) == 0
     assert capsys.readouterr().out.split() == list(MUTANTS)
