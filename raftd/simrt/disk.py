@@ -5,8 +5,9 @@ takes a random virtual time and runs on the loop (one at a time per executor, in
 crash can fall between a write being asked for and it being done.  Files are real, in a
 temporary directory; fsync and fdatasync are observed (patched for the run) to learn what is
 durable: a crash keeps each file's fsynced length plus a random prefix of what was written
-after it, so the last record can be torn.  Not modelled yet: names made durable only by a
-directory fsync, EIO and ENOSPC (issue 15 §2; the file-layer interface is being added).
+after it, so the last record can be torn.  ``ModelDisk`` (``--disk-model``) puts the WAL and
+snapshot store on raftd.storage.fsmodel instead: per-sector tearing, names durable only through
+their directory's fsync.  Not injected yet: EIO and ENOSPC (issue 15 §2).
 """
 from __future__ import annotations
 
