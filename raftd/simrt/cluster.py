@@ -188,7 +188,7 @@ class SimCluster:
         except Exception as e:  # noqa: BLE001 - a node that cannot recover is a finding
             self._fail(SimFailure(f"{n.id} failed to restart: {e!r}"))
 
-    def crash(self, n: SimNode) -> None:
+    def crash(self, n: SimNode, power_loss: bool = True) -> None:
         srv, n.server = n.server, None
         if srv is None:
             return
@@ -202,8 +202,22 @@ class SimCluster:
             srv.storage.close()  # the process's descriptors go with it
         self.disk.crash(n.host, n.cfg.data_dir)
         if self.model_disk is not None:
-            self.model_disk.crash(n.host)
+            self.model_disk.crash(n.host, power_loss)
         srv._dir_lock.release()  # noqa: SLF001 - the kernel drops a dead process's flock
+
+    def _schedule_disk_errors(self) -> None:
+        """With the disk model: a few disk errors during the faulty phase (drawn from the
+        disk's own generator, so the other faults of a seed stay as they are)."""
+        rng = self.model_disk.rng
+        for _ in range(rng.randrange(0, 3)):
+            n = rng.choice(list(self.nodes.values()))
+            self.loop.call_later(rng.uniform(0.1, self.p.faulty_s), self._disk_error, n)
+
+    def _disk_error(self, n: SimNode) -> None:
+        if n.server is None or not self._faults_on or n.host in self.model_disk.injected:
+            return
+        what = self.model_disk.inject(n.host)
+        self.log(f"{n.id}: {what}")
 
     def _pause(self, nodes: list[SimNode]) -> None:
         """Stop a process (the leader, mostly) for a while without crashing it: its timers,
@@ -341,6 +355,15 @@ class SimCluster:
                 srv = n.server
                 if srv is None or srv.node is None:
                     continue
+                if srv.exit_code and self.model_disk is not None and \
+                        self.model_disk.injected.pop(n.host, None):
+                    # Expected: a node fail-stops on a disk error (EIO, ENOSPC) and is
+                    # restarted; nothing it acknowledged may be lost (issue 15 §2).
+                    self.model_disk.fail_stops += 1
+                    self.log(f"{n.id} stopped on the injected disk error; restarting it")
+                    self.crash(n, power_loss=False)
+                    self.loop.call_later(self.rng.uniform(0.05, 0.3), self._restart, n)
+                    continue
                 if srv.exit_code:
                     raise SimFailure(f"{n.id} stopped on a fatal error (exit code "
                                      f"{srv.exit_code}); see --trace")
@@ -433,6 +456,8 @@ class SimCluster:
             ctx = contextvars.copy_context()
             ctx.run(HOST.set, f"client{i}")
             clients.append(self.loop.create_task(self._client(f"c{i}"), context=ctx))
+        if self.model_disk is not None:
+            self._schedule_disk_errors()
         if self.p.membership:
             ctx = contextvars.copy_context()
             ctx.run(HOST.set, "admin")

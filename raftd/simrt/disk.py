@@ -117,6 +117,8 @@ class ModelDisk:
         self.models: dict[str, object] = {}
         self._saved: list = []
         self.crashes = 0
+        self.injected: dict[str, str] = {}  # host -> the disk error injected there
+        self.fail_stops = 0
 
     def model(self, host: str):
         m = self.models.get(host)
@@ -154,9 +156,24 @@ class ModelDisk:
             setattr(obj, name, value)
         self._saved = []
 
-    def crash(self, host: str) -> None:
-        """Power loss at the node: one state the model says may be left."""
+    def crash(self, host: str, power_loss: bool = True) -> None:
+        """The node's process dies: with a power loss, one state the model says may be left;
+        without, the page cache survives (a fail-stop after a disk error)."""
+        self.injected.pop(host, None)  # a new model: the fault went with the old one
         m = self.models.get(host)
         if m is not None:
             self.crashes += 1
-            self.models[host] = m.crash(self.rng)
+            self.models[host] = m.crash(self.rng) if power_loss else m.process_crash()
+            self.models[host].capacity = None  # the operator made room before the restart
+
+    def inject(self, host: str) -> str:
+        """A disk error at the node's next WAL fsync (EIO) or writes (the disk is full)."""
+        m = self.model(host)
+        if self.rng.random() < 0.5:
+            m.fail("fsync", path="/wal/")
+            what = "EIO on the next WAL fsync"
+        else:
+            m.capacity = m.used() + self.rng.randrange(0, 4096)
+            what = "disk full (ENOSPC)"
+        self.injected[host] = what
+        return what

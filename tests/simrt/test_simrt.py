@@ -51,9 +51,12 @@ def test_membership_changes_go_through_the_request_path():
 
 def test_the_disk_model_under_the_wal_and_snapshots(capsys):
     """Issue 15 §2 / issue 21: with --disk-model the WAL and snapshot store run on
-    raftd.storage.fsmodel and each crash is one of its power-loss states."""
-    c = SimCluster(1, SimParams(nodes=5, disk_model=True)).run()
+    raftd.storage.fsmodel and each crash is one of its power-loss states; a node that hits an
+    injected disk error (EIO on a WAL fsync, or a full disk) fail-stops and is restarted, and
+    nothing it acknowledged is lost (linearizability, convergence)."""
+    c = SimCluster(2, SimParams(nodes=5, disk_model=True)).run()
     assert c.model_disk.crashes > 0 and c.stats["ok_ops"] > 0
+    assert c.model_disk.fail_stops >= 1
     assert main(["--seeds", "1", "--start", "2", "--disk-model"]) == 0
     assert ", disk model," in capsys.readouterr().out
 
