@@ -7,7 +7,7 @@ temporary directory; fsync and fdatasync are observed (patched for the run) to l
 durable: a crash keeps each file's fsynced length plus a random prefix of what was written
 after it, so the last record can be torn.  ``ModelDisk`` (``--disk-model``) puts the WAL and
 snapshot store on raftd.storage.fsmodel instead: per-sector tearing, names durable only through
-their directory's fsync.  Not injected yet: EIO and ENOSPC (issue 15 §2).
+their directory's fsync, and injects EIO (a WAL fsync) and ENOSPC (issue 15 §2).
 """
 from __future__ import annotations
 
