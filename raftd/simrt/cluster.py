@@ -501,6 +501,8 @@ class SimCluster:
             self.loop.resume(n.host)
             self.net.rejoin(n.host)
         self._faults_on = False
+        if self.model_disk is not None:
+            self.model_disk.make_room()
         self.log("heal all, resume all, restart all")
         self.members.run_flag = False
         for n in nodes:

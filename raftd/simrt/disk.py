@@ -102,6 +102,9 @@ class SimDisk:
                         os.truncate(path, keep)
 
 
+_FULL = "disk full (ENOSPC)"
+
+
 class ModelDisk:
     """The WAL and snapshot store of each node on raftd.storage.fsmodel instead of real files
     (issue 15 §2, issue 21): a crash then applies the model's power-loss rules (unsynced writes
@@ -166,6 +169,14 @@ class ModelDisk:
             self.models[host] = m.crash(self.rng) if power_loss else m.process_crash()
             self.models[host].capacity = None  # the operator made room before the restart
 
+    def make_room(self) -> None:
+        """The operator frees space on every full disk (the end of the faulty phase)."""
+        for host, m in self.models.items():
+            if m.capacity is not None:
+                m.capacity = None
+                if self.injected.get(host) == _FULL:
+                    del self.injected[host]
+
     def inject(self, host: str) -> str:
         """A disk error at the node's next WAL fsync (EIO) or writes (the disk is full)."""
         m = self.model(host)
@@ -174,6 +185,6 @@ class ModelDisk:
             what = "EIO on the next WAL fsync"
         else:
             m.capacity = m.used() + self.rng.randrange(0, 4096)
-            what = "disk full (ENOSPC)"
+            what = _FULL
         self.injected[host] = what
         return what
