@@ -24,22 +24,24 @@ _TOTALS = ("crashes", "restarts", "partitions", "ops", "ok_ops")
 
 
 def run_seed(seed: int, nodes: int = 5, mutant_name: str | None = None,
-             trace: bool = False) -> SimCluster:
+             trace: bool = False, disk_model: bool = False) -> SimCluster:
     with mutant(mutant_name):
-        return SimCluster(seed, SimParams(nodes=nodes), trace=trace).run()
+        return SimCluster(seed, SimParams(nodes=nodes, disk_model=disk_model),
+                          trace=trace).run()
 
 
-def _one(args: tuple[int, int, str | None]) -> tuple[int, str | None, dict]:
-    seed, nodes, name = args
+def _one(args: tuple[int, int, str | None, bool]) -> tuple[int, str | None, dict]:
+    seed, nodes, name, disk_model = args
     try:
-        c = run_seed(seed, nodes, name)
+        c = run_seed(seed, nodes, name, disk_model=disk_model)
     except Exception as e:  # noqa: BLE001 - any failure of a seed is reported with its seed
         return seed, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}", {}
     return seed, None, dict(c.stats)
 
 
 def _replay(prog: str, seed: int, a) -> str:
-    flag = f" --mutant {a.mutant}" if a.mutant else ""
+    flag = (f" --mutant {a.mutant}" if a.mutant else "") + (" --disk-model" if a.disk_model
+                                                             else "")
     return (f"PYTHONHASHSEED=0 {prog} --seeds 1 --start {seed} --nodes {a.nodes}"
             f"{flag} --trace")
 
@@ -57,6 +59,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m raftd.simrt") -> 
     ap.add_argument("--jobs", type=int, default=1, help="worker processes")
     ap.add_argument("--mutant", choices=sorted(MUTANTS), help="run with this bug injected")
     ap.add_argument("--list-mutants", action="store_true", help="print the mutants' names")
+    ap.add_argument("--disk-model", action="store_true",
+                    help="the WAL and snapshots on raftd.storage.fsmodel (power-loss rules per "
+                         "sector and directory fsync) instead of real files")
     ap.add_argument("--trace", action="store_true",
                     help="print a readable trace of each run (use with --seeds 1)")
     a = ap.parse_args(argv)
@@ -67,7 +72,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m raftd.simrt") -> 
     if a.trace:
         for seed in range(a.start, a.start + a.seeds):
             with mutant(a.mutant):
-                c = SimCluster(seed, SimParams(nodes=a.nodes), trace=True)
+                c = SimCluster(seed, SimParams(nodes=a.nodes, disk_model=a.disk_model),
+                               trace=True)
                 try:
                     c.run()
                 except Exception as e:  # noqa: BLE001
@@ -77,7 +83,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m raftd.simrt") -> 
             print("\n".join(c.trace))
             print(f"seed {seed}: ok; {c.stats}")
         return 0
-    work = [(s, a.nodes, a.mutant) for s in range(a.start, a.start + a.seeds)]
+    work = [(s, a.nodes, a.mutant, a.disk_model) for s in range(a.start, a.start + a.seeds)]
     if a.jobs > 1:
         with multiprocessing.get_context("fork").Pool(a.jobs) as pool:
             results = list(pool.imap_unordered(_one, work, chunksize=2))
@@ -91,7 +97,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m raftd.simrt") -> 
         for k in totals:
             totals[k] += st.get(k, 0)
     dt = time.monotonic() - t0
-    what = f"{a.nodes} nodes" + (f", mutant {a.mutant}" if a.mutant else "")
+    what = (f"{a.nodes} nodes" + (f", mutant {a.mutant}" if a.mutant else "")
+            + (", disk model" if a.disk_model else ""))
     if failed:
         failed.sort()
         seed, err = failed[0]

@@ -33,7 +33,7 @@ from raftd.runtime.snapshotting import INSTALL_STEPS
 from raftd.runtime.transport import PeerLink
 from raftd.sim.checker import SafetyChecker, SafetyViolation
 
-from .disk import SimDisk
+from .disk import ModelDisk, SimDisk
 from .lincheck import History, check_linearizable
 from .loop import HOST, VirtualLoop
 from .membership import MembershipDriver
@@ -52,6 +52,9 @@ class SimParams:
     settle_s: float = 4.0  # after healing: a write must succeed and the nodes converge
     crash_p: float = 0.35  # per fault event
     partition_p: float = 0.3
+    # The WAL and snapshot store on raftd.storage.fsmodel (power-loss rules per sector and
+    # per directory fsync) instead of real files truncated to their fsynced length.
+    disk_model: bool = False
     pause_p: float = 0.2  # a process stops for a while and resumes (SIGSTOP, GC, VM stall)
     # Membership changes (Raft §6) through the operator's request path; the spares start
     # empty in join mode and are the only servers a change may add (ids are never reused).
@@ -88,6 +91,8 @@ class SimCluster:
         self.loop = VirtualLoop()
         self.net = SimNet(self.loop, Random(self.rng.getrandbits(64)), self._net_params())
         self.disk = SimDisk(Random(self.rng.getrandbits(64)))
+        self.model_disk = (ModelDisk(Random(self.rng.getrandbits(64))) if self.p.disk_model
+                           else None)
         self.dir = tempfile.mkdtemp(prefix=f"raftd-simrt-{seed}-")
         spares = self.p.spares if self.p.membership else 0
         ids = [f"n{i + 1}" for i in range(self.p.nodes + spares)]
@@ -183,7 +188,7 @@ class SimCluster:
         except Exception as e:  # noqa: BLE001 - a node that cannot recover is a finding
             self._fail(SimFailure(f"{n.id} failed to restart: {e!r}"))
 
-    def crash(self, n: SimNode) -> None:
+    def crash(self, n: SimNode, power_loss: bool = True) -> None:
         srv, n.server = n.server, None
         if srv is None:
             return
@@ -193,10 +198,26 @@ class SimCluster:
         self.loop.forget(n.host)  # if it was paused: what it was held from never runs
         for t in list(self.loop.tasks_by_host.get(n.host, ())):
             t.cancel()
-        self.disk.crash(n.host, n.cfg.data_dir)
         if srv.storage is not None:
             srv.storage.close()  # the process's descriptors go with it
+        self.disk.crash(n.host, n.cfg.data_dir)
+        if self.model_disk is not None:
+            self.model_disk.crash(n.host, power_loss)
         srv._dir_lock.release()  # noqa: SLF001 - the kernel drops a dead process's flock
+
+    def _schedule_disk_errors(self) -> None:
+        """With the disk model: a few disk errors during the faulty phase (drawn from the
+        disk's own generator, so the other faults of a seed stay as they are)."""
+        rng = self.model_disk.rng
+        for _ in range(rng.randrange(0, 3)):
+            n = rng.choice(list(self.nodes.values()))
+            self.loop.call_later(rng.uniform(0.1, self.p.faulty_s), self._disk_error, n)
+
+    def _disk_error(self, n: SimNode) -> None:
+        if n.server is None or not self._faults_on or n.host in self.model_disk.injected:
+            return
+        what = self.model_disk.inject(n.host)
+        self.log(f"{n.id}: {what}")
 
     def _pause(self, nodes: list[SimNode]) -> None:
         """Stop a process (the leader, mostly) for a while without crashing it: its timers,
@@ -334,6 +355,15 @@ class SimCluster:
                 srv = n.server
                 if srv is None or srv.node is None:
                     continue
+                if srv.exit_code and self.model_disk is not None and \
+                        self.model_disk.injected.pop(n.host, None):
+                    # Expected: a node fail-stops on a disk error (EIO, ENOSPC) and is
+                    # restarted; nothing it acknowledged may be lost (issue 15 §2).
+                    self.model_disk.fail_stops += 1
+                    self.log(f"{n.id} stopped on the injected disk error; restarting it")
+                    self.crash(n, power_loss=False)
+                    self.loop.call_later(self.rng.uniform(0.05, 0.3), self._restart, n)
+                    continue
                 if srv.exit_code:
                     raise SimFailure(f"{n.id} stopped on a fatal error (exit code "
                                      f"{srv.exit_code}); see --trace")
@@ -426,6 +456,8 @@ class SimCluster:
             ctx = contextvars.copy_context()
             ctx.run(HOST.set, f"client{i}")
             clients.append(self.loop.create_task(self._client(f"c{i}"), context=ctx))
+        if self.model_disk is not None:
+            self._schedule_disk_errors()
         if self.p.membership:
             ctx = contextvars.copy_context()
             ctx.run(HOST.set, "admin")
@@ -469,6 +501,8 @@ class SimCluster:
             self.loop.resume(n.host)
             self.net.rejoin(n.host)
         self._faults_on = False
+        if self.model_disk is not None:
+            self.model_disk.make_room()
         self.log("heal all, resume all, restart all")
         self.members.run_flag = False
         for n in nodes:
@@ -523,6 +557,8 @@ class SimCluster:
         with _patched_client(self._ids), _quiet(self.trace_on, self), \
                 _duplicating_links(Random(self.rng.getrandbits(64)), *self._dup):
             self.disk.install()
+            if self.model_disk is not None:
+                self.model_disk.install()
             try:
                 self.loop.time_limit = self.loop.time() + self.p.faulty_s + 4 * self.p.settle_s + 15
                 self._main = self.loop.create_task(self._scenario())
@@ -535,6 +571,8 @@ class SimCluster:
                     if not res.ok:
                         self.failure = SimFailure(f"linearizability: {res.explanation}")
             finally:
+                if self.model_disk is not None:
+                    self.model_disk.uninstall()
                 self.disk.uninstall()
                 self._teardown()
         if self.failure is not None:

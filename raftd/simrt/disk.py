@@ -5,8 +5,9 @@ takes a random virtual time and runs on the loop (one at a time per executor, in
 crash can fall between a write being asked for and it being done.  Files are real, in a
 temporary directory; fsync and fdatasync are observed (patched for the run) to learn what is
 durable: a crash keeps each file's fsynced length plus a random prefix of what was written
-after it, so the last record can be torn.  Not modelled yet: names made durable only by a
-directory fsync, EIO and ENOSPC (issue 15 §2; the file-layer interface is being added).
+after it, so the last record can be torn.  ``ModelDisk`` (``--disk-model``) puts the WAL and
+snapshot store on raftd.storage.fsmodel instead: per-sector tearing, names durable only through
+their directory's fsync, and injects EIO (a WAL fsync) and ENOSPC (issue 15 §2).
 """
 from __future__ import annotations
 
@@ -99,3 +100,91 @@ class SimDisk:
                     if keep < st.st_size:
                         self.torn += 1
                         os.truncate(path, keep)
+
+
+_FULL = "disk full (ENOSPC)"
+
+
+class ModelDisk:
+    """The WAL and snapshot store of each node on raftd.storage.fsmodel instead of real files
+    (issue 15 §2, issue 21): a crash then applies the model's power-loss rules (unsynced writes
+    kept, lost or torn per 512-byte sector, a created or renamed name durable only once its
+    directory was fsynced).  The node's other files (lock, identity, removed ids) stay real.
+    Nothing in the runtime changes: the storage classes are handed the node's model for the
+    run (by the simulated host that opens them)."""
+
+    def __init__(self, rng: Random):
+        from raftd.storage.fsmodel import FsModel  # noqa: PLC0415 - only this disk needs it
+        self.rng = rng
+        self._new = FsModel
+        self.models: dict[str, object] = {}
+        self._saved: list = []
+        self.crashes = 0
+        self.injected: dict[str, str] = {}  # host -> the disk error injected there
+        self.fail_stops = 0
+
+    def model(self, host: str):
+        m = self.models.get(host)
+        if m is None:
+            m = self.models[host] = self._new()
+        return m
+
+    def install(self) -> None:
+        from raftd.runtime import snapshotting  # noqa: PLC0415
+        from raftd.storage import snapshots  # noqa: PLC0415
+        from raftd.storage.wal import DurableLog  # noqa: PLC0415
+
+        disk = self
+        open_log = DurableLog.open.__func__
+        store_init = snapshots.SnapshotStore.__init__
+        read_state, iter_chunks = snapshotting.read_state, snapshotting.iter_chunks
+
+        def log_open(cls, directory, **kw):
+            kw["fs"] = disk.model(HOST.get())
+            return open_log(cls, directory, **kw)
+
+        def store(self, directory, keep=2, fsync=True, fs=None):
+            store_init(self, directory, keep, fsync, disk.model(HOST.get()))
+        self._saved = [(DurableLog, "open", DurableLog.__dict__["open"]),
+                       (snapshots.SnapshotStore, "__init__", store_init),
+                       (snapshotting, "read_state", read_state),
+                       (snapshotting, "iter_chunks", iter_chunks)]
+        DurableLog.open = classmethod(log_open)
+        snapshots.SnapshotStore.__init__ = store
+        snapshotting.read_state = lambda path: read_state(path, fs=disk.model(HOST.get()))
+        snapshotting.iter_chunks = lambda path: iter_chunks(path, fs=disk.model(HOST.get()))
+
+    def uninstall(self) -> None:
+        for obj, name, value in reversed(self._saved):
+            setattr(obj, name, value)
+        self._saved = []
+
+    def crash(self, host: str, power_loss: bool = True) -> None:
+        """The node's process dies: with a power loss, one state the model says may be left;
+        without, the page cache survives (a fail-stop after a disk error)."""
+        self.injected.pop(host, None)  # a new model: the fault went with the old one
+        m = self.models.get(host)
+        if m is not None:
+            self.crashes += 1
+            self.models[host] = m.crash(self.rng) if power_loss else m.process_crash()
+            self.models[host].capacity = None  # the operator made room before the restart
+
+    def make_room(self) -> None:
+        """The operator frees space on every full disk (the end of the faulty phase)."""
+        for host, m in self.models.items():
+            if m.capacity is not None:
+                m.capacity = None
+                if self.injected.get(host) == _FULL:
+                    del self.injected[host]
+
+    def inject(self, host: str) -> str:
+        """A disk error at the node's next WAL fsync (EIO) or writes (the disk is full)."""
+        m = self.model(host)
+        if self.rng.random() < 0.5:
+            m.fail("fsync", path="/wal/")
+            what = "EIO on the next WAL fsync"
+        else:
+            m.capacity = m.used() + self.rng.randrange(0, 4096)
+            what = _FULL
+        self.injected[host] = what
+        return what
