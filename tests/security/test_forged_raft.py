@@ -22,14 +22,17 @@ pytestmark = pytest.mark.timeout(120)
 KEYS = {f"k{i}": b"v%d" % i for i in range(20)}
 
 
-def _as_peer(c, target: str, claimed: str, msgs: list) -> None:
-    """Say HELLO to ``target`` as ``claimed`` and send ``msgs`` as raw frames; then close."""
+def _as_peer(c, target: str, claimed: str, msgs: list, gap: float = 0.0) -> None:
+    """Say HELLO to ``target`` as ``claimed`` and send ``msgs`` as raw frames (``gap``: seconds
+    between them, so each is stepped on its own); then close."""
     st = c.status(target)
     host, port = c.nodes[target].address.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=5) as s:
         s.sendall(encode_hello(claimed, "raftd", None, st["cluster_id"]))
         for m in msgs:
             s.sendall(_raw_message(m))
+            if gap:
+                time.sleep(gap)
         time.sleep(0.2)  # let the node read them before the connection closes
 
 
@@ -146,7 +149,8 @@ def test_rejections_below_the_acked_index_cause_no_message_storm(cluster_factory
         first = AppendEntriesResponse(f, leader, term, False, 0, reject_index=last)
         # ... then each rejects prev = match, which it acked before.
         lies = [AppendEntriesResponse(f, leader, term, False, 0, reject_index=match)] * 100
-        stormy = _messages_to(c, leader, f, lambda: _as_peer_slowly(c, leader, f, [first] + lies))
+        stormy = _messages_to(c, leader, f,
+                              lambda: _as_peer(c, leader, f, [first] + lies, gap=0.005))
         assert c.status(leader)["role"] == "leader"
         assert stormy <= 2 * quiet + 10, f"{quiet} messages to {f} in 0.5 s, {stormy} with lies"
     finally:
@@ -203,17 +207,6 @@ def _put_in_background(address: str, keys: dict[str, bytes]) -> _Writer:
     w = _Writer(address, keys)
     w.start()
     return w
-
-
-def _as_peer_slowly(c, target: str, claimed: str, msgs: list, gap: float = 0.005) -> None:
-    """Like _as_peer, one message every ``gap`` seconds (each is stepped on its own)."""
-    st = c.status(target)
-    host, port = c.nodes[target].address.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=5) as s:
-        s.sendall(encode_hello(claimed, "raftd", None, st["cluster_id"]))
-        for m in msgs:
-            s.sendall(_raw_message(m))
-            time.sleep(gap)
 
 
 def _messages_to(c, nid: str, peer: str, during) -> int:
