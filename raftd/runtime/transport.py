@@ -62,6 +62,11 @@ class PeerLink:
         self._out: list[bytes] = []
         self._waiting: list[bytes] = []  # sent while the connection is being made
         self._waiting_bytes = 0
+        # True while a connection attempt is in flight (and before the first): only then do
+        # messages wait.  During the back-off after a failed attempt they are dropped: held
+        # there, they reached a restarted peer up to a second late, after the leader had moved
+        # on (the snapshot-install flake of issue 14).
+        self._connecting = True
         self._task: asyncio.Task | None = None
         self.connected = False
         self.dropped = 0
@@ -81,6 +86,9 @@ class PeerLink:
         the peer does not read fast enough, they are dropped and counted: bounded memory, and
         Raft resends what matters."""
         w = self._writer
+        if w is None and not self._connecting:
+            self.dropped += 1  # down, waiting out the back-off: Raft resends what matters
+            return
         if w is None:
             # Connecting: hold what is sent meanwhile (bounded) for the connection being made,
             # so the first messages to a peer (a one-shot transfer election's RequestVote,
@@ -138,6 +146,7 @@ class PeerLink:
         backoff = 0.02
         while not self._closing:
             writer = None
+            self._connecting = True
             try:
                 # Source address = our own listen host (see module docstring).
                 reader, writer = await open_peer_connection(
@@ -149,6 +158,7 @@ class PeerLink:
                     writer.write(b"".join(self._waiting))
                     self._waiting, self._waiting_bytes = [], 0
                 self._writer = writer
+                self._connecting = False
                 self.connected = True
                 if self.reconnects:
                     log.info("link to %s (%s) is up", self.peer_id, self.address)
@@ -166,7 +176,7 @@ class PeerLink:
                 if self.connected or self.reconnects == 0:
                     log.debug("link to %s (%s) down: %s", self.peer_id, self.address, e)
             finally:
-                self.connected = False
+                self.connected = self._connecting = False
                 self._writer = None
                 self.dropped += len(self._out) + len(self._waiting)
                 self._out = []
