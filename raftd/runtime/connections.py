@@ -63,7 +63,7 @@ class Connections(ServerState):
                 await self._read_frames(reader, inc)
         except PeerIdentityError as e:
             self.counters["peers_refused"] += 1
-            log.warning("refused peer connection from %s: %s", host, e)
+            self._log_refusal(host, str(e))
         except FrameTooLarge as e:
             self.counters["bad_frames"] += 1
             self.limit_rejections["frame_size"] += 1
@@ -227,6 +227,21 @@ class Connections(ServerState):
             link = self.peers.pop(gone, None)
             if link is not None:
                 asyncio.get_running_loop().create_task(link.close())
+
+    def _log_refusal(self, host: str, why: str) -> None:
+        """A refused peer retries (backing off, transport.py): log each reason from each host
+        once per 10 s, with how many were refused meanwhile, not once per attempt."""
+        now = self.sysclock.monotonic()
+        key = f"{host} {why}"
+        last, quiet = self._refusals_logged.get(key, (float("-inf"), 0))
+        if now - last < 10:
+            self._refusals_logged[key] = (last, quiet + 1)
+            return
+        while len(self._refusals_logged) >= 64:  # bounded: a scan may bring many reasons
+            del self._refusals_logged[next(iter(self._refusals_logged))]
+        self._refusals_logged[key] = (now, 0)
+        more = f" ({quiet} more since the last report)" if quiet else ""
+        log.warning("refused peer connection from %s: %s%s", host, why, more)
 
     def _check_not_removed(self, peer_id: str) -> None:
         """A removed server's id is refused for good (issue 19 §2): with TLS this is how its

@@ -123,6 +123,7 @@ class RaftServer(SavePipeline, ClientRequests, Connections):
                          "peer_messages_dropped": 0, "permission_denied": 0,
                          "inline_fsync_backoffs": 0}
         self._dropped_logged = {}  # peer -> when we last logged a drop
+        self._refusals_logged = {}  # host and reason -> (when last logged, refused since)
         # Requests refused by a limit (docs/SECURITY.md), by limit name.
         self.limit_rejections = {"frame_size": 0, "connections_per_address": 0,
                                  "request_rate": 0, "key_size": 0, "value_size": 0,

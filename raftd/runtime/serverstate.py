@@ -81,6 +81,7 @@ class ServerState:
     _conn_tasks: set[asyncio.Task[Any]]
     _conns_per_host: dict[str, int]
     _dropped_logged: dict[str, float]
+    _refusals_logged: dict[str, tuple[float, int]]
 
     @property
     def core(self) -> RaftNode:

@@ -21,6 +21,13 @@ from raftd.wire.codec import encode_hello, encode_message
 log = logging.getLogger("raftd.transport")
 
 _MAX_WAITING_BYTES = 4 << 20  # held for a connection being made (PeerLink.send)
+_MAX_BACKOFF = 1.0  # seconds between attempts to reach a peer that is down
+# A connection the peer closes this soon after our HELLO was refused (we were removed, we are of
+# another cluster, our certificate is wrong: the peer's log says which).  Such a link backs off
+# further and logs rarely: retrying at once changes nothing and floods both logs.
+_REFUSED_WITHIN = 1.0
+_REFUSED_AFTER = 3  # such closes in a row; fewer may be a peer that was restarting
+_MAX_REFUSED_BACKOFF = 5.0
 
 
 class PeerIdentityError(ConnectionError):
@@ -72,6 +79,7 @@ class PeerLink:
         self.dropped = 0
         self.sent = 0
         self.reconnects = 0
+        self.refusals = 0  # connections in a row closed by the peer right after HELLO
         self._closing = False
         self._tls = tls
 
@@ -144,8 +152,10 @@ class PeerLink:
 
     async def _run(self) -> None:
         backoff = 0.02
+        loop = asyncio.get_running_loop()
         while not self._closing:
             writer = None
+            up_since: float | None = None
             self._connecting = True
             try:
                 # Source address = our own listen host (see module docstring).
@@ -160,9 +170,9 @@ class PeerLink:
                 self._writer = writer
                 self._connecting = False
                 self.connected = True
-                if self.reconnects:
+                up_since = loop.time()
+                if self.reconnects and self.refusals < _REFUSED_AFTER:
                     log.info("link to %s (%s) is up", self.peer_id, self.address)
-                backoff = 0.02
                 # The peer never writes on this connection; EOF means it went away.
                 await reader.read(1)
             except asyncio.CancelledError:
@@ -184,5 +194,24 @@ class PeerLink:
                 if writer is not None:
                     writer.close()
             self.reconnects += 1
+            if up_since is not None:
+                backoff = self._after_connection(backoff, loop.time() - up_since)
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
+            backoff = min(backoff * 2, _MAX_REFUSED_BACKOFF if self.refusals >= _REFUSED_AFTER
+                          else _MAX_BACKOFF)
+
+    def _after_connection(self, backoff: float, lived: float) -> float:
+        """The wait before reconnecting after a connection that lived ``lived`` seconds: 20 ms
+        after one that lived; after one the peer closed right after our HELLO (a refusal), the
+        wait goes on growing (up to _MAX_REFUSED_BACKOFF) and this is logged rarely."""
+        if lived >= _REFUSED_WITHIN:
+            self.refusals = 0
+            return 0.02
+        self.refusals += 1
+        if self.refusals < _REFUSED_AFTER:
+            return 0.02
+        if self.refusals == _REFUSED_AFTER or self.refusals % 100 == 0:
+            log.warning("link to %s (%s) closed by the peer right after HELLO (%d times in a "
+                        "row): it refuses this server; its log says why", self.peer_id,
+                        self.address, self.refusals)
+        return backoff

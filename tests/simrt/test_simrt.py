@@ -13,8 +13,8 @@ from raftd.simrt.mutants import MUTANTS
 # prints the first one.
 CAUGHT_AT: dict[str, int] = {"ack-before-fsync": 0, "vote-before-persist": 0,
                              "commit-previous-term-by-count": 0, "truncate-committed": 0,
-                             "snapshot-install-not-crash-safe": 8, "no-session-dedupe": 7,
-                             "phantom-config-after-snapshot": 3,
+                             "snapshot-install-not-crash-safe": 3, "no-session-dedupe": 7,
+                             "phantom-config-after-snapshot": 8,
                              "read-index-without-heartbeat": 5}
 
 REQUIRED = {"phantom-config-after-snapshot", "ack-before-fsync", "vote-before-persist",
