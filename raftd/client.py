@@ -286,14 +286,24 @@ class AsyncClient(LeaderRouting):
             pending = self._connecting[address] = asyncio.ensure_future(
                 self._connect(address, timeout))
         try:
-            return await asyncio.shield(pending)
+            result = await asyncio.shield(pending)
         finally:
             if pending.done() and self._connecting.get(address) is pending:
                 del self._connecting[address]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-    async def _connect(self, address: str, timeout: float) -> _Connection:
+    async def _connect(self, address: str, timeout: float) -> _Connection | Exception:
+        """The connection, or why it failed, returned rather than raised: when every waiter
+        gave up first (cancelled by its own deadline), an exception left in the task was
+        printed at exit as "Task exception was never retrieved" with a traceback, after the
+        command's one-line error (a node whose host drops connection attempts)."""
         conn = _Connection(address, self._max, self._ssl)
-        await conn.connect(timeout)
+        try:
+            await conn.connect(timeout)
+        except Exception as e:  # noqa: BLE001 - handed to the waiters, who raise it
+            return e
         self._conns[address] = conn
         return conn
 
