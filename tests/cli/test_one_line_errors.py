@@ -41,3 +41,15 @@ def test_an_unanswered_connection_attempt_gives_one_line(silent_address, command
     assert r.returncode == 3, r.stderr
     assert len(r.stderr.splitlines()) == 1, r.stderr
     assert r.stderr.startswith("raftctl: error: "), r.stderr
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["restore", "--dir", "new", "--base-port", "1"]])
+def test_a_backup_file_that_is_a_directory_or_missing_is_one_clear_line(tmp_path, command):
+    for given, why in ((tmp_path, f"{tmp_path} is a directory; give a backup file (written "
+                                  f"by raftctl snapshot save FILE)"),
+                       (tmp_path / "missing.snap", f"no such file: {tmp_path}/missing.snap")):
+        args = [command[0], str(given), *command[1:]]
+        r = subprocess.run(RAFTCTL + ["snapshot", *args], capture_output=True, text=True,
+                           timeout=60, cwd=tmp_path)
+        assert (r.returncode, r.stderr) == (2, f"raftctl: error: {why}\n"), r.stderr
+        assert not (tmp_path / "new").exists()
