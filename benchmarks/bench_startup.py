@@ -33,19 +33,24 @@ RAFTCTL = [sys.executable, "-m", "raftctl.main"]
 REPO = Path(__file__).resolve().parent.parent
 
 
-def median_ms(cmd: list[str], runs: int) -> tuple[float, float]:
-    """(median wall ms, median CPU ms) of ``runs`` runs of ``cmd``."""
-    times, cpus = [], []
+def medians(cmds: dict[str, list[str]], runs: int) -> dict[str, tuple[float, float]]:
+    """name -> (median wall ms, median CPU ms) over ``runs`` rounds.  Each round runs every
+    command once, in turn, so that a machine busy with other work slows them alike and their
+    ratios hold (timing all runs of one command, then all of the next, did not)."""
+    times: dict[str, list[float]] = {name: [] for name in cmds}
+    cpus: dict[str, list[float]] = {name: [] for name in cmds}
     for _ in range(runs):
-        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True)
-        times.append((time.perf_counter() - t0) * 1000)
-        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append((r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1000)
-        if r.returncode != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed: {r.stderr.decode().strip()}")
-    return round(statistics.median(times), 1), round(statistics.median(cpus), 1)
+        for name, cmd in cmds.items():
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            r = subprocess.run(cmd, capture_output=True)
+            times[name].append((time.perf_counter() - t0) * 1000)
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus[name].append((r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1000)
+            if r.returncode != 0:
+                raise SystemExit(f"{' '.join(cmd)} failed: {r.stderr.decode().strip()}")
+    return {name: (round(statistics.median(times[name]), 1),
+                   round(statistics.median(cpus[name]), 1)) for name in cmds}
 
 
 def main() -> int:
@@ -59,19 +64,20 @@ def main() -> int:
         for package in ("raftd", "raftctl"):
             compileall.compile_dir(REPO / package, quiet=1)
     res: dict[str, float | bool] = {"bytecode_compiled": not args.no_compile}
-    res["baseline_import_typer_rich_ms"], res["baseline_cpu_ms"] = median_ms(
-        [sys.executable, "-c", "import typer, rich"], args.runs)
-    res["raftctl_help_ms"], res["raftctl_help_cpu_ms"] = median_ms(RAFTCTL + ["--help"],
-                                                                  args.runs)
     with tempfile.TemporaryDirectory(prefix="raftd-startup-") as tmp:
         _, eps = start(Path(tmp), 3, {})
         try:
             with Client(eps, timeout=20) as c:
                 c.put("startup", b"x")
-            res["raftctl_kv_get_ms"], res["raftctl_kv_get_cpu_ms"] = median_ms(
-                RAFTCTL + ["-e", ",".join(eps), "kv", "get", "startup"], args.runs)
+            m = medians({"baseline": [sys.executable, "-c", "import typer, rich"],
+                         "help": RAFTCTL + ["--help"],
+                         "kv_get": RAFTCTL + ["-e", ",".join(eps), "kv", "get", "startup"]},
+                        args.runs)
         finally:
             bring_down(Path(tmp))
+    res["baseline_import_typer_rich_ms"], res["baseline_cpu_ms"] = m["baseline"]
+    res["raftctl_help_ms"], res["raftctl_help_cpu_ms"] = m["help"]
+    res["raftctl_kv_get_ms"], res["raftctl_kv_get_cpu_ms"] = m["kv_get"]
     base, base_cpu = res["baseline_import_typer_rich_ms"], res["baseline_cpu_ms"]
     res["help_ratio"] = round(res["raftctl_help_ms"] / base, 2)
     res["kv_get_ratio"] = round(res["raftctl_kv_get_ms"] / base, 2)
