@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 from .client_errors import (ClientError, ClosedBeforeAnswer, RequestError, Timeout, TLSError,
                             Unavailable, as_bytes as _as_bytes, closed_unanswered)
-from .client_routing import (CLUSTER_ID_ENV, WRITE_OPS, LeaderRouting, _Retry, _Session,
+from .client_routing import (CLUSTER_ID_ENV, WRITE_OPS, LeaderRouting, Retry, Session,
                              refused_answer)
 from .tls import TLSFiles, client_context, files_from_env, handshake_error
 from .wire.codec import decode_body, encode_client_request
@@ -208,7 +208,7 @@ class AsyncClient(LeaderRouting):
         super().__init__(endpoints, timeout, refused_grace)
         self._max = max_frame_size
         self._conns: dict[str, _Connection] = {}
-        self._free_sessions: list[_Session] = []
+        self._free_sessions: list[Session] = []
         self._connecting: dict[str, asyncio.Future] = {}
         self.cluster_id = cluster_id or os.environ.get(CLUSTER_ID_ENV) or None
         if tls is None:
@@ -324,7 +324,7 @@ class AsyncClient(LeaderRouting):
             args["client_id"] = session.client_id
             args["seq"] = session.seq
         try:
-            st = _Retry(asyncio.get_running_loop().time, self.timeout)
+            st = Retry(asyncio.get_running_loop().time, self.timeout)
             # One attempt may not use the whole budget: a paused or partitioned node must not
             # keep us from trying the others (a retried write is safe: same session, same seq).
             per_attempt = attempt_timeout or max(0.5, self.timeout / 4)
@@ -365,7 +365,7 @@ class AsyncClient(LeaderRouting):
             if session is not None:
                 self._free_sessions.append(session)
 
-    async def _open_session(self, op: str, attempt_timeout: float | None) -> _Session:
+    async def _open_session(self, op: str, attempt_timeout: float | None) -> Session:
         """Register a new session (thesis §6.3: RegisterClient); its writes use seq 2, 3...
         Registering first is what lets the server answer ``session_expired`` (instead of
         applying again) when a write arrives for a session it no longer holds."""
@@ -376,12 +376,12 @@ class AsyncClient(LeaderRouting):
         except RequestError as e:
             if e.code != "unknown_op":
                 raise
-            return _Session(client_id, 0)  # a server of an earlier version: seq 1 opens it
+            return Session(client_id, 0)  # a server of an earlier version: seq 1 opens it
         except Unavailable as e:  # name the caller's write, not this internal step
             if not str(e).startswith("open_session "):
                 raise
             raise Unavailable(f"{op} {str(e).removeprefix('open_session ')}") from None
-        return _Session(client_id, 1)
+        return Session(client_id, 1)
 
 
 class Client:

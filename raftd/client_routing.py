@@ -15,13 +15,13 @@ WRITE_OPS = ("put", "delete", "cas")
 
 
 @dataclass(slots=True)
-class _Session:
+class Session:
     """A client session (thesis §6.3): its id and the last sequence number used."""
     client_id: str
     seq: int
 
 
-class _Retry:
+class Retry:
     """One request's retry state: its deadline, back-off and why the last attempt failed.
     ``now`` is the clock (the event loop's time, or time.monotonic)."""
 
@@ -77,7 +77,7 @@ class LeaderRouting:
         self._rr = (self._rr + 1) % len(self.endpoints)
         return self.endpoints[self._rr]
 
-    def _unanswered(self, st: _Retry, address: str) -> None:
+    def _unanswered(self, st: Retry, address: str) -> None:
         """A request sent to ``address`` got no answer in its attempt's time."""
         st.sent_unanswered = True
         st.last_error = f"{address} did not answer in time"
@@ -96,7 +96,7 @@ class LeaderRouting:
             raise Unavailable(f"{op} failed: {why}" if why else
                               f"no raftd at {', '.join(self.endpoints)} (connection refused)")
 
-    def _failed(self, op: str, st: _Retry, address: str, e: BaseException,
+    def _failed(self, op: str, st: Retry, address: str, e: BaseException,
                 sent: bool) -> None:
         """Connecting to ``address`` (sent=False) or a request on it (sent=True) failed."""
         st.last_error = f"{address}: {_describe(e)}"
@@ -112,7 +112,7 @@ class LeaderRouting:
         elif sent:
             st.sent_unanswered = True
 
-    def _retry_later(self, st: _Retry, address: str, err: dict) -> bool:
+    def _retry_later(self, st: Retry, address: str, err: dict) -> bool:
         """Is this error answer one to retry (elsewhere, or after a pause)?"""
         code = err.get("code", "error")
         if code == "not_leader":
@@ -126,7 +126,7 @@ class LeaderRouting:
             return True
         return False
 
-    def _gave_up(self, op: str, args: dict, st: _Retry) -> Exception:
+    def _gave_up(self, op: str, args: dict, st: Retry) -> Exception:
         """The error once the request's time is up: "may or may not have been applied" only
         when a write may have reached a leader."""
         if st.sent_unanswered and op in WRITE_OPS:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .client_errors import RequestError, Unavailable, as_bytes, closed_unanswered
-from .client_routing import CLUSTER_ID_ENV, LeaderRouting, _Retry, _Session, refused_answer
+from .client_routing import CLUSTER_ID_ENV, LeaderRouting, Retry, Session, refused_answer
 from .wire.codec import decode_body, encode_client_request
 from .wire.framing import FrameDecoder, FrameType, RemoteProtocolError
 
@@ -122,7 +122,7 @@ class SocketClient(LeaderRouting):
         super().__init__(endpoints, timeout, refused_grace)
         self._max = max_frame_size
         self._links: dict[str, _Link] = {}
-        self._free_sessions: list[_Session] = []
+        self._free_sessions: list[Session] = []
         self.cluster_id = cluster_id or os.environ.get(CLUSTER_ID_ENV) or None
 
     def __enter__(self) -> "SocketClient":
@@ -179,7 +179,7 @@ class SocketClient(LeaderRouting):
             args["client_id"] = session.client_id
             args["seq"] = session.seq
         try:
-            st = _Retry(time.monotonic, self.timeout)
+            st = Retry(time.monotonic, self.timeout)
             per_attempt = max(0.5, self.timeout / 4)
             while (remaining := st.remaining()) > 0:
                 address = self._next_endpoint()
@@ -220,7 +220,7 @@ class SocketClient(LeaderRouting):
             if session is not None:
                 self._free_sessions.append(session)
 
-    def _open_session(self, op: str) -> _Session:
+    def _open_session(self, op: str) -> Session:
         """Register a new session (thesis §6.3: RegisterClient), as AsyncClient does."""
         client_id = uuid.uuid4().hex
         try:
@@ -228,9 +228,9 @@ class SocketClient(LeaderRouting):
         except RequestError as e:
             if e.code != "unknown_op":
                 raise
-            return _Session(client_id, 0)  # a server of an earlier version: seq 1 opens it
+            return Session(client_id, 0)  # a server of an earlier version: seq 1 opens it
         except Unavailable as e:  # name the caller's write, not this internal step
             if not str(e).startswith("open_session "):
                 raise
             raise Unavailable(f"{op} {str(e).removeprefix('open_session ')}") from None
-        return _Session(client_id, 1)
+        return Session(client_id, 1)
