@@ -4,7 +4,7 @@ Raft messages: the body is a msgpack array of the dataclass fields in declaratio
 an ``Entry`` is the array ``[term, index, kind, data]``.  The codec is driven by
 ``MESSAGE_TYPES`` and ``dataclasses.fields``: a new message type whose fields are
 int/str/bool/bytes (optionally ``| None``) or ``tuple[Entry, ...]`` needs no change here.
-A field of any other type makes this module fail at import, naming the field.
+A field of any other type makes the first raft message encoded or decoded fail, naming the field.
 
 Decoding never trusts the peer: any malformed body raises ``UndecodableBody`` (a
 ``RemoteProtocolError``), never another exception.  Types are checked against a schema
