@@ -6,7 +6,6 @@ timeout); 4 rejected by the cluster (bad request, change in progress); 130 inter
 Tracebacks only with RAFTCTL_DEBUG=1."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -58,6 +57,7 @@ def fail(err: BaseException, output_json: bool) -> int:
         import traceback  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
         traceback.print_exception(err)
     if output_json:
+        import json  # noqa: PLC0415 - lazy import: only -o json needs it (start-up time)
         sys.stderr.write(json.dumps({"error": kind, "message": msg, "exit_code": code}) + "\n")
     else:
         # One line per failure (e.g. one per node that did not start), each one readable alone.

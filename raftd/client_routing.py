@@ -6,7 +6,6 @@ and word their errors the same way.  Imports no asyncio (issue 16 §6)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from .client_errors import ClosedBeforeAnswer, RequestError, Timeout, Unavailable
 
@@ -14,11 +13,14 @@ CLUSTER_ID_ENV = "RAFTCTL_CLUSTER_ID"  # the cluster a client expects (issue 14 
 WRITE_OPS = ("put", "delete", "cas")
 
 
-@dataclass(slots=True)
 class Session:
     """A client session (thesis §6.3): its id and the last sequence number used."""
-    client_id: str
-    seq: int
+
+    __slots__ = ("client_id", "seq")
+
+    def __init__(self, client_id: str, seq: int) -> None:
+        self.client_id = client_id
+        self.seq = seq
 
 
 class Retry:
