@@ -6,7 +6,6 @@ timeout); 4 rejected by the cluster (bad request, change in progress); 130 inter
 Tracebacks only with RAFTCTL_DEBUG=1."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -27,11 +26,17 @@ def error_kind(class_name: str) -> str:
                    for i, c in enumerate(name))
 
 
+def _is_a(err: BaseException, module: str, name: str) -> bool:
+    """isinstance(err, module.name), without importing the module to ask: when it is not
+    imported, nothing raised one of its errors (raftd.config imports yaml: 30 ms of a failing
+    `raftctl kv get`, issue 16 §6)."""
+    mod = sys.modules.get(module)
+    return mod is not None and isinstance(err, getattr(mod, name))
+
+
 def fail(err: BaseException, output_json: bool) -> int:
     """Print ``err`` the raftctl way and return the exit code."""
-    from raftd.client import RequestError, Timeout, Unavailable  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
-    from raftd.config import ConfigError  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
-    from raftd.tls import TLSConfigError  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
+    from raftd.client_errors import RequestError, Timeout, Unavailable  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
 
     if isinstance(err, CliError):
         code, kind = err.code, err.kind
@@ -39,9 +44,9 @@ def fail(err: BaseException, output_json: bool) -> int:
         code, kind = UNAVAILABLE, err.code
     elif isinstance(err, RequestError):
         code, kind = REJECTED, err.code
-    elif isinstance(err, TLSConfigError):
+    elif _is_a(err, "raftd.tls", "TLSConfigError"):
         code, kind = USAGE, "tls_config"
-    elif isinstance(err, ConfigError):
+    elif _is_a(err, "raftd.config", "ConfigError"):
         code, kind = USAGE, "config"
     elif isinstance(err, KeyboardInterrupt):
         code, kind = INTERRUPTED, "interrupted"
@@ -52,6 +57,7 @@ def fail(err: BaseException, output_json: bool) -> int:
         import traceback  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
         traceback.print_exception(err)
     if output_json:
+        import json  # noqa: PLC0415 - lazy import: only -o json needs it (start-up time)
         sys.stderr.write(json.dumps({"error": kind, "message": msg, "exit_code": code}) + "\n")
     else:
         # One line per failure (e.g. one per node that did not start), each one readable alone.

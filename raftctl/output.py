@@ -4,7 +4,6 @@ Data goes to stdout; errors and progress go to stderr, so `raftctl ... -o json |
 sees clean JSON."""
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -40,6 +39,7 @@ class Output:
         return self.fmt == "json"
 
     def emit_json(self, obj: Any) -> None:
+        import json  # noqa: PLC0415 - lazy import: only -o json needs it (start-up time)
         sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
     def result(self, data: Any, text: "str | list[str] | Callable[[], None] | None" = None,

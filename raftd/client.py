@@ -28,60 +28,17 @@ import ssl
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from .client_errors import (ClientError, ClosedBeforeAnswer, RequestError, Timeout, TLSError,
+                            Unavailable, as_bytes as _as_bytes, closed_unanswered)
+from .client_routing import (CLUSTER_ID_ENV, WRITE_OPS, LeaderRouting, Retry, Session,
+                             refused_answer)
 from .tls import TLSFiles, client_context, files_from_env, handshake_error
 from .wire.codec import decode_body, encode_client_request
 from .wire.framing import FrameDecoder, FrameType, RemoteProtocolError
 
-
-class ClientError(Exception):
-    """Base class of every error raised by the client library."""
-
-    code = "error"
-
-
-class Unavailable(ClientError):
-    """No node could serve the request (no leader, or no node reachable) within the timeout."""
-
-    code = "unavailable"
-
-
-class Timeout(ClientError):
-    """The request did not complete within the timeout; a write may or may not have applied."""
-
-    code = "timeout"
-
-
-class RequestError(ClientError):
-    """The cluster refused the request (bad request, value too large, ...)."""
-
-    def __init__(self, code: str, message: str):
-        self.code = code
-        super().__init__(message)
-
-
-class ClosedBeforeAnswer(ConnectionResetError):
-    """The server closed the connection before answering anything: what a TLS node does to a
-    plaintext client (and a node to a client whose certificate it refuses)."""
-
-
-class TLSError(RequestError):
-    """The TLS handshake failed: no or wrong client certificate, or a server not signed by
-    the CA we trust.  Not retried: another attempt would fail the same way."""
-
-    def __init__(self, message: str):
-        super().__init__("tls", message)
-
-
-def _as_bytes(value: bytes | str | None) -> bytes | None:
-    if value is None or isinstance(value, bytes):
-        return value
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode()
-    raise TypeError(f"values must be bytes or str, not {type(value).__name__}")
+__all__ = ["CLUSTER_ID_ENV", "WRITE_OPS", "AsyncClient", "Client", "ClientError",
+           "ClosedBeforeAnswer", "RequestError", "TLSError", "Timeout", "Unavailable"]
 
 
 class _Connection:
@@ -159,20 +116,8 @@ class _Connection:
         except (OSError, RemoteProtocolError) as e:
             reason = ConnectionResetError(f"connection to {self.address} failed: {e}")
         finally:
-            # (An ERROR frame is the server's own words: no guessing then.)
-            if not self._answered and isinstance(reason, (ConnectionResetError, TLSError)):
-                if self._ssl is not None:
-                    # A server that refuses our certificate closes right after the handshake;
-                    # the TLS alert saying why is often lost with the connection.
-                    cls = TLSError if isinstance(reason, TLSError) else ClosedBeforeAnswer
-                    reason = cls(f"{reason} before answering anything (over TLS: is "
-                                 f"our client certificate missing, expired or from "
-                                 f"another CA? the node's log says why)")
-                elif self._pending:
-                    # A TLS node closes a plaintext connection at its first bytes, silently.
-                    reason = ClosedBeforeAnswer(f"{reason} before answering anything (if the "
-                                                f"cluster uses TLS: give --cacert/--cert/--key "
-                                                f"or RAFTCTL_CACERT, RAFTCTL_CERT, RAFTCTL_KEY)")
+            if not self._answered:
+                reason = closed_unanswered(reason, self._ssl is not None, bool(self._pending))
             self._fail_all(reason)
 
     def _fail_all(self, exc: Exception) -> None:
@@ -241,7 +186,6 @@ class _Connection:
         self._fail_all(ConnectionResetError("client closed"))
 
 
-CLUSTER_ID_ENV = "RAFTCTL_CLUSTER_ID"  # the cluster a client expects (issue 14 §9)
 _SWEEP = 0.02  # seconds between deadline sweeps: how late a timeout may fire
 
 
@@ -250,7 +194,7 @@ def _expire(fut: asyncio.Future) -> None:
         fut.set_exception(asyncio.TimeoutError())
 
 
-class AsyncClient:
+class AsyncClient(LeaderRouting):
     def __init__(self, endpoints: Sequence[str] | str, timeout: float = 5.0,
                  max_frame_size: int = 16 << 20,
                  tls: TLSFiles | ssl.SSLContext | bool | None = None,
@@ -261,18 +205,10 @@ class AsyncClient:
         ``timeout``, for callers that start nodes and talk to them at once.
         ``cluster_id`` (default: $RAFTCTL_CLUSTER_ID): every request names it, and a node of
         another cluster refuses it (RequestError ``wrong_cluster``) instead of serving it."""
-        if isinstance(endpoints, str):
-            endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
-        if not endpoints:
-            raise ValueError("at least one endpoint (host:port) is needed")
-        self.endpoints = list(endpoints)
-        self.timeout = timeout
-        self.refused_grace = refused_grace
+        super().__init__(endpoints, timeout, refused_grace)
         self._max = max_frame_size
         self._conns: dict[str, _Connection] = {}
-        self._leader: str | None = None
-        self._rr = 0
-        self._free_sessions: list[_Session] = []
+        self._free_sessions: list[Session] = []
         self._connecting: dict[str, asyncio.Future] = {}
         self.cluster_id = cluster_id or os.environ.get(CLUSTER_ID_ENV) or None
         if tls is None:
@@ -350,33 +286,26 @@ class AsyncClient:
             pending = self._connecting[address] = asyncio.ensure_future(
                 self._connect(address, timeout))
         try:
-            return await asyncio.shield(pending)
+            result = await asyncio.shield(pending)
         finally:
             if pending.done() and self._connecting.get(address) is pending:
                 del self._connecting[address]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-    async def _connect(self, address: str, timeout: float) -> _Connection:
+    async def _connect(self, address: str, timeout: float) -> _Connection | Exception:
+        """The connection, or why it failed, returned rather than raised: when every waiter
+        gave up first (cancelled by its own deadline), an exception left in the task was
+        printed at exit as "Task exception was never retrieved" with a traceback, after the
+        command's one-line error (a node whose host drops connection attempts)."""
         conn = _Connection(address, self._max, self._ssl)
-        await conn.connect(timeout)
+        try:
+            await conn.connect(timeout)
+        except Exception as e:  # noqa: BLE001 - handed to the waiters, who raise it
+            return e
         self._conns[address] = conn
         return conn
-
-    def _next_endpoint(self) -> str:
-        if self._leader:
-            return self._leader
-        self._rr = (self._rr + 1) % len(self.endpoints)
-        return self.endpoints[self._rr]
-
-    def _give_up_if_all_refused(self, op: str, refused: dict[str, float], now: float,
-                                why: str | None = None) -> None:
-        """Every endpoint refused the connection (or closed it unread, ``why``) for
-        refused_grace seconds: no raftd we can talk to listens there, so nothing of this
-        request was applied."""
-        if self.refused_grace is None or not all(e in refused for e in self.endpoints):
-            return
-        if now - min(refused[e] for e in self.endpoints) >= self.refused_grace:
-            raise Unavailable(f"{op} failed: {why}" if why else
-                              f"no raftd at {', '.join(self.endpoints)} (connection refused)")
 
     async def request(self, op: str, args: dict, attempt_timeout: float | None = None,
                       write: bool = False) -> dict:
@@ -395,7 +324,7 @@ class AsyncClient:
             args["client_id"] = session.client_id
             args["seq"] = session.seq
         try:
-            st = _Retry(asyncio.get_running_loop(), self.timeout)
+            st = Retry(asyncio.get_running_loop().time, self.timeout)
             # One attempt may not use the whole budget: a paused or partitioned node must not
             # keep us from trying the others (a retried write is safe: same session, same seq).
             per_attempt = attempt_timeout or max(0.5, self.timeout / 4)
@@ -413,11 +342,7 @@ class AsyncClient:
                 try:
                     resp = await conn.send(op, args, min(remaining, per_attempt))
                 except asyncio.TimeoutError:
-                    st.sent_unanswered = True
-                    st.last_error = f"{address} did not answer in time"
-                    self._leader = None
-                    if address in self.endpoints:
-                        self._rr = self.endpoints.index(address)
+                    self._unanswered(st, address)
                     continue
                 except (OSError, ConnectionError) as e:
                     self._failed(op, st, address, e, sent=True)
@@ -431,50 +356,16 @@ class AsyncClient:
                     if not self._leader:
                         await asyncio.sleep(st.pause())
                     continue
-                code = err.get("code", "error")
-                if code == "session_expired":
+                refused = refused_answer(err)
+                if refused.code == "session_expired":
                     session = None  # never reuse it: every later seq would be refused too
-                raise RequestError(code, err.get("message", code))
-            if st.sent_unanswered and op in WRITE_OPS:
-                raise Timeout(f"{op} {args.get('key', '')!r} timed out after {self.timeout:g}s; "
-                              f"it may or may not have been applied (last: {st.last_error})")
-            raise Unavailable(f"{op} failed: no leader reachable within {self.timeout:g}s "
-                              f"({st.attempts} attempts; last: {st.last_error})")
+                raise refused
+            raise self._gave_up(op, args, st)
         finally:
             if session is not None:
                 self._free_sessions.append(session)
 
-    def _failed(self, op: str, st: "_Retry", address: str, e: BaseException,
-                sent: bool) -> None:
-        """Connecting to ``address`` (sent=False) or a request on it (sent=True) failed."""
-        st.last_error = f"{address}: {_describe(e)}"
-        self._leader = None
-        if isinstance(e, ConnectionRefusedError) and not sent:
-            st.refused.setdefault(address, st.loop.time())
-            self._give_up_if_all_refused(op, st.refused, st.loop.time())
-        elif isinstance(e, ClosedBeforeAnswer):
-            # Closed at our first bytes, never read: nothing was applied.  When every
-            # endpoint does that, waiting helps no more than for refusals.
-            st.refused.setdefault(address, st.loop.time())
-            self._give_up_if_all_refused(op, st.refused, st.loop.time(), st.last_error)
-        elif sent:
-            st.sent_unanswered = True
-
-    def _retry_later(self, st: "_Retry", address: str, err: dict) -> bool:
-        """Is this error answer one to retry (elsewhere, or after a pause)?"""
-        code = err.get("code", "error")
-        if code == "not_leader":
-            hint = err.get("leader_address")
-            self._leader = hint if hint and hint != address else None
-            st.last_error = f"{address} is not the leader"
-            return True
-        if code in ("unavailable", "timeout"):
-            st.last_error = f"{address}: {err.get('message', code)}"
-            self._leader = None
-            return True
-        return False
-
-    async def _open_session(self, op: str, attempt_timeout: float | None) -> _Session:
+    async def _open_session(self, op: str, attempt_timeout: float | None) -> Session:
         """Register a new session (thesis §6.3: RegisterClient); its writes use seq 2, 3...
         Registering first is what lets the server answer ``session_expired`` (instead of
         applying again) when a write arrives for a session it no longer holds."""
@@ -485,55 +376,12 @@ class AsyncClient:
         except RequestError as e:
             if e.code != "unknown_op":
                 raise
-            return _Session(client_id, 0)  # a server of an earlier version: seq 1 opens it
+            return Session(client_id, 0)  # a server of an earlier version: seq 1 opens it
         except Unavailable as e:  # name the caller's write, not this internal step
             if not str(e).startswith("open_session "):
                 raise
             raise Unavailable(f"{op} {str(e).removeprefix('open_session ')}") from None
-        return _Session(client_id, 1)
-
-
-WRITE_OPS = ("put", "delete", "cas")
-
-
-@dataclass(slots=True)
-class _Session:
-    """A client session (thesis §6.3): its id and the last sequence number used."""
-    client_id: str
-    seq: int
-
-
-class _Retry:
-    """One request's retry state: its deadline, back-off and why the last attempt failed."""
-
-    __slots__ = ("loop", "deadline", "backoff", "last_error", "attempts", "sent_unanswered",
-                 "refused")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
-        self.loop = loop
-        self.deadline = loop.time() + timeout
-        self.backoff = 0.01
-        self.last_error = "no endpoint answered"
-        self.attempts = 0
-        self.sent_unanswered = False
-        self.refused: dict[str, float] = {}  # endpoint -> when it first refused us
-
-    def remaining(self) -> float:
-        return self.deadline - self.loop.time()
-
-    def pause(self) -> float:
-        """Seconds to wait before the next attempt (doubling, at most 0.2 s)."""
-        delay = min(self.backoff, max(0.0, self.remaining()))
-        self.backoff = min(self.backoff * 2, 0.2)
-        return delay
-
-
-def _describe(e: BaseException) -> str:
-    if isinstance(e, asyncio.TimeoutError):
-        return "connection timed out"
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    return str(e) or type(e).__name__
+        return Session(client_id, 1)
 
 
 class Client:

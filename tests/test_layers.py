@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # What raftctl may import from raftd, and why each is public.
 PUBLIC = {
     "raftd.client": "the client library every command talks to the cluster through",
+    "raftd.client_socket": "the client library without asyncio, for `raftctl kv`'s start-up",
+    "raftd.client_errors": "the client library's errors, to map them without importing asyncio",
     "raftd.config": "node config parsing/writing, shared with the inventory (one validator)",
     "raftd.validate": "the shared config/inventory validator",
     "raftd.tls": "TLS contexts and their errors for the client side",

@@ -34,11 +34,9 @@ def _print_cluster(s: Settings, st: dict) -> None:
     try:
         from ..commands.status import print_status  # noqa: PLC0415 - lazy import: only this path needs it (start-up time)
     except ImportError:  # pragma: no cover - status.py is another module's
-        print_status = None
-    if print_status is not None:
-        print_status(s.out, st)
-    else:
         s.out.line(f"leader: {st['leader']}")
+        return
+    print_status(s.out, st)
 
 
 def finish(s: Settings, sess: Session, nodes: list[Node], changed: bool, info: dict) -> int:

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from raftd.client import Client
+from raftd.client_socket import SocketClient, tls_configured
+
+if TYPE_CHECKING:
+    from raftd.client import Client
 
 from ..context import (EndpointsOpt, OutputOpt, REFUSED_GRACE, TimeoutOpt, run, settings,
                        usage_error)
@@ -16,8 +19,13 @@ from ..errors import FAILED
 app = typer.Typer(help="Read and write keys.", no_args_is_help=True)
 
 
-def _client(s) -> Client:
-    return Client(s.endpoints, timeout=s.timeout, refused_grace=REFUSED_GRACE)
+def _client(s) -> "SocketClient | Client":
+    """The blocking socket client: no asyncio to import, no thread (issue 16 §6: start-up
+    time).  With TLS settings, the library's asyncio Client, which speaks TLS."""
+    if tls_configured():
+        from raftd.client import Client  # noqa: PLC0415 - only a TLS cluster needs it
+        return Client(s.endpoints, timeout=s.timeout, refused_grace=REFUSED_GRACE)
+    return SocketClient(s.endpoints, timeout=s.timeout, refused_grace=REFUSED_GRACE)
 
 
 def _check_key(key: str) -> None:

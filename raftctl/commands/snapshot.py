@@ -190,8 +190,7 @@ def inspect(ctx: typer.Context, file: Annotated[Path, typer.Argument(metavar="FI
     s = settings(ctx, None, output)
 
     def body() -> int:
-        if not file.exists():
-            raise usage_error(f"no such file: {file}")
+        check_backup_file(file)
         info = recovery.describe_snapshot(file)
         info["file"] = str(file)
         if s.out.json:
@@ -204,6 +203,16 @@ def inspect(ctx: typer.Context, file: Annotated[Path, typer.Argument(metavar="FI
         return 0
 
     run(s, body)
+
+
+def check_backup_file(file: Path) -> None:
+    """One clear line (exit 2) for a FILE that is missing or a directory, instead of a raw
+    errno ("[Errno 21] Is a directory")."""
+    if not file.exists():
+        raise usage_error(f"no such file: {file}")
+    if file.is_dir():
+        raise usage_error(f"{file} is a directory; give a backup file "
+                          f"(written by raftctl snapshot save FILE)")
 
 
 def seed_cluster(directory: Path, nodes: int, base_port: int, index: int, term: int,
@@ -242,6 +251,7 @@ def restore(ctx: typer.Context, file: Annotated[Path, typer.Argument(metavar="FI
     s = settings(ctx, None, output, timeout or 30.0)
 
     def body() -> int:
+        check_backup_file(file)  # before anything else is said or done
         port = base_port if base_port is not None else default_base_port(nodes, s.out.info)
         with recovery.read_snapshot(file) as (info, header, batches):
             seed_cluster(directory, nodes, port, info.meta.index, info.meta.term, header,

@@ -33,7 +33,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from raftd.core import InstallSnapshot, SnapshotMeta
+from raftd.core import Configuration, InstallSnapshot, SnapshotMeta
 from raftd.storage.snapshots import (CorruptSnapshotError, IncomingSnapshot, SnapshotInfo,
                                      SnapshotStore, iter_chunks, read_state)
 from raftd.storage.install import fit_wal, reconcile
@@ -176,7 +176,8 @@ class Snapshotter:
             return  # a failure waiting out its back-off is reported later; the core retries then
         task = asyncio.get_running_loop().create_task(self._send(msg, address))
         self._sending[msg.dst] = task
-        task.add_done_callback(lambda t, peer=msg.dst: self._sent(peer, t))
+        peer = msg.dst
+        task.add_done_callback(lambda t: self._sent(peer, t))
 
     def _sent(self, peer: str, task: asyncio.Task) -> None:
         self._sending.pop(peer, None)
@@ -217,8 +218,10 @@ class Snapshotter:
 
     async def _send(self, msg: InstallSnapshot, address: str) -> None:
         srv = self.server
+        # The file is named by index and term only; the message carries the configuration
+        # encoded, so an empty one stands in for it here.
         path = self.store.path_for(SnapshotMeta(msg.last_included_index, msg.last_included_term,
-                                                None))
+                                                Configuration(frozenset())))
         _, writer = await open_peer_connection(srv.tls, address, srv.cfg.host, msg.dst, 5.0)
         try:
             writer.write(encode_hello(srv.node_id, srv.cfg.cluster, srv.cfg.listen,

@@ -4,30 +4,28 @@ Raft messages: the body is a msgpack array of the dataclass fields in declaratio
 an ``Entry`` is the array ``[term, index, kind, data]``.  The codec is driven by
 ``MESSAGE_TYPES`` and ``dataclasses.fields``: a new message type whose fields are
 int/str/bool/bytes (optionally ``| None``) or ``tuple[Entry, ...]`` needs no change here.
-A field of any other type makes this module fail at import, naming the field.
+A field of any other type makes the first raft message encoded or decoded fail, naming the field.
 
 Decoding never trusts the peer: any malformed body raises ``UndecodableBody`` (a
 ``RemoteProtocolError``), never another exception.  Types are checked against a schema
-computed once per class at import.
+computed once per class, on the first raft message encoded or decoded (``_schemas``): a client
+uses only the client frames, and building the tables (and importing the Raft core for them)
+cost every `raftctl kv get` about 30 ms (issue 16 §6).
 
 Client frames (CLIENT_REQUEST, CLIENT_RESPONSE, ERROR, HELLO) carry a msgpack map with str
 keys; see docs/PROTOCOL.md for the ops and their arguments.
 """
 from __future__ import annotations
 
-import dataclasses
 import enum
+import functools
 import types
 import typing
 from itertools import repeat
 from operator import attrgetter, contains
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import msgpack
-
-from raftd.core.messages import MESSAGE_TYPES, Message
-from raftd.core.types import Entry
-from raftd.core.validate import problem
 
 from raftd.validate import node_id_problem
 
@@ -35,9 +33,14 @@ from .prescan import StructureError, check_structure
 from .framing import (
     FrameType,
     UndecodableBody,
+    check_raft_frame_types,
     UnknownFrameType,
     encode_frame,
 )
+
+if TYPE_CHECKING:
+    from raftd.core.messages import Message
+    from raftd.core.types import Entry
 
 __all__ = [
     "ErrorCode",
@@ -129,12 +132,6 @@ def _unpack(body: bytes) -> Any:
 # this with a plain ``Entry(*e)`` loop).
 
 _ENTRY_FIELDS = ("term", "index", "kind", "data")
-if not (issubclass(Entry, tuple)
-        and getattr(Entry, "_fields", None) == _ENTRY_FIELDS):  # pragma: no cover
-    raise ImportError("raftd.core.types.Entry is no longer the NamedTuple (term, index, kind, "
-                      "data); "
-                      "update _decode_entries in raftd.wire.codec and docs/PROTOCOL.md")
-
 _tuple_new = tuple.__new__
 _ONLY_LIST = {list}
 _ONLY_FOUR = {4}
@@ -142,7 +139,9 @@ _ONLY_INT = {int}
 _ONLY_BYTES = {bytes}
 
 
-def _decode_entries(raw: list[Any]) -> tuple[Entry, ...]:
+def _decode_entries(entry: type[Entry], raw: list[Any]) -> tuple[Entry, ...]:
+    """``raw`` (a list of 4-element arrays) -> Entry tuples (``entry`` is the Entry class,
+    bound once by the schema, so this module does not import the core at import)."""
     if not raw:
         return ()
     if set(map(type, raw)) != _ONLY_LIST or set(map(len, raw)) != _ONLY_FOUR:
@@ -151,30 +150,27 @@ def _decode_entries(raw: list[Any]) -> tuple[Entry, ...]:
     # exact types: bool is an int subclass but not an int on this wire
     if set(map(type, terms + indexes + kinds)) != _ONLY_INT or set(map(type, datas)) != _ONLY_BYTES:
         raise UndecodableBody("entry field of the wrong type")
-    return tuple(map(_tuple_new, repeat(Entry), raw))
+    return tuple(map(_tuple_new, repeat(entry), raw))
 
 
 # --------------------------------------------------------------------------- schema
 
-_PRIMITIVES: dict[Any, type] = {int: int, str: str, bool: bool, bytes: bytes, None: types.NoneType,
-                                types.NoneType: types.NoneType}
-_ENTRIES_HINT = tuple[Entry, ...]
-
-
-def _field_spec(cls: type, name: str,
-                hint: Any) -> tuple[frozenset[type], Callable[[Any], Any] | None]:
+def _field_spec(cls: type, name: str, hint: Any,
+                entry: type) -> tuple[frozenset[type], Callable[[Any], Any] | None]:
     """(the exact Python types msgpack may decode this field to, converter or None).
 
     Encoding needs no per-field work: every supported value (Entry included) is something
     msgpack packs natively."""
-    if hint == _ENTRIES_HINT:
-        return frozenset({list}), _decode_entries
-    if hint in _PRIMITIVES:
-        return frozenset({_PRIMITIVES[hint]}), None
+    primitives: dict[Any, type] = {int: int, str: str, bool: bool, bytes: bytes,
+                                   None: types.NoneType, types.NoneType: types.NoneType}
+    if hint == tuple[entry, ...]:  # type: ignore[valid-type]
+        return frozenset({list}), functools.partial(_decode_entries, entry)
+    if hint in primitives:
+        return frozenset({primitives[hint]}), None
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         args = typing.get_args(hint)
-        if all(a in _PRIMITIVES for a in args):
-            return frozenset(_PRIMITIVES[a] for a in args), None
+        if all(a in primitives for a in args):
+            return frozenset(primitives[a] for a in args), None
     raise TypeError(
         f"raftd.wire.codec: {cls.__name__}.{name} has type {hint!r}, which the wire codec does "
         f"not know; supported: int, str, bool, bytes, X | None, tuple[Entry, ...]"
@@ -184,12 +180,15 @@ def _field_spec(cls: type, name: str,
 class _Schema:
     """Everything needed to encode/decode one message class, computed once."""
 
-    __slots__ = ("cls", "tag", "nfields", "getter", "allowed", "decoders")
+    __slots__ = ("cls", "tag", "nfields", "getter", "allowed", "decoders", "problem")
 
-    def __init__(self, tag: int, cls: type):
+    def __init__(self, tag: int, cls: type, entry: type,
+                 problem: Callable[[Any], str | None]):
+        import dataclasses  # noqa: PLC0415 - with the tables, on first use (it imports inspect)
+
         flds = dataclasses.fields(cls)
         hints = typing.get_type_hints(cls)
-        specs = [_field_spec(cls, f.name, hints[f.name]) for f in flds]
+        specs = [_field_spec(cls, f.name, hints[f.name], entry) for f in flds]
         names = [f.name for f in flds]
         self.cls = cls
         self.tag = tag
@@ -199,14 +198,30 @@ class _Schema:
         self.getter = getter if len(names) > 1 else (lambda m, _g=getter: (_g(m),))
         self.allowed = tuple(s[0] for s in specs)
         self.decoders = tuple((i, s[1]) for i, s in enumerate(specs) if s[1] is not None)
+        self.problem = problem  # what no honest peer sends (raftd.core.validate)
 
 
-_BY_TAG: dict[int, _Schema] = {}
-_BY_CLASS: dict[type, _Schema] = {}
-for _tag, _cls in MESSAGE_TYPES.items():
-    _s = _Schema(int(_tag), _cls)
-    _BY_TAG[_s.tag] = _s
-    _BY_CLASS[_cls] = _s
+@functools.cache
+def _schemas() -> tuple[dict[int, _Schema], dict[type, _Schema]]:
+    """The schema of every raft message, by wire tag and by class: built once, on the first
+    raft message encoded or decoded (the only state this module keeps).  Fails, naming the
+    field, for a message field of a type the codec does not know."""
+    from raftd.core.messages import MESSAGE_TYPES  # noqa: PLC0415 - see the module docstring
+    from raftd.core.types import Entry  # noqa: PLC0415 - the same
+    from raftd.core.validate import problem  # noqa: PLC0415 - the same
+
+    if not (issubclass(Entry, tuple)
+            and getattr(Entry, "_fields", None) == _ENTRY_FIELDS):  # pragma: no cover
+        raise ImportError("raftd.core.types.Entry is no longer the NamedTuple (term, index, "
+                          "kind, data); update _decode_entries in raftd.wire.codec and "
+                          "docs/PROTOCOL.md")
+    check_raft_frame_types()
+    by_tag: dict[int, _Schema] = {}
+    by_class: dict[type, _Schema] = {}
+    for tag, cls in MESSAGE_TYPES.items():
+        schema = _Schema(int(tag), cls, Entry, problem)
+        by_tag[schema.tag] = by_class[cls] = schema
+    return by_tag, by_class
 
 
 # --------------------------------------------------------------------------- raft messages
@@ -214,7 +229,7 @@ for _tag, _cls in MESSAGE_TYPES.items():
 def encode_message(msg: Message) -> bytes:
     """The complete frame (header + body) for a raft message."""
     try:
-        schema = _BY_CLASS[type(msg)]
+        schema = _schemas()[1][type(msg)]
     except KeyError:
         raise TypeError(f"not a raft message: {type(msg).__name__}") from None
     return encode_frame(schema.tag, _pack(schema.getter(msg)))
@@ -223,7 +238,7 @@ def encode_message(msg: Message) -> bytes:
 def decode_message(frame_type: int, body: bytes) -> Message:
     """Body of a raft frame -> message.  Raises UnknownFrameType if ``frame_type`` is not a
     raft message type, UndecodableBody if the body does not match the message's schema."""
-    schema = _BY_TAG.get(frame_type)
+    schema = _schemas()[0].get(frame_type)
     if schema is None:
         raise UnknownFrameType(frame_type)
     values = _unpack(body)
@@ -238,7 +253,7 @@ def decode_message(frame_type: int, body: bytes) -> Message:
     # What no honest peer sends (terms and indexes near the 64-bit limit, entries out of
     # order, a CONFIG entry that does not decode...) is a protocol error of the connection,
     # before it reaches the core or the WAL (issue 19 §1, §4, §5; issue 14 §8).
-    why = problem(msg)
+    why = schema.problem(msg)
     if why is not None:
         raise UndecodableBody(f"{schema.cls.__name__}: {why}")
     return msg

@@ -16,8 +16,6 @@ from __future__ import annotations
 import enum
 import struct
 
-from raftd.core.messages import MessageType
-
 __all__ = [
     "MAGIC",
     "PROTOCOL_VERSION",
@@ -32,6 +30,7 @@ __all__ = [
     "UndecodableBody",
     "encode_frame",
     "FrameDecoder",
+    "check_raft_frame_types",
 ]
 
 MAGIC = b"RD"
@@ -67,11 +66,19 @@ class FrameType(enum.IntEnum):
 
 
 # Raft message tags occupy 1..31 and are the MessageType values themselves: a message type
-# added in raftd.core.messages must be added above (the import fails until it is).
+# added in raftd.core.messages must be added above.
 _RAFT_TAGS = range(1, 32)
-if {(t.name, t.value) for t in MessageType} != {
-        (t.name, t.value) for t in FrameType if t.value in _RAFT_TAGS}:  # pragma: no cover
-    raise ImportError("FrameType's raft frames differ from raftd.core.messages.MessageType")
+
+
+def check_raft_frame_types() -> None:
+    """Raise ImportError if FrameType's raft frames differ from the core's MessageType.  Run
+    by the codec when it builds its tables, the first time a raft message is encoded or
+    decoded (not at import: a client needs neither the core nor this check)."""
+    from raftd.core.messages import MessageType  # noqa: PLC0415 - see the docstring
+
+    if {(t.name, t.value) for t in MessageType} != {
+            (t.name, t.value) for t in FrameType if t.value in _RAFT_TAGS}:
+        raise ImportError("FrameType's raft frames differ from raftd.core.messages.MessageType")
 
 # int -> member; doubles as the "is this a known frame type" test on the hot path.
 _FRAME_TYPES: dict[int, FrameType] = {int(t): t for t in FrameType}

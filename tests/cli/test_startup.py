@@ -27,3 +27,9 @@ def test_help_and_kv_import_no_other_subcommand():
     assert r.returncode == 0
     for name in main.COMMANDS:
         assert f"  {name} " in r.stdout, name
+
+
+def test_python_m_raftctl_runs_the_cli():
+    r = subprocess.run([sys.executable, "-m", "raftctl", "kv", "get", "k", "-e", ""],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "no endpoint given" in r.stderr, r.stderr
