@@ -240,6 +240,7 @@ def bring_up(directory: Path, nodes: int | None = None, base_port: int | None = 
         if explicit["--base-port"] is None and not distinct_ips:
             base_port = default_base_port(nodes, info, host)  # the demo may hold 7001..
         layout = plan_layout(directory, nodes, base_port, host, distinct_ips)
+        had_files = local_dir.holds_files(layout)
         write_configs(directory, layout, {"fsync": fsync, "tick_ms": 25,
                                            "election_timeout_ms": 500,
                                            "heartbeat_interval_ms": 100}, tls)
@@ -258,7 +259,7 @@ def bring_up(directory: Path, nodes: int | None = None, base_port: int | None = 
     except CliError as e:
         _stop([n for n in layout if n["id"] in started])  # leave nothing half-started behind
         if new:
-            e.args = (f"{e}\n{local_dir.forget_new_cluster(directory, layout)}",)
+            e.args = (f"{e}\n{local_dir.forget_new_cluster(directory, layout, had_files)}",)
         raise
     removed = _removed(layout, st)
     if removed:

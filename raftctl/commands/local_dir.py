@@ -128,11 +128,24 @@ def running_nodes(directory: Path, layout: list[dict]) -> list[dict]:
     return out
 
 
-def forget_new_cluster(directory: Path, layout: list[dict]) -> str:
+def holds_files(layout: list[dict]) -> bool:
+    """Whether a node directory of ``layout`` holds anything but a log (a log is all a
+    failed start, undone by forget_new_cluster, leaves)."""
+    return any(p.name != KEEP_ON_CLEANUP for n in layout if Path(n["data_dir"]).is_dir()
+               for p in Path(n["data_dir"]).iterdir())
+
+
+def forget_new_cluster(directory: Path, layout: list[dict], had_files: bool) -> str:
     """Undo what a failed `local up` created for a new cluster, so that running it again
     (with another --base-port, say) starts afresh: the cluster file, the certificates and
-    each node directory's contents except its log.  The sentence that says so."""
+    each node directory's contents except its log.  Node directories that ``had_files``
+    before the command are never emptied: only the cluster file goes then.  The sentence
+    that says what was done."""
     (directory / CLUSTER_FILE).unlink(missing_ok=True)
+    if had_files:
+        return (f"removed {directory / CLUSTER_FILE} (its node directories held files before: "
+                f"left as they are): run the command again to retry; --nodes and --base-port "
+                f"apply")
     shutil.rmtree(directory / "certs", ignore_errors=True)
     for n in layout:
         d = Path(n["data_dir"])
