@@ -42,3 +42,21 @@ def test_too_many_nodes_is_a_usage_error(tmp_path):
     r = invoke("local", "up", "--nodes", "200", "--dir", str(tmp_path / "x"))
     assert r.exit_code == 2 and "--nodes must be from 1 to 25" in r.stderr, r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_restore_into_a_dir_holding_a_cluster_refuses_before_choosing_ports(tmp_path,
+                                                                           monkeypatch):
+    """Trial item 11: the refusal comes first, not after "ports ... are in use; using ..."."""
+    from raftctl.commands import snapshot as snapshot_cmd
+
+    asked = []
+    monkeypatch.setattr(snapshot_cmd, "default_base_port", lambda *a, **k: asked.append(a))
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "cluster.yaml").write_text("nodes: []\n")
+    backup = tmp_path / "backup.snap"
+    backup.write_bytes(b"x")
+    r = invoke("snapshot", "restore", str(backup), "--dir", str(existing))
+    assert r.exit_code == 2 and r.stderr == (
+        f"raftctl: error: {existing} already holds a cluster; use an empty directory\n")
+    assert asked == []
