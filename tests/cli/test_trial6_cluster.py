@@ -1,7 +1,8 @@
 """Issue 16, trial 6, on a real three-node cluster: `leader transfer` to the current leader
 succeeds (item G); `status` calls an endpoint that does not answer and that no
 configuration names `unknown`, not `removed` (item E); `snapshot create --all` with a voter
-down names it and exits 3 (item F)."""
+down names it and exits 3 (item F); a closed stdout ends a command quietly with 141 (item
+H)."""
 from __future__ import annotations
 
 import json
@@ -40,6 +41,18 @@ def test_transfer_to_the_leader_status_of_a_stranger_and_snapshot_all_with_one_d
     members = {n["address"]: n["member"] for n in json.loads(r.stdout)["nodes"]}
     assert members[stranger] == "unknown", members
     assert sorted(members.values()).count("voter") == 3
+
+    # Item H: a reader that goes away (`| head -2`) ends the command quietly, with 141.
+    with cluster.client() as c:
+        c.put("many/1", b"x")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTCTL_")}
+    for args in (["kv", "list", "many/"], ["status"], ["status", "--watch", "-i", "0.2"]):
+        p = subprocess.Popen([sys.executable, "-m", "raftctl.main", "-e",
+                              ",".join(cluster.endpoints), *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=env)
+        p.stdout.close()  # before it writes anything: its first write finds no reader
+        err = p.stderr.read()
+        assert p.wait(30) == 141 and err == b"", (args, p.returncode, err)
 
     victim = next(n for n in sorted(cluster.nodes) if n != leader)
     cluster.nodes[victim].kill9()

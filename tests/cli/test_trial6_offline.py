@@ -60,3 +60,11 @@ def test_restore_into_a_dir_holding_a_cluster_refuses_before_choosing_ports(tmp_
     assert r.exit_code == 2 and r.stderr == (
         f"raftctl: error: {existing} already holds a cluster; use an empty directory\n")
     assert asked == []
+
+
+@pytest.mark.parametrize("args, suggestion", [(["stauts"], "'status'"),
+                                              (["snapshott", "list"], "'snapshot'"),
+                                              (["local", "dwn"], "'down'")])
+def test_an_unknown_command_gets_a_suggestion(args, suggestion):
+    r = invoke(*args)
+    assert r.exit_code == 2 and f"Did you mean {suggestion}?" in r.output, r.output
