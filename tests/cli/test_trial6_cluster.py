@@ -2,7 +2,7 @@
 succeeds (item G); `status` calls an endpoint that does not answer and that no
 configuration names `unknown`, not `removed` (item E); `snapshot create --all` with a voter
 down names it and exits 3 (item F); a closed stdout ends a command quietly with 141 (item
-H)."""
+H); bench leaves keys it did not write alone and writes at most --keys keys (item I)."""
 from __future__ import annotations
 
 import json
@@ -53,6 +53,19 @@ def test_transfer_to_the_leader_status_of_a_stranger_and_snapshot_all_with_one_d
         p.stdout.close()  # before it writes anything: its first write finds no reader
         err = p.stderr.read()
         assert p.wait(30) == 141 and err == b"", (args, p.returncode, err)
+
+    # Item I: bench never touches keys it did not write, and writes at most --keys keys.
+    with cluster.client() as c:
+        c.put("bench/k3", b"mine")
+        quick = ("bench", "--clients", "2", "--duration", "0.3", "--warmup", "0", "--keys", "5")
+        r = raftctl(cluster, *quick)
+        assert r.returncode == 1 and r.stderr.count("raftctl: error:") == 1, r.stderr
+        assert "keys already exist under 'bench/' (e.g. bench/k3)" in r.stderr, r.stderr
+        assert c.get("bench/k3") == b"mine"
+        r = raftctl(cluster, *quick, "--prefix", "b6/", "-o", "json")
+        res = json.loads(r.stdout)
+        assert 1 <= res["keys_written"] <= 5 and res["keys_deleted"] == res["keys_written"]
+        assert c.list("b6/") == {}
 
     victim = next(n for n in sorted(cluster.nodes) if n != leader)
     cluster.nodes[victim].kill9()
