@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from .tls import TLSFiles, client_context, files_from_env, handshake_error
 from .wire.codec import decode_body, encode_client_request
-from .wire.framing import FrameDecoder, FrameType, RemoteProtocolError
+from .wire.framing import BadMagic, FrameDecoder, FrameType, RemoteProtocolError
 
 
 class ClientError(Exception):
@@ -64,6 +64,18 @@ class RequestError(ClientError):
 class ClosedBeforeAnswer(ConnectionResetError):
     """The server closed the connection before answering anything: what a TLS node does to a
     plaintext client (and a node to a client whose certificate it refuses)."""
+
+
+class NotRaftd(ClosedBeforeAnswer):
+    """Another kind of server answered (an HTTP server says b'HT'): no TLS hint then."""
+
+
+def _bad_magic(address: str, magic: bytes) -> ConnectionResetError:
+    """A TLS record starts with 0x15 (alert) or 0x16 (handshake): a TLS server, which gets
+    the TLS hint; any other bytes are some other server's (trial 6 of issue 16)."""
+    if magic[:1] in (b"\x15", b"\x16"):
+        return ConnectionResetError(f"connection to {address} failed: it answered in TLS")
+    return NotRaftd(f"not a raftd server at {address} (it answered {magic!r})")
 
 
 class TLSError(RequestError):
@@ -156,11 +168,14 @@ class _Connection:
         except ssl.SSLError as e:  # TLS 1.3: a refused client certificate shows up here
             reason = TLSError(f"{self.address} refused the TLS connection: "
                               f"{handshake_error(e)}")
+        except BadMagic as e:
+            reason = _bad_magic(self.address, e.magic)
         except (OSError, RemoteProtocolError) as e:
             reason = ConnectionResetError(f"connection to {self.address} failed: {e}")
         finally:
             # (An ERROR frame is the server's own words: no guessing then.)
-            if not self._answered and isinstance(reason, (ConnectionResetError, TLSError)):
+            if not self._answered and isinstance(reason, (ConnectionResetError, TLSError)) \
+                    and not isinstance(reason, NotRaftd):
                 if self._ssl is not None:
                     # A server that refuses our certificate closes right after the handshake;
                     # the TLS alert saying why is often lost with the connection.
@@ -439,7 +454,7 @@ class AsyncClient:
                 raise Timeout(f"{op} {args.get('key', '')!r} timed out after {self.timeout:g}s; "
                               f"it may or may not have been applied (last: {st.last_error})")
             raise Unavailable(f"{op} failed: no leader reachable within {self.timeout:g}s "
-                              f"({st.attempts} attempts; last: {st.last_error})")
+                              f"({st.attempts} attempt{'' if st.attempts == 1 else 's'}; last: {st.last_error})")
         finally:
             if session is not None:
                 self._free_sessions.append(session)

@@ -1,6 +1,9 @@
 """Issue 16, trial 6, what needs no cluster: bad --dir inputs of `raftctl local` (item C)."""
 from __future__ import annotations
 
+import socket
+import threading
+
 import pytest
 from typer.testing import CliRunner
 
@@ -68,3 +71,55 @@ def test_restore_into_a_dir_holding_a_cluster_refuses_before_choosing_ports(tmp_
 def test_an_unknown_command_gets_a_suggestion(args, suggestion):
     r = invoke(*args)
     assert r.exit_code == 2 and f"Did you mean {suggestion}?" in r.output, r.output
+
+
+@pytest.fixture
+def answering_server():
+    """host:port of a real TCP server (not raftd) that answers every connection with the
+    given bytes and closes it."""
+    servers = []
+
+    def start(reply: bytes) -> str:
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        servers.append(srv)
+
+        def serve() -> None:
+            while True:
+                try:
+                    c, _ = srv.accept()
+                except OSError:
+                    return
+                with c:
+                    c.recv(100)
+                    c.sendall(reply)
+        threading.Thread(target=serve, daemon=True).start()
+        return "%s:%d" % srv.getsockname()
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def test_tls_hint_only_for_a_tls_server(answering_server):
+    """Trial item 14: an HTTP server (bad magic b'HT') is named as what it is; the TLS hint
+    stays for bytes that look like a TLS record (first byte 0x15 alert, 0x16 handshake)."""
+    http = answering_server(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    for args in (["status"], ["kv", "get", "k"]):
+        r = invoke("-e", http, *args)
+        assert r.exit_code == 3, r.stderr
+        assert f"not a raftd server at {http} (it answered b'HT')" in r.stderr, r.stderr
+        assert "TLS" not in r.stderr
+    tls = answering_server(bytes.fromhex("160303000502000001ff"))
+    r = invoke("-e", tls, "status")
+    assert r.exit_code == 3 and "--cacert" in r.stderr and "not a raftd" not in r.stderr
+
+
+def test_one_attempt_is_singular():
+    """Trial item 17: `--timeout 0.001` said "1 attempts"."""
+    with socket.socket() as silent:  # listens, never accepts: the attempt times out
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(0)
+        r = invoke("-e", "%s:%d" % silent.getsockname(), "--timeout", "0.001", "kv", "get", "k")
+    assert r.exit_code == 3 and "(1 attempt;" in r.stderr, r.stderr
