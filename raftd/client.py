@@ -454,7 +454,8 @@ class AsyncClient:
                 raise Timeout(f"{op} {args.get('key', '')!r} timed out after {self.timeout:g}s; "
                               f"it may or may not have been applied (last: {st.last_error})")
             raise Unavailable(f"{op} failed: no leader reachable within {self.timeout:g}s "
-                              f"({st.attempts} attempt{'' if st.attempts == 1 else 's'}; last: {st.last_error})")
+                              f"({st.attempts} attempt{'' if st.attempts == 1 else 's'}; "
+                              f"last: {st.last_error})")
         finally:
             if session is not None:
                 self._free_sessions.append(session)
