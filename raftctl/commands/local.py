@@ -256,10 +256,10 @@ def bring_up(directory: Path, nodes: int | None = None, base_port: int | None = 
         started.append(n["id"])
     try:
         st = _wait_until_up(directory, layout, set(started), timeout)
-    except CliError as e:
+    except CliError:
         _stop([n for n in layout if n["id"] in started])  # leave nothing half-started behind
-        if new:
-            e.args = (f"{e}\n{local_dir.forget_new_cluster(directory, layout, had_files)}",)
+        if new:  # said before the error lines, which stay one per failed node
+            info(local_dir.forget_new_cluster(directory, layout, had_files))
         raise
     removed = _removed(layout, st)
     if removed:
