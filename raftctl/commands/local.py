@@ -387,8 +387,15 @@ def bring_down(directory: Path, grace: float = 5.0) -> dict:
         if _pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
             killed.append(nid)
-    return {"stopped": sorted(pids), "killed": killed,
-            "already_stopped": sorted(n["id"] for n in layout if n["id"] not in pids)}
+    return {"stopped": sorted(pids, key=_id_order), "killed": killed,
+            "already_stopped": sorted((n["id"] for n in layout if n["id"] not in pids),
+                                      key=_id_order)}
+
+
+def _id_order(nid: str) -> tuple[int, str]:
+    """n2 before n10."""
+    digits = nid.lstrip("abcdefghijklmnopqrstuvwxyz")
+    return (int(digits) if digits.isdigit() else 0, nid)
 
 
 @app.command("up")
