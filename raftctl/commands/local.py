@@ -202,6 +202,23 @@ def _last_log_line(d: Path) -> str:
         return ""
 
 
+def _why_exited(pid: int, d: Path) -> str:
+    """The last line of the node's log or, when it wrote none (trial 6 saw an empty reason),
+    its exit status: it is our child, so waitpid has it."""
+    line = _last_log_line(d)
+    if line:
+        return line
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child, or reaped already
+        return "no log line, exit status unknown"
+    if not done:
+        return "no log line"
+    code = os.waitstatus_to_exitcode(status)
+    return (f"no log line, killed by signal {-code}" if code < 0
+            else f"no log line, exit status {code}")
+
+
 # More nodes than this are no cluster a machine runs: each is a Python process (about
 # 40 MB), and on a laptop 200 of them could not even elect a leader in time (trial 6, 15).
 MAX_NODES = 25
@@ -306,7 +323,7 @@ def _failures(layout: list[dict], started: set[str], st: dict) -> list[str]:
         if n["id"] not in started:
             continue
         if not _pid_alive(n["pid"]):
-            out.append(f"{n['id']} exited: {_last_log_line(Path(n['data_dir']))} "
+            out.append(f"{n['id']} exited: {_why_exited(n['pid'], Path(n['data_dir']))} "
                        f"(log: {n['data_dir']}/raftd.log)")
             continue
         other = answering.get(n["address"])
@@ -553,7 +570,7 @@ def _start_and_add(s, directory: Path, layout: list[dict], node: dict) -> dict:
                 "reachable"]:
             break
         if not _pid_alive(node["pid"]):
-            raise CliError(f"{node['id']} exited: {_last_log_line(d)}")
+            raise CliError(f"{node['id']} exited: {_why_exited(node['pid'], d)}")
         time.sleep(0.1)
     return change(s, add={node["id"]: node["address"]})
 

@@ -123,3 +123,19 @@ def test_one_attempt_is_singular():
         silent.listen(0)
         r = invoke("-e", "%s:%d" % silent.getsockname(), "--timeout", "0.001", "kv", "get", "k")
     assert r.exit_code == 3 and "(1 attempt;" in r.stderr, r.stderr
+
+
+def test_a_node_that_exits_without_a_log_line_gets_its_exit_status(tmp_path):
+    """Trial 6 (bench_startup run): `n3 exited: ` with an empty reason."""
+    import subprocess
+    import sys
+    import time
+
+    from raftctl.commands.local import _why_exited
+
+    (tmp_path / "raftd.log").write_text("")
+    pid = subprocess.Popen([sys.executable, "-c", "raise SystemExit(7)"]).pid
+    deadline = time.monotonic() + 10
+    while (why := _why_exited(pid, tmp_path)) == "no log line" and time.monotonic() < deadline:
+        time.sleep(0.05)  # (waitpid reaps it: asked once more, the status is gone)
+    assert why == "no log line, exit status 7"
