@@ -140,6 +140,10 @@ async def gather_status(endpoints: list[str], timeout: float = 1.0, pinned: bool
     conf = configuration or {"voters": [], "learners": [], "joint": False}
     for n in nodes:
         n["member"] = membership_of(n["id"], conf) if configuration else None
+        if n["member"] == "removed" and not n["reachable"]:
+            # An endpoint that does not answer and that no configuration names (the default
+            # 7001-7003, a typo): nothing says it was ever a member (trial 6, item 8).
+            n["member"] = "unknown"
     shown = {"voters": conf.get("voters", []), "learners": conf.get("learners", []),
              "joint": conf.get("joint", False),
              **({"old_voters": conf.get("old_voters", [])} if conf.get("joint") else {})}
@@ -177,7 +181,8 @@ def tolerates(n: int | None) -> str:
 
 def membership_of(nid: str, conf: dict) -> str:
     """voter, learner, leaving (a voter of C_old only, during a joint change) or removed (in
-    no configuration: a server still running after it was removed)."""
+    no configuration: a server still running after it was removed; gather_status says
+    unknown instead for one that does not answer)."""
     if nid in (conf.get("voters") or []):
         return "voter"
     if nid in (conf.get("old_voters") or []):

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .errors import REJECTED, USAGE, CliError, fail
-from .output import Output
+from .output import Output, closed_stdout
 
 DEFAULT_ENDPOINTS = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
 
@@ -70,6 +70,8 @@ def run(s: Settings, fn: Callable[[], int | None]) -> None:
         code = fn() or 0
     except typer.Exit:
         raise
+    except BrokenPipeError:  # `raftctl kv list | head`: quietly, 141 (output.closed_stdout)
+        raise typer.Exit(closed_stdout()) from None
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the CLI's error boundary
         if getattr(e, "code", None) == "permission_denied":
             e = CliError(permission_message(s.command, str(e)), REJECTED, "permission_denied")

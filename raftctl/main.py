@@ -1,7 +1,8 @@
 """raftctl: the operator's CLI for raftd clusters.
 
 Exit codes: 0 ok; 1 operation failed (key not found, cas did not swap); 2 usage error;
-3 cluster unavailable (no leader, unreachable, timeout); 4 rejected by the cluster; 130 interrupted.
+3 cluster unavailable (no leader, unreachable, timeout); 4 rejected by the cluster; 130 interrupted;
+141 stdout was closed by its reader (`raftctl kv list | head`), quietly.
 """
 from __future__ import annotations
 
@@ -72,7 +73,18 @@ class LazyGroup(TyperGroup):
     def resolve_command(self, ctx, args: list[str]):
         if args and args[0] in COMMANDS:  # the next word may name the one subcommand to build
             return args[0], load_command(args[0], args[1] if len(args) > 1 else None), args[1:]
-        return super().resolve_command(ctx, args)
+        try:
+            return super().resolve_command(ctx, args)
+        except Exception as e:
+            # typer suggests from the commands it holds, and a lazy group holds none yet:
+            # `raftctl stauts` gets "Did you mean 'status'?" from the names here.
+            if args and hasattr(e, "message") and "Did you mean" not in e.message:
+                from difflib import get_close_matches  # noqa: PLC0415 - only on a typo
+                matches = get_close_matches(args[0], self.list_commands(ctx))
+                if matches:
+                    e.message = (f"{e.message.rstrip('.')}. Did you mean "
+                                 f"{', '.join(repr(m) for m in matches)}?")
+            raise
 
     def format_commands(self, ctx, formatter) -> None:
         with formatter.section("Commands"):
@@ -131,6 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
         rv = app(args=args, prog_name="raftctl", standalone_mode=False)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+    except BrokenPipeError:  # e.g. while printing help: as in context.run
+        from .output import closed_stdout  # noqa: PLC0415 - only when the pipe closed
+        sys.exit(closed_stdout())
     except KeyboardInterrupt:
         sys.exit(fail(KeyboardInterrupt(), _wants_json(args)))
     except Exception as e:  # noqa: BLE001 - only click's own exceptions are handled here

@@ -4,6 +4,7 @@ Data goes to stdout; errors and progress go to stderr, so `raftctl ... -o json |
 sees clean JSON."""
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,10 @@ class Output:
     def console(self) -> "Console":
         from rich.console import Console  # noqa: PLC0415 - see the class docstring
         console = Console()
-        return console if console.is_terminal else Console(width=200)  # piped: never truncate
+        if not console.is_terminal:
+            console = Console(width=200)  # piped: never truncate
+        console.on_broken_pipe = _broken_pipe  # type: ignore[method-assign]
+        return console
 
     @cached_property
     def err(self) -> "Console":
@@ -88,3 +92,26 @@ def json_default(o: Any) -> Any:
         except UnicodeDecodeError:
             return o.hex()
     raise TypeError(f"cannot encode {type(o).__name__}")
+
+
+STDOUT_CLOSED = 141  # the reader of stdout went away: see closed_stdout
+
+
+def _broken_pipe() -> None:
+    """rich's own handling exits 1 at once; raise instead, so that the command ends the way
+    every raftctl command does when its reader goes away (closed_stdout)."""
+    raise BrokenPipeError
+
+
+def closed_stdout() -> int:
+    """The reader of stdout went away (`raftctl kv list | head -2`): end quietly, as Python's
+    documentation advises (stdout onto /dev/null, so the flush at exit cannot fail again),
+    with 141, what the shell reports for a tool killed by SIGPIPE (128 + 13) such as `cat`
+    or `seq`: a script under `set -o pipefail` sees that the output was cut short, as with
+    those (click's own handling says 1, which reads as "the operation failed")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return STDOUT_CLOSED

@@ -30,12 +30,13 @@ import uuid
 from collections.abc import Sequence
 
 from .client_errors import (ClientError, ClosedBeforeAnswer, RequestError, Timeout, TLSError,
-                            Unavailable, as_bytes as _as_bytes, closed_unanswered)
+                            Unavailable, as_bytes as _as_bytes, bad_magic_error,
+                            closed_unanswered)
 from .client_routing import (CLUSTER_ID_ENV, WRITE_OPS, LeaderRouting, Retry, Session,
                              refused_answer)
 from .tls import TLSFiles, client_context, files_from_env, handshake_error
 from .wire.codec import decode_body, encode_client_request
-from .wire.framing import FrameDecoder, FrameType, RemoteProtocolError
+from .wire.framing import BadMagic, FrameDecoder, FrameType, RemoteProtocolError
 
 __all__ = ["CLUSTER_ID_ENV", "WRITE_OPS", "AsyncClient", "Client", "ClientError",
            "ClosedBeforeAnswer", "RequestError", "TLSError", "Timeout", "Unavailable"]
@@ -113,6 +114,8 @@ class _Connection:
         except ssl.SSLError as e:  # TLS 1.3: a refused client certificate shows up here
             reason = TLSError(f"{self.address} refused the TLS connection: "
                               f"{handshake_error(e)}")
+        except BadMagic as e:
+            reason = bad_magic_error(self.address, e.magic)
         except (OSError, RemoteProtocolError) as e:
             reason = ConnectionResetError(f"connection to {self.address} failed: {e}")
         finally:

@@ -44,12 +44,24 @@ class TLSError(RequestError):
         super().__init__("tls", message)
 
 
+class NotRaftd(ClosedBeforeAnswer):
+    """Another kind of server answered (an HTTP server says b'HT'): no TLS hint then."""
+
+
+def bad_magic_error(address: str, magic: bytes) -> ConnectionResetError:
+    """A TLS record starts with 0x15 (alert) or 0x16 (handshake): a TLS server, which gets
+    the TLS hint; any other bytes are some other server's (trial 6 of issue 16)."""
+    if magic[:1] in (b"\x15", b"\x16"):
+        return ConnectionResetError(f"connection to {address} failed: it answered in TLS")
+    return NotRaftd(f"not a raftd server at {address} (it answered {magic!r})")
+
+
 def closed_unanswered(reason: Exception, over_tls: bool, pending: bool) -> Exception:
     """Why a connection that never answered anything closed, with the likely cause: a TLS
     node closes a plaintext connection at its first bytes, and a node that refuses our
     certificate closes right after the handshake (the TLS alert saying why is often lost with
     the connection).  ``reason`` is returned as it is when no hint applies."""
-    if not isinstance(reason, (ConnectionResetError, TLSError)):
+    if not isinstance(reason, (ConnectionResetError, TLSError)) or isinstance(reason, NotRaftd):
         return reason  # (an ERROR frame is the server's own words: no guessing then)
     if over_tls:
         cls = TLSError if isinstance(reason, TLSError) else ClosedBeforeAnswer

@@ -135,7 +135,8 @@ class LeaderRouting:
             return Timeout(f"{op} {args.get('key', '')!r} timed out after {self.timeout:g}s; "
                            f"it may or may not have been applied (last: {st.last_error})")
         return Unavailable(f"{op} failed: no leader reachable within {self.timeout:g}s "
-                           f"({st.attempts} attempts; last: {st.last_error})")
+                           f"({st.attempts} attempt{'' if st.attempts == 1 else 's'}; "
+                           f"last: {st.last_error})")
 
 
 def refused_answer(err: dict) -> RequestError:

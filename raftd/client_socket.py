@@ -20,10 +20,11 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from .client_errors import RequestError, Unavailable, as_bytes, closed_unanswered
+from .client_errors import (RequestError, Unavailable, as_bytes, bad_magic_error,
+                            closed_unanswered)
 from .client_routing import CLUSTER_ID_ENV, LeaderRouting, Retry, Session, refused_answer
 from .wire.codec import decode_body, encode_client_request
-from .wire.framing import FrameDecoder, FrameType, RemoteProtocolError
+from .wire.framing import BadMagic, FrameDecoder, FrameType, RemoteProtocolError
 
 # The variable that turns TLS on for the client library (raftd.tls.ENV["ca"]; a test checks
 # they agree): this client is for plaintext clusters only.
@@ -95,6 +96,8 @@ class _Link:
                         return msg
         except TimeoutError:
             raise
+        except BadMagic as e:
+            raise self._close(bad_magic_error(self.address, e.magic)) from None
         except (OSError, RemoteProtocolError) as e:
             if self.closed:
                 raise

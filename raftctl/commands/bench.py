@@ -16,7 +16,7 @@ import typer
 from raftd.client import AsyncClient, ClientError
 
 from ..context import REFUSED_GRACE, EndpointsOpt, OutputOpt, run, settings
-from ..errors import UNAVAILABLE, CliError
+from ..errors import FAILED, UNAVAILABLE, CliError
 from .local import bring_down, bring_up, free_base_port
 
 
@@ -29,20 +29,23 @@ def _pct(sorted_vals: list[float], p: float) -> float:
 async def run_bench(endpoints: list[str], clients: int, duration: float, value_size: int,
                     keys: int, read_ratio: float, warmup: float = 1.0,
                     sequential: bool = False, request_timeout: float = 10.0,
-                    prefix: str = "bench/", keep: bool = False) -> dict:
-    """Every key the benchmark touches is PREFIX + something, so a user's own keys are never
-    written; the keys it wrote are deleted at the end unless `keep`."""
+                    prefix: str = "bench/", keep: bool = False, force: bool = False) -> dict:
+    """Every key the benchmark touches is PREFIX + k<i> for i < ``keys``, so a user's own
+    keys are never written: it refuses to start when PREFIX already holds a key, unless
+    ``force``; the keys it wrote are deleted at the end unless ``keep``."""
     rng = random.Random(1)
     value = bytes(rng.getrandbits(8) for _ in range(value_size))
     lat: list[float] = []
     errors: dict[str, int] = {}
     ops = {"put": 0, "get": 0}
     written: set[str] = set()
-    warm_key = f"{prefix}warm"
+    warm_key = f"{prefix}k0"  # one of the --keys keys: keys_written never exceeds --keys
     # refused_grace: a stopped cluster fails at once (`no raftd at ...`), not after the
     # whole request timeout (issue 16 §5).
     async with AsyncClient(endpoints, timeout=request_timeout,
                            refused_grace=REFUSED_GRACE) as c:
+        if not force:
+            await _refuse_a_used_prefix(c, prefix)
         written.add(warm_key)  # added first: a put that times out may still have been applied
         await c.put(warm_key, value)  # find the leader before the clock starts
         loop = asyncio.get_running_loop()
@@ -87,6 +90,19 @@ async def run_bench(endpoints: list[str], clients: int, duration: float, value_s
             "prefix": prefix, "kept": keep, "keys_written": len(written), "keys_deleted": deleted}
 
 
+async def _refuse_a_used_prefix(c: AsyncClient, prefix: str) -> None:
+    """Keys under PREFIX that the benchmark did not write are someone's (a user's, or a
+    --keep run's): it would overwrite and then delete them (trial 6, item 13)."""
+    r = await c.request("list", {"prefix": prefix, "linearizable": True, "limit": 1,
+                                 "start_after": None})
+    if r["items"]:
+        first = next(iter(r["items"]))
+        raise CliError(f"keys already exist under {prefix!r} (e.g. {first}); the benchmark "
+                       f"writes and deletes keys there: use another --prefix, or --force to "
+                       f"overwrite them (and delete them, unless --keep)", FAILED,
+                       "prefix_not_empty")
+
+
 async def _delete_keys(c: AsyncClient, keys: list[str], parallel: int) -> int:
     """Delete the benchmark's keys, `parallel` at a time.  A failure is an error of the
     command (raised), never silently left behind."""
@@ -115,6 +131,9 @@ def register(app: typer.Typer) -> None:
               keep: Annotated[bool, typer.Option(
                   "--keep", help="leave the benchmark's keys (default: delete them at the end)")
               ] = False,
+              force: Annotated[bool, typer.Option(
+                  "--force", help="run even if keys exist under --prefix (they are "
+                                  "overwritten, then deleted unless --keep)")] = False,
               local: Annotated[bool, typer.Option(
                   "--local", help="start a temporary local cluster, run, tear it down")] = False,
               nodes: Annotated[int, typer.Option(help="nodes for --local")] = 3,
@@ -125,7 +144,8 @@ def register(app: typer.Typer) -> None:
         """Measure committed ops/s and latency with CLIENTS requests in flight.
 
         Keys are PREFIX + k0..k<KEYS-1> (default prefix bench/); they are deleted at the end
-        unless --keep.  Example: raftctl bench --local --clients 64 --duration 20 -o json"""
+        unless --keep.  It refuses to start (exit 1) when keys already exist under PREFIX,
+        unless --force.  Example: raftctl bench --local --clients 64 --duration 20 -o json"""
         s = settings(ctx, endpoints, output, timeout)
         # a request's own budget (retries included); a request that runs out counts as an error
         request_timeout = timeout or (ctx.find_root().obj or {}).get("timeout") or 10.0
@@ -147,7 +167,7 @@ def register(app: typer.Typer) -> None:
                 res = asyncio.run(run_bench(eps, clients, duration, value_size, keys,
                                             read_ratio, warmup,
                                             request_timeout=request_timeout,
-                                            prefix=prefix, keep=keep))
+                                            prefix=prefix, keep=keep, force=force))
             finally:
                 if tmp is not None:
                     _local_down(tmp)

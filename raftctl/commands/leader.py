@@ -30,8 +30,8 @@ async def transfer(endpoints: list[str], target: str | None, timeout: float) -> 
     if old is None:
         raise CliError("no leader to transfer from", UNAVAILABLE, "unavailable")
     if target is not None:
-        if target == old:
-            raise CliError(f"{target} is already the leader", REJECTED, "bad_request")
+        if target == old:  # already done: success, so a script may run it again (trial 6)
+            return {"from": old, "to": old, "elapsed_ms": 0, "already_leader": True}
         if target not in st["configuration"]["voters"]:
             raise CliError(f"cannot transfer leadership to {target}: not a voter of the "
                            f"cluster (voters: {','.join(st['configuration']['voters'])})",
@@ -47,7 +47,8 @@ async def transfer(endpoints: list[str], target: str | None, timeout: float) -> 
         st = await gather_status(endpoints, 0.5)
         leader = st["leader"]
         if leader is not None and leader != old and (target is None or leader == want):
-            return {"from": old, "to": leader, "elapsed_ms": round((time.monotonic() - t0) * 1000)}
+            return {"from": old, "to": leader, "elapsed_ms": round((time.monotonic() - t0) * 1000),
+                    "already_leader": False}
         await asyncio.sleep(0.05)
     raise CliError(f"leadership did not move from {old} to {want or 'another node'} within "
                    f"{timeout:g}s (leader now: {leader or 'none'})", UNAVAILABLE, "timeout")
@@ -61,7 +62,8 @@ def transfer_cmd(ctx: typer.Context,
                  endpoints: EndpointsOpt = None, output: OutputOpt = None,
                  timeout: TimeoutOpt = None) -> None:
     """Transfer leadership to voter ID (or the most up-to-date follower) and wait until it
-    leads.  Exits 3 if that did not happen within --timeout, 4 if the target was refused.
+    leads.  Exits 3 if that did not happen within --timeout, 4 if the target was refused; 0
+    if ID already leads ("ID is already the leader", JSON "already_leader": true).
 
     \b
     Example: raftctl leader transfer n2 --timeout 5"""
@@ -71,6 +73,8 @@ def transfer_cmd(ctx: typer.Context,
         res = asyncio.run(transfer(s.endpoints, target, s.timeout))
         if s.out.json:
             s.out.emit_json(res)
+        elif res["already_leader"]:
+            s.out.line(f"{res['to']} is already the leader")
         else:
             s.out.line(f"leader: {res['from']} -> {res['to']} in {res['elapsed_ms']} ms")
         return 0

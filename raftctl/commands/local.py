@@ -30,6 +30,7 @@ from raftd.config import dump_config
 from ..cluster import gather_status, unreachable_error
 from ..context import OutputOpt, TimeoutOpt, run, settings, usage_error
 from ..errors import UNAVAILABLE, CliError
+from . import local_dir
 
 app = typer.Typer(help="Run a cluster of raftd processes on this machine.", no_args_is_help=True)
 
@@ -107,10 +108,10 @@ def _pid_alive(pid: int | None) -> TypeGuard[int]:
 
 
 def _read_pid(node_dir: Path) -> int | None:
-    try:
-        return int((node_dir / "raftd.pid").read_text().strip())
-    except (OSError, ValueError):
-        return None
+    """The pid of the raftd serving ``node_dir``, or None: a pid file whose process does not
+    hold that data dir (a copied directory's, a stale one) names no node of ours."""
+    pid = local_dir.read_pid(node_dir)
+    return pid if local_dir.serves(pid, node_dir) else None
 
 
 def plan_layout(directory: Path, nodes: int, base_port: int, host: str,
@@ -158,7 +159,7 @@ def _node_tls(directory: Path, n: dict) -> dict:
 def save_cluster(directory: Path, nodes: list[dict], tls: dict | None = None) -> None:
     f = directory / "cluster.yaml"
     if tls is None and f.exists():
-        tls = (yaml.safe_load(f.read_text()) or {}).get("tls")
+        tls = local_dir.read_cluster_file(directory).get("tls")
     f.write_text(yaml.safe_dump({"nodes": nodes, **({"tls": tls} if tls else {})},
                                 sort_keys=False))
 
@@ -168,7 +169,7 @@ def cluster_tls(directory: Path) -> dict | None:
     Unless the operator gave certificates (--cacert/--cert/--key or RAFTCTL_*), raftctl uses
     these for this cluster's commands."""
     f = directory / "cluster.yaml"
-    tls = (yaml.safe_load(f.read_text()) or {}).get("tls") if f.exists() else None
+    tls = local_dir.read_cluster_file(directory).get("tls") if f.exists() else None
     if tls and not os.environ.get("RAFTCTL_CACERT"):
         os.environ.update({"RAFTCTL_CACERT": tls["ca"], "RAFTCTL_CERT": tls["cert"],
                            "RAFTCTL_KEY": tls["key"]})
@@ -176,12 +177,11 @@ def cluster_tls(directory: Path) -> dict | None:
 
 
 def load_cluster(directory: Path) -> list[dict]:
-    f = directory / "cluster.yaml"
-    if not f.exists():
-        raise CliError(f"no local cluster in {directory} (missing {f}); "
-                       f"run `raftctl local up --dir {directory}` first", 1, "not_found")
+    """The nodes of DIR/cluster.yaml, each with its data dir inside DIR (else one line, exit
+    2: local_dir.read_cluster_file)."""
+    nodes = local_dir.read_cluster_file(directory)["nodes"]
     cluster_tls(directory)
-    return yaml.safe_load(f.read_text())["nodes"]
+    return nodes
 
 
 def start_node(n: dict) -> int:
@@ -202,23 +202,48 @@ def _last_log_line(d: Path) -> str:
         return ""
 
 
+def _why_exited(pid: int, d: Path) -> str:
+    """The last line of the node's log or, when it wrote none (trial 6 saw an empty reason),
+    its exit status: it is our child, so waitpid has it."""
+    line = _last_log_line(d)
+    if line:
+        return line
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child, or reaped already
+        return "no log line, exit status unknown"
+    if not done:
+        return "no log line"
+    code = os.waitstatus_to_exitcode(status)
+    return (f"no log line, killed by signal {-code}" if code < 0
+            else f"no log line, exit status {code}")
+
+
+# More nodes than this are no cluster a machine runs: each is a Python process (about
+# 40 MB), and on a laptop 200 of them could not even elect a leader in time (trial 6, 15).
+MAX_NODES = 25
+
+
 def bring_up(directory: Path, nodes: int | None = None, base_port: int | None = None,
              host: str = "127.0.0.1", distinct_ips: bool = False, fsync: bool = True,
              timeout: float = 20.0, info=lambda text: None,
              tls: bool = False) -> tuple[list[dict], dict]:
     """Start (or restart) the local cluster in ``directory``; wait until every node answers
     at its address and there is a leader.  Returns the layout (with pids) and the status.
-    If a node it started fails, it stops the nodes it started and raises (one line each)."""
+    If a node it started fails, it stops the nodes it started and raises (one line each);
+    a new cluster's files are then removed again, so that a retry starts afresh."""
     explicit = {"--nodes": nodes, "--base-port": base_port}
     nodes = 3 if nodes is None else nodes
     base_port = 7001 if base_port is None else base_port
-    if nodes < 1:
-        raise usage_error("--nodes must be at least 1")
+    if not 1 <= nodes <= MAX_NODES:
+        raise usage_error(f"--nodes must be from 1 to {MAX_NODES}, not {nodes}")
     if not 1 <= base_port <= 65536 - nodes:
         raise usage_error(f"--base-port must be from 1 to {65536 - nodes} for {nodes} nodes, "
                           f"not {base_port}")
+    local_dir.check_dir(directory, must_exist=False)
     directory.mkdir(parents=True, exist_ok=True)
-    if (directory / "cluster.yaml").exists():
+    new = not (directory / "cluster.yaml").exists()
+    if not new:
         layout = load_cluster(directory)
         ignored = [k for k, v in explicit.items() if v is not None]
         if ignored:
@@ -232,6 +257,7 @@ def bring_up(directory: Path, nodes: int | None = None, base_port: int | None = 
         if explicit["--base-port"] is None and not distinct_ips:
             base_port = default_base_port(nodes, info, host)  # the demo may hold 7001..
         layout = plan_layout(directory, nodes, base_port, host, distinct_ips)
+        had_files = local_dir.holds_files(layout)
         write_configs(directory, layout, {"fsync": fsync, "tick_ms": 25,
                                            "election_timeout_ms": 500,
                                            "heartbeat_interval_ms": 100}, tls)
@@ -240,26 +266,30 @@ def bring_up(directory: Path, nodes: int | None = None, base_port: int | None = 
     started = []
     for n in layout:
         pid = _read_pid(Path(n["data_dir"]))
-        if _pid_alive(pid):
+        if pid is not None:
             n["pid"] = pid
             continue
         n["pid"] = start_node(n)
         started.append(n["id"])
-    info(f"started {', '.join(started)} in {directory}" if started
-         else f"all {len(layout)} nodes already running in {directory}")
     try:
         st = _wait_until_up(directory, layout, set(started), timeout)
     except CliError:
         _stop([n for n in layout if n["id"] in started])  # leave nothing half-started behind
+        if new:  # said before the error lines, which stay one per failed node
+            info(local_dir.forget_new_cluster(directory, layout, had_files))
         raise
     removed = _removed(layout, st)
     if removed:
         # Removed by `raftctl member remove`/`replace` while this DIR still lists them: they
         # must not run (a removed server only disrupts), so stop them and say so.
         _stop(removed)
-        info(f"not running {', '.join(n['id'] for n in removed)}: removed from the cluster's "
+        info(f"stopped {', '.join(n['id'] for n in removed)}: removed from the cluster's "
              f"configuration (`raftctl local remove ID --dir {directory}` forgets it)")
         layout = [n for n in layout if n not in removed]
+    # Success only now, and counting only the nodes that stay (trial 6, items 7 and 8).
+    started = [i for i in started if any(n["id"] == i for n in layout)]
+    info(f"started {', '.join(started)} in {directory}" if started
+         else f"all {len(layout)} nodes already running in {directory}")
     for n in layout:
         n["pid"] = _read_pid(Path(n["data_dir"])) or n["pid"]
     return layout, st
@@ -293,7 +323,7 @@ def _failures(layout: list[dict], started: set[str], st: dict) -> list[str]:
         if n["id"] not in started:
             continue
         if not _pid_alive(n["pid"]):
-            out.append(f"{n['id']} exited: {_last_log_line(Path(n['data_dir']))} "
+            out.append(f"{n['id']} exited: {_why_exited(n['pid'], Path(n['data_dir']))} "
                        f"(log: {n['data_dir']}/raftd.log)")
             continue
         other = answering.get(n["address"])
@@ -354,19 +384,18 @@ def _stop(nodes: list[dict], grace: float = 5.0) -> None:
 
 def bring_down(directory: Path, grace: float = 5.0) -> dict:
     """SIGTERM every running node of the local cluster, SIGKILL after ``grace`` seconds: the
-    nodes in DIR/cluster.yaml and any other raftd running from a node directory of DIR (one
-    started by hand and added with `raftctl member add`, one removed but still running)."""
+    nodes in DIR/cluster.yaml and any other raftd serving a node directory of DIR (one
+    started by hand and added with `raftctl member add`, one removed but still running).
+    Only processes that hold a data dir inside DIR (local_dir.running_nodes)."""
     layout = load_cluster(directory)
-    known = {Path(n["data_dir"]).resolve() for n in layout}
-    for cfg in sorted(directory.glob("*/raftd.yaml")):
-        if cfg.parent.resolve() not in known:
-            layout.append({"id": cfg.parent.name, "data_dir": str(cfg.parent.resolve())})
+    running = local_dir.running_nodes(directory, layout)
     pids = {}
-    for n in layout:
-        pid = _read_pid(Path(n["data_dir"]))
-        if _pid_alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            pids[n["id"]] = pid
+    for n in running:
+        try:
+            os.kill(n["pid"], signal.SIGTERM)
+            pids[n["id"]] = n["pid"]
+        except ProcessLookupError:
+            continue
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and any(_pid_alive(p) for p in pids.values()):
         time.sleep(0.05)
@@ -375,8 +404,15 @@ def bring_down(directory: Path, grace: float = 5.0) -> dict:
         if _pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
             killed.append(nid)
-    return {"stopped": sorted(pids), "killed": killed,
-            "already_stopped": sorted(n["id"] for n in layout if n["id"] not in pids)}
+    return {"stopped": sorted(pids, key=_id_order), "killed": killed,
+            "already_stopped": sorted((n["id"] for n in layout if n["id"] not in pids),
+                                      key=_id_order)}
+
+
+def _id_order(nid: str) -> tuple[int, str]:
+    """n2 before n10."""
+    digits = nid.lstrip("abcdefghijklmnopqrstuvwxyz")
+    return (int(digits) if digits.isdigit() else 0, nid)
 
 
 @app.command("up")
@@ -534,7 +570,7 @@ def _start_and_add(s, directory: Path, layout: list[dict], node: dict) -> dict:
                 "reachable"]:
             break
         if not _pid_alive(node["pid"]):
-            raise CliError(f"{node['id']} exited: {_last_log_line(d)}")
+            raise CliError(f"{node['id']} exited: {_why_exited(node['pid'], d)}")
         time.sleep(0.1)
     return change(s, add={node["id"]: node["address"]})
 

@@ -17,12 +17,12 @@ from typing import Annotated, Any, Optional
 import typer
 
 from raftd import recovery
-from raftd.client import AsyncClient
+from raftd.client import AsyncClient, ClientError
 from raftd.recovery import CorruptSnapshotError
 
 from ..cluster import gather_status, require_reachable
 from ..context import EndpointsOpt, OutputOpt, TimeoutOpt, run, settings, usage_error
-from ..errors import UNAVAILABLE, CliError
+from ..errors import UNAVAILABLE, CliError, fail
 from .local import bring_up, default_base_port, plan_layout, write_configs
 
 app = typer.Typer(help="Snapshots, backups, restore and disaster recovery.",
@@ -59,6 +59,19 @@ def _targets(s, node: str | None, all_: bool, hint: str = " (use --node or --all
     return leader
 
 
+def _every_node(s) -> tuple[list[dict], list[dict]]:
+    """For --all: the reachable nodes, and every other node the endpoints and the
+    configuration name (each {"node", "address", "error"}): a voter that is down is not
+    silently left out."""
+    st = asyncio.run(gather_status(s.endpoints, min(s.timeout, 1.5)))
+    require_reachable(st, s.endpoints)
+    up = [n for n in st["nodes"] if n["reachable"]]
+    down = [{"node": n["id"], "address": n["address"],
+             "error": f"unreachable: {n.get('error') or 'no answer'}"}
+            for n in st["nodes"] if not n["reachable"]]
+    return up, down
+
+
 @app.command("create")
 def create(ctx: typer.Context,
            node: Annotated[Optional[str], typer.Option("--node", help="node id")] = None,
@@ -67,19 +80,33 @@ def create(ctx: typer.Context,
            timeout: TimeoutOpt = None) -> None:
     """Take a snapshot now (on the leader, one --node, or --all) and compact the log.
 
-    Example: raftctl snapshot create --all"""
+    With --all, a node that could not be snapshotted (down, unreachable) is listed on stderr
+    and in JSON `failed`, and the command exits 3.  Example: raftctl snapshot create --all"""
     s = settings(ctx, endpoints, output, timeout or 60.0)
 
     def body() -> int:
-        targets = _targets(s, node, all_)
-        results = [asyncio.run(_ask(n["address"], "snapshot", {}, s.timeout)) | {"node": n["id"]}
-                   for n in targets]
+        targets, failed = _every_node(s) if all_ else (_targets(s, node, False), [])
+        results = []
+        for n in targets:
+            try:
+                results.append(asyncio.run(_ask(n["address"], "snapshot", {}, s.timeout))
+                               | {"node": n["id"]})
+            except (ClientError, OSError, asyncio.TimeoutError) as e:
+                if not all_:
+                    raise
+                failed.append({"node": n["id"], "address": n["address"],
+                               "error": str(e) or type(e).__name__})
         if s.out.json:
-            s.out.emit_json({"snapshots": results})
+            s.out.emit_json({"snapshots": results, "failed": failed})
         else:
             s.out.table(["node", "index", "term", "size", "keys", "time ms", "stall ms"],
                         [[r["node"], r["index"], r["term"], r.get("size"), r.get("keys"),
                           r.get("duration_ms"), r.get("stall_ms")] for r in results])
+        if failed:  # --all means every node: a partial result is no success (trial 6, 10)
+            return fail(CliError(
+                f"could not snapshot {len(failed)} of {len(failed) + len(results)} nodes: "
+                + "; ".join(f"{f['node']} ({f['error']})" for f in failed),
+                UNAVAILABLE, "unavailable"), s.out.json)
         return 0
 
     run(s, body)
@@ -215,14 +242,22 @@ def check_backup_file(file: Path) -> None:
                           f"(written by raftctl snapshot save FILE)")
 
 
+def check_new_cluster_dir(directory: Path) -> None:
+    """--dir of restore/recover must be new: refused before anything is said or chosen (the
+    free-port line included, trial 6, item 11)."""
+    if directory.exists() and not directory.is_dir():
+        raise usage_error(f"{directory} is not a directory")
+    if (directory / "cluster.yaml").exists():
+        raise usage_error(f"{directory} already holds a cluster; use an empty directory")
+
+
 def seed_cluster(directory: Path, nodes: int, base_port: int, index: int, term: int,
                  header: dict, data, keys: int | None = None) -> list[dict]:
     """Write a new local cluster whose every node starts from the given state at (index,
     term), with a fresh configuration of its own.  Every file and directory is durable when
     this returns (issue 21 §6): the directories are made and synced into their parents
     before local's config writer finds them, and the files it writes are synced after."""
-    if (directory / "cluster.yaml").exists():
-        raise usage_error(f"{directory} already holds a cluster; use an empty directory")
+    check_new_cluster_dir(directory)
     recovery.make_dirs(directory)
     layout = plan_layout(directory, nodes, base_port, "127.0.0.1", False)
     for n in layout:
@@ -252,6 +287,7 @@ def restore(ctx: typer.Context, file: Annotated[Path, typer.Argument(metavar="FI
 
     def body() -> int:
         check_backup_file(file)  # before anything else is said or done
+        check_new_cluster_dir(directory)
         port = base_port if base_port is not None else default_base_port(nodes, s.out.info)
         with recovery.read_snapshot(file) as (info, header, batches):
             seed_cluster(directory, nodes, port, info.meta.index, info.meta.term, header,
@@ -317,6 +353,7 @@ def _recover(s, data_dirs, directory, nodes, base_port) -> int:
                           x.last_term] for x in survey])
             s.out.line(f"newest: {best.dir}; rebuild with --dir NEWDIR")
         return 0
+    check_new_cluster_dir(directory)
     state = recovery.rebuild(best)
     if base_port is None:
         base_port = default_base_port(nodes, s.out.info)

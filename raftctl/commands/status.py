@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 from typing import Annotated, Optional
@@ -146,14 +145,7 @@ def watch_status(s, interval: float, count: int | None) -> int:
             asyncio.run(_watch_loop(s.endpoints, interval, count, show))
     except KeyboardInterrupt:
         return 0
-    except BrokenPipeError:  # `raftctl status --watch | head`: the reader went away
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except OSError:
-            pass
-        return 0
-    return 0
+    return 0  # (`raftctl status --watch | head`: BrokenPipeError ends like any command's)
 
 
 def _watch_live(s, dash: dashboard.Dashboard, interval: float, count: int | None) -> None:

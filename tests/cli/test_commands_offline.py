@@ -325,12 +325,13 @@ def test_leader_transfer(cli):
     r = cli("leader", "transfer", "n3")
     assert r.exit_code == 0 and r.stdout.startswith("leader: n1 -> n3 in ")
     res = _json(cli("leader", "transfer", "-o", "json"))
-    assert set(res) == {"from", "to", "elapsed_ms"} and (res["from"], res["to"]) == ("n3", "n2")
+    assert set(res) == {"from", "to", "elapsed_ms", "already_leader"}
+    assert (res["from"], res["to"], res["already_leader"]) == ("n3", "n2", False)
 
 
 def test_leader_transfer_refusals(cli):
-    r = cli("leader", "transfer", "n1")
-    assert r.exit_code == 4 and r.stderr == "raftctl: error: n1 is already the leader\n"
+    r = cli("leader", "transfer", "n1")  # already done: exit 0, for scripts (issue 16 trial 6)
+    assert r.exit_code == 0 and r.stdout == "n1 is already the leader\n"
     r = cli("leader", "transfer", "n9", "-o", "json")
     assert r.exit_code == 4 and json.loads(r.stderr)["error"] == "bad_request"
     assert not any(op == "transfer_leader" for _, op, _ in cli.cluster.requests)

@@ -105,7 +105,7 @@ def test_usage_errors_exit_2():
 
 def test_local_down_without_cluster_is_a_clear_error(tmp_path):
     r = raftctl("local", "down", "--dir", str(tmp_path / "nothing"))
-    assert r.returncode == 1 and "no local cluster" in r.stderr
+    assert r.returncode == 2 and "no local cluster" in r.stderr
 
 
 def test_raftd_bad_config_exits_2_naming_key(tmp_path):
