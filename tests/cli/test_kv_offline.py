@@ -57,10 +57,31 @@ class FakeClient:
         return {k: v for k, v in sorted(self.data.items()) if k.startswith(prefix)}
 
 
+class AsyncFakeClient:
+    """The AsyncClient methods `kv delete --prefix` calls, over the same FakeClient."""
+
+    def __init__(self, fake: FakeClient):
+        self.fake = fake
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        return False
+
+    async def list(self, prefix="", linearizable=True):
+        return self.fake.list(prefix, linearizable)
+
+    async def delete(self, key):
+        return self.fake.delete(key)
+
+
 @pytest.fixture
 def cli(monkeypatch):
     state = {"data": {}, "fail": None}
     monkeypatch.setattr(kv_cmd, "_client", lambda s: FakeClient(state["data"], state["fail"]))
+    monkeypatch.setattr(kv_cmd, "_async_client",
+                        lambda s: AsyncFakeClient(FakeClient(state["data"], state["fail"])))
 
     def invoke(*args, stdin=None):
         return CliRunner().invoke(app, ["-e", "127.0.0.1:9", "kv", *args], input=stdin)
@@ -127,3 +148,25 @@ def test_cluster_errors_map_to_exit_codes_and_json(cli, error, code, kind):
     r = cli("get", "k", "-o", "json")
     assert r.exit_code == code
     assert json.loads(r.stderr) == {"error": kind, "message": str(error), "exit_code": code}
+
+
+def test_delete_prefix_that_fails_midway_says_how_many_were_deleted(cli, monkeypatch):
+    """A pipelined delete --prefix stops at the first error and says how far it got."""
+    from raftd.client import Unavailable
+    cli.state["data"].update({f"p/{i:03d}": b"v" for i in range(300)})
+    fake = FakeClient(cli.state["data"])
+    calls = [0]
+
+    class Failing(AsyncFakeClient):
+        async def delete(self, key):
+            calls[0] += 1
+            if calls[0] == 101:
+                raise Unavailable("delete failed: no leader reachable within 5s")
+            return self.fake.delete(key)
+
+    monkeypatch.setattr(kv_cmd, "_async_client", lambda s: Failing(fake))
+    r = cli("delete", "--prefix", "p/")
+    assert r.exit_code == 3 and r.stdout == ""
+    assert "deleted 100 of the 300 keys under 'p/' before this error:" in r.stderr
+    assert "no leader reachable" in r.stderr
+    assert len(cli.state["data"]) == 200
