@@ -184,7 +184,8 @@ def _delete_prefix(s, prefix: str) -> int:
             keys = list(await c.list(prefix))
             if len(keys) > 1000:
                 s.out.info(f"deleting {len(keys)} keys under {prefix!r}")
-            todo, done, failed = iter(keys), [0], []
+            todo, done = iter(keys), [0]
+            failed: list[Exception] = []
 
             async def worker() -> None:
                 for k in todo:  # one shared iterator: each key goes to one worker
