@@ -5,6 +5,8 @@ Shared by the asyncio client (raftd.client) and the blocking socket client
 and word their errors the same way.  Imports no asyncio (issue 16 §6)."""
 from __future__ import annotations
 
+import socket
+
 from collections.abc import Callable, Sequence
 
 from .client_errors import ClosedBeforeAnswer, RequestError, Timeout, Unavailable
@@ -106,6 +108,11 @@ class LeaderRouting:
         if isinstance(e, ConnectionRefusedError) and not sent:
             st.refused.setdefault(address, st.now())
             self._give_up_if_all_refused(op, st.refused, st.now())
+        elif isinstance(e, socket.gaierror) and e.errno == socket.EAI_NONAME and not sent:
+            # The name does not exist (not a DNS server that failed to answer, EAI_AGAIN):
+            # retrying until the timeout cannot help, as for refusals (trial 6 of issue 16).
+            st.refused.setdefault(address, st.now())
+            self._give_up_if_all_refused(op, st.refused, st.now(), st.last_error)
         elif isinstance(e, ClosedBeforeAnswer):
             # Closed at our first bytes, never read: nothing was applied.  When every
             # endpoint does that, waiting helps no more than for refusals.
