@@ -59,6 +59,7 @@ class SafetyChecker:
         self._config_checked: dict[str, Configuration] = {}  # node -> configuration checked
         # node -> (log checked upto, truncations, index of its newest CONFIG entry, decoded)
         self._newest_cfg: dict[str, tuple[int, int, int, Configuration | None]] = {}
+        self._looked_at: dict[str, tuple] = {}  # node -> what observe last saw (_state_key)
 
     # ------------------------------------------------------------------ configurations --
     def latest_config(self) -> tuple[int, Configuration]:
@@ -73,12 +74,30 @@ class SafetyChecker:
         self._log_checked.pop(nid, None)
         self._leader_seen[nid] = -1
         self._newest_cfg.pop(nid, None)
+        self._looked_at.pop(nid, None)
+
+    @staticmethod
+    def _state_key(raft) -> tuple:
+        """Everything the checks below read from a node.  The log changes only through
+        RaftLog's methods, each of which moves last_index, snapshot_index or truncations;
+        configurations and snapshots are immutable values replaced whole."""
+        log = raft.log
+        return (raft, raft.term, raft.role, raft.commit_index, log.last_index,
+                log.snapshot_index, log.truncations, raft.config, raft.snapshot,
+                tuple(raft.progress) if raft.role == Role.LEADER else ())
 
     def observe(self, node, now: int) -> None:
         raft = node.raft
         if raft is None:
             return
         nid = node.id
+        # A node whose state did not change since the last look passes every check again (the
+        # checks are incremental, and what other nodes did is checked when they change): skip.
+        key = self._state_key(raft)
+        seen = self._looked_at.get(nid)
+        if seen is not None and all(a is b or a == b for a, b in zip(seen, key)):
+            return
+        self._looked_at[nid] = key
         self._check_core_state(nid, raft)
         # Election Safety + Leader Completeness, once per (node, term) it leads.
         if raft.role == Role.LEADER and self._leader_seen[nid] != raft.term:
