@@ -86,17 +86,17 @@ class SafetyChecker:
                 log.snapshot_index, log.truncations, raft.config, raft.snapshot,
                 tuple(raft.progress) if raft.role == Role.LEADER else ())
 
-    def observe(self, node, now: int) -> None:
+    def observe(self, node, now: int) -> bool:
+        """Check ``node``'s state; False if it did not change since the last look."""
         raft = node.raft
         if raft is None:
-            return
+            return False
         nid = node.id
         # A node whose state did not change since the last look passes every check again (the
         # checks are incremental, and what other nodes did is checked when they change): skip.
         key = self._state_key(raft)
-        seen = self._looked_at.get(nid)
-        if seen is not None and all(a is b or a == b for a, b in zip(seen, key)):
-            return
+        if self._looked_at.get(nid) == key:
+            return False
         self._looked_at[nid] = key
         self._check_core_state(nid, raft)
         # Election Safety + Leader Completeness, once per (node, term) it leads.
@@ -143,6 +143,7 @@ class SafetyChecker:
             if e.kind == EntryKind.CONFIG and (not self.configs or self.configs[-1][0] < index):
                 self._config_committed(nid, e)
         self._commit_seen[nid] = raft.commit_index
+        return True
 
     def _config_committed(self, nid: str, e: Entry) -> None:
         cfg = Configuration.decode(e.data)

@@ -367,8 +367,8 @@ class SimCluster:
                 if srv.exit_code:
                     raise SimFailure(f"{n.id} stopped on a fatal error (exit code "
                                      f"{srv.exit_code}); see --trace")
-                self.checker.observe(_Observed(n.id, srv.node), 0)
-                self._check_log_keeps_committed(n.id, srv.node)
+                if self.checker.observe(_Observed(n.id, srv.node), 0):  # (False: unchanged)
+                    self._check_log_keeps_committed(n.id, srv.node)
         except (SafetyViolation, SimFailure) as e:
             self._fail(e)
             return
