@@ -9,12 +9,25 @@ remembers which simulated host created it, so a crash can end exactly that host'
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import heapq
 import selectors
-from asyncio import format_helpers
-from asyncio.base_events import (_MIN_CANCELLED_TIMER_HANDLES_FRACTION,  # noqa: PLC2701
-                                 _MIN_SCHEDULED_TIMER_HANDLES, MAXIMUM_SELECT_TIMEOUT)
+from asyncio import base_events, format_helpers
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack
+
+if TYPE_CHECKING:
+    from .net import SimNet
+
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
+# asyncio's own limits for its pass of the loop (private, so not in typeshed: typed here).
+_ASYNCIO: Any = base_events
+_MIN_SCHEDULED_TIMER_HANDLES: int = _ASYNCIO._MIN_SCHEDULED_TIMER_HANDLES
+_MIN_CANCELLED_TIMER_HANDLES_FRACTION: float = _ASYNCIO._MIN_CANCELLED_TIMER_HANDLES_FRACTION
+MAXIMUM_SELECT_TIMEOUT: float = _ASYNCIO.MAXIMUM_SELECT_TIMEOUT
 
 HOST: contextvars.ContextVar[str] = contextvars.ContextVar("simrt_host", default="sim")
 
@@ -34,6 +47,12 @@ class _NoSelector(selectors._BaseSelectorImpl):  # noqa: SLF001 - the stdlib's o
 class VirtualLoop(asyncio.SelectorEventLoop):
     # Loop passes without the clock moving before the run is declared stuck (livelock).
     MAX_PASSES_AT_ONE_TIME = 1_000_000
+    # BaseEventLoop's own state, which _run_once drives (private: not in typeshed).  Its
+    # handles are asyncio.Handle and TimerHandle, whose private fields are not typed either.
+    _ready: collections.deque[Any]
+    _scheduled: list[Any]
+    _stopping: bool
+    _timer_cancelled_count: int
 
     def __init__(self, start: float = 1000.0):
         self.now = start
@@ -41,7 +60,7 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         self.time_limit = float("inf")  # virtual seconds: a run that goes past it is stuck
         super().__init__(_NoSelector())
         self._clock_resolution = 1e-9
-        self.net = None  # set by SimNet
+        self.net: SimNet | None = None  # set by SimNet
         self.tasks_by_host: dict[str, set[asyncio.Task]] = {}
         self.paused: dict[str, list[asyncio.Handle]] = {}  # host -> its callbacks held back
         self.set_task_factory(self._make_task)
@@ -73,10 +92,10 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         self.now += 1e-7
         self._passes += 1
         if self._passes > self.MAX_PASSES_AT_ONE_TIME:
-            ready = "; ".join(repr(getattr(h._callback, "__self__", h))[:300]
-                              for h in list(self._ready)[:3])
+            due = "; ".join(repr(getattr(h._callback, "__self__", h))[:300]
+                            for h in list(self._ready)[:3])
             raise Deadlock(f"livelock: {self._passes} loop passes at virtual time "
-                           f"{self.now - 1000:.4f} without a timer falling due ({ready})")
+                           f"{self.now - 1000:.4f} without a timer falling due ({due})")
         if self.now > self.time_limit:
             raise Deadlock(f"the run passed its virtual time limit ({self.now - 1000:.1f} s)")
         scheduled = self._scheduled
@@ -113,7 +132,7 @@ class VirtualLoop(asyncio.SelectorEventLoop):
                 self._report(handle, exc)
         handle = None  # (breaks a cycle when an exception occurred)
 
-    def _drop_cancelled_timers(self, scheduled: list) -> None:
+    def _drop_cancelled_timers(self, scheduled: list[Any]) -> None:
         """asyncio's clean-up of cancelled timers: all of them once they are many, else the
         ones at the head of the heap."""
         n = len(scheduled)
@@ -134,9 +153,10 @@ class VirtualLoop(asyncio.SelectorEventLoop):
             handle = heapq.heappop(scheduled)
             handle._scheduled = False
 
-    def _report(self, handle: asyncio.Handle, exc: BaseException) -> None:
+    def _report(self, handle: Any, exc: BaseException) -> None:
         cb = format_helpers._format_callback_source(handle._callback, handle._args)
-        context = {"message": f"Exception in callback {cb}", "exception": exc, "handle": handle}
+        context: dict[str, Any] = {"message": f"Exception in callback {cb}", "exception": exc,
+                                   "handle": handle}
         if handle._source_traceback:
             context["source_traceback"] = handle._source_traceback
         self.call_exception_handler(context)
@@ -151,15 +171,18 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         return task
 
     async def create_connection(self, protocol_factory, host=None, port=None, **kw):
+        assert self.net is not None, "no simulated network on this loop"
         return await self.net.connect(protocol_factory, host, port, **kw)
 
     async def create_server(self, protocol_factory, host=None, port=None, **kw):
+        assert self.net is not None, "no simulated network on this loop"
         return self.net.listen(protocol_factory, host, port)
 
     async def getaddrinfo(self, host, port, **kw):
         raise OSError("no name resolution in the simulation")
 
-    def run_in_executor(self, executor, func, *args):
+    def run_in_executor(self, executor: Executor | None, func: Callable[[Unpack[_Ts]], _T],
+                        *args: Unpack[_Ts]) -> asyncio.Future[_T]:
         if executor is None:
             raise RuntimeError("the simulation has no default executor (threads)")
         return super().run_in_executor(executor, func, *args)
