@@ -340,7 +340,8 @@ class RaftServer(SavePipeline, ClientRequests, Connections):
             if loop.time() - next_at > 10 * interval:
                 next_at = loop.time() + interval  # we were paused (SIGSTOP): do not replay
             self.core.tick()
-            self._wake.set()
+            if self.core.has_ready():  # else the driver would wake up to find nothing to do
+                self._wake.set()
             if self.metrics is not None:
                 self.metrics.maybe_refresh()
 

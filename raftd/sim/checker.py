@@ -59,6 +59,7 @@ class SafetyChecker:
         self._config_checked: dict[str, Configuration] = {}  # node -> configuration checked
         # node -> (log checked upto, truncations, index of its newest CONFIG entry, decoded)
         self._newest_cfg: dict[str, tuple[int, int, int, Configuration | None]] = {}
+        self._looked_at: dict[str, tuple] = {}  # node -> what observe last saw (_state_key)
 
     # ------------------------------------------------------------------ configurations --
     def latest_config(self) -> tuple[int, Configuration]:
@@ -73,12 +74,30 @@ class SafetyChecker:
         self._log_checked.pop(nid, None)
         self._leader_seen[nid] = -1
         self._newest_cfg.pop(nid, None)
+        self._looked_at.pop(nid, None)
 
-    def observe(self, node, now: int) -> None:
+    @staticmethod
+    def _state_key(raft) -> tuple:
+        """Everything the checks below read from a node.  The log changes only through
+        RaftLog's methods, each of which moves last_index, snapshot_index or truncations;
+        configurations and snapshots are immutable values replaced whole."""
+        log = raft.log
+        return (raft, raft.term, raft.role, raft.commit_index, log.last_index,
+                log.snapshot_index, log.truncations, raft.config, raft.snapshot,
+                tuple(raft.progress) if raft.role == Role.LEADER else ())
+
+    def observe(self, node, now: int) -> bool:
+        """Check ``node``'s state; False if it did not change since the last look."""
         raft = node.raft
         if raft is None:
-            return
+            return False
         nid = node.id
+        # A node whose state did not change since the last look passes every check again (the
+        # checks are incremental, and what other nodes did is checked when they change): skip.
+        key = self._state_key(raft)
+        if self._looked_at.get(nid) == key:
+            return False
+        self._looked_at[nid] = key
         self._check_core_state(nid, raft)
         # Election Safety + Leader Completeness, once per (node, term) it leads.
         if raft.role == Role.LEADER and self._leader_seen[nid] != raft.term:
@@ -124,6 +143,7 @@ class SafetyChecker:
             if e.kind == EntryKind.CONFIG and (not self.configs or self.configs[-1][0] < index):
                 self._config_committed(nid, e)
         self._commit_seen[nid] = raft.commit_index
+        return True
 
     def _config_committed(self, nid: str, e: Entry) -> None:
         cfg = Configuration.decode(e.data)

@@ -1,5 +1,5 @@
 """python -m raftd.simrt --seeds N [--nodes K] [--start S] [--jobs J] [--mutant NAME]
-[--list-mutants] [--trace]
+[--memory-disk] [--list-mutants] [--trace]
 
 Runs seeds S..S+N-1 of the deterministic simulation of raftd's own runtime (RaftServer, WAL,
 snapshot store, KV state machine, client library) under simulated network, disk, crash and
@@ -16,6 +16,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Iterable
 
 from .cluster import SimCluster, SimParams
 from .mutants import MUTANTS, mutant
@@ -24,7 +25,7 @@ _TOTALS = ("crashes", "restarts", "partitions", "ops", "ok_ops")
 
 
 def run_seed(seed: int, nodes: int = 5, mutant_name: str | None = None,
-             trace: bool = False, disk_model: bool = False) -> SimCluster:
+             trace: bool = False, disk_model: bool = True) -> SimCluster:
     with mutant(mutant_name):
         return SimCluster(seed, SimParams(nodes=nodes, disk_model=disk_model),
                           trace=trace).run()
@@ -40,8 +41,8 @@ def _one(args: tuple[int, int, str | None, bool]) -> tuple[int, str | None, dict
 
 
 def _replay(prog: str, seed: int, a) -> str:
-    flag = (f" --mutant {a.mutant}" if a.mutant else "") + (" --disk-model" if a.disk_model
-                                                             else "")
+    flag = (f" --mutant {a.mutant}" if a.mutant else "") + ("" if a.disk_model
+                                                             else " --memory-disk")
     return (f"PYTHONHASHSEED=0 {prog} --seeds 1 --start {seed} --nodes {a.nodes}"
             f"{flag} --trace")
 
@@ -59,9 +60,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m raftd.simrt") -> 
     ap.add_argument("--jobs", type=int, default=1, help="worker processes")
     ap.add_argument("--mutant", choices=sorted(MUTANTS), help="run with this bug injected")
     ap.add_argument("--list-mutants", action="store_true", help="print the mutants' names")
-    ap.add_argument("--disk-model", action="store_true",
-                    help="the WAL and snapshots on raftd.storage.fsmodel (power-loss rules per "
-                         "sector and directory fsync) instead of real files")
+    disk = ap.add_mutually_exclusive_group()
+    disk.add_argument("--disk-model", dest="disk_model", action="store_true", default=True,
+                      help="the WAL and snapshots on raftd.storage.fsmodel: power-loss rules per "
+                           "sector and directory fsync, EIO, ENOSPC (the default)")
+    disk.add_argument("--memory-disk", dest="disk_model", action="store_false",
+                      help="the WAL and snapshots on real files in a temporary directory, a "
+                           "crash keeping each file's fsynced length plus a random prefix of "
+                           "the rest (no directory fsync rules, no disk errors)")
     ap.add_argument("--trace", action="store_true",
                     help="print a readable trace of each run (use with --seeds 1)")
     a = ap.parse_args(argv)
@@ -84,6 +90,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m raftd.simrt") -> 
             print(f"seed {seed}: ok; {c.stats}")
         return 0
     work = [(s, a.nodes, a.mutant, a.disk_model) for s in range(a.start, a.start + a.seeds)]
+    results: Iterable[tuple[int, str | None, dict]]
     if a.jobs > 1:
         with multiprocessing.get_context("fork").Pool(a.jobs) as pool:
             results = list(pool.imap_unordered(_one, work, chunksize=2))
@@ -98,15 +105,15 @@ def main(argv: list[str] | None = None, prog: str = "python -m raftd.simrt") -> 
             totals[k] += st.get(k, 0)
     dt = time.monotonic() - t0
     what = (f"{a.nodes} nodes" + (f", mutant {a.mutant}" if a.mutant else "")
-            + (", disk model" if a.disk_model else ""))
+            + (", disk model" if a.disk_model else ", memory disk"))
     if failed:
         failed.sort()
         seed, err = failed[0]
         print(f"FAIL: {len(failed)} of {a.seeds} seeds failed ({what}, {dt:.1f}s). "
               f"First failing seed: {seed}\n{err}")
         print(f"replay: {_replay(prog, seed, a)}")
-        for s, e in failed[1:10]:
-            print(f"  seed {s}: {e.splitlines()[0][:200]}")
+        for other, why in failed[1:10]:
+            print(f"  seed {other}: {why.splitlines()[0][:200]}")
         return 1
     print(f"ok: {a.seeds} seeds ({a.start}..{a.start + a.seeds - 1}), {what}, {dt:.1f}s "
           f"({a.seeds / dt:.2f} seeds/s); {totals['crashes']} crashes, {totals['restarts']} "

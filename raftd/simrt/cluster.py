@@ -26,6 +26,7 @@ from random import Random
 import raftd.client as rclient
 from raftd.config import NodeConfig
 from raftd.core import Configuration, Role
+from raftd.core.node import RaftNode
 from raftd.core.messages import AppendEntriesResponse, RequestVoteResponse
 from raftd.runtime.clock import Clock
 from raftd.runtime.server import RaftServer
@@ -53,8 +54,9 @@ class SimParams:
     crash_p: float = 0.35  # per fault event
     partition_p: float = 0.3
     # The WAL and snapshot store on raftd.storage.fsmodel (power-loss rules per sector and
-    # per directory fsync) instead of real files truncated to their fsynced length.
-    disk_model: bool = False
+    # per directory fsync; the default), or (False: --memory-disk) on real files truncated to
+    # their fsynced length at a crash.
+    disk_model: bool = True
     pause_p: float = 0.2  # a process stops for a while and resumes (SIGSTOP, GC, VM stall)
     # Membership changes (Raft §6) through the operator's request path; the spares start
     # empty in join mode and are the only servers a change may add (ids are never reused).
@@ -79,6 +81,19 @@ class SimNode:
         self.id, self.host, self.cfg = nid, host, cfg
         self.server: RaftServer | None = None
         self.incarnation = 0
+
+
+def _server(n: SimNode) -> RaftServer:
+    """The server of a node the caller knows is up."""
+    assert n.server is not None, f"{n.id} is down"
+    return n.server
+
+
+def _raft(n: SimNode) -> RaftNode:
+    """The core of a node the caller knows is up and started."""
+    raft = _server(n).node
+    assert raft is not None, f"{n.id} has not started"
+    return raft
 
 
 class SimCluster:
@@ -160,19 +175,19 @@ class SimCluster:
         def observed_apply(entry, _nid=n.id):
             self.checker.applied(_nid, entry)
             return apply(entry)
-        srv.fsm.apply_entry = observed_apply  # observation only: the state machine is real
+        srv.fsm.apply_entry = observed_apply  # type: ignore[method-assign]  # observation only: the state machine is real
         send = srv._send  # noqa: SLF001
 
         def observed_send(msg, _nid=n.id, _srv=srv):
             self._check_persisted_before_send(_nid, _srv, msg)
             return send(msg)
-        srv._send = observed_send  # noqa: SLF001 - observation only
+        srv._send = observed_send  # type: ignore[method-assign]  # noqa: SLF001 - observation only
         handle_ready = srv._handle_ready  # noqa: SLF001
 
         async def observed_ready(rd, _nid=n.id, _srv=srv):
             self._check_leader_commit(_nid, _srv.node)
             return await handle_ready(rd)
-        srv._handle_ready = observed_ready  # noqa: SLF001 - observation only
+        srv._handle_ready = observed_ready  # type: ignore[method-assign]  # noqa: SLF001 - observation only
         srv.install_fault = lambda step, _n=n, _srv=srv: self._install_step(_n, _srv, step)
         n.server = srv
         self.checker.node_started(n.id)
@@ -208,15 +223,18 @@ class SimCluster:
     def _schedule_disk_errors(self) -> None:
         """With the disk model: a few disk errors during the faulty phase (drawn from the
         disk's own generator, so the other faults of a seed stay as they are)."""
+        assert self.model_disk is not None
         rng = self.model_disk.rng
         for _ in range(rng.randrange(0, 3)):
             n = rng.choice(list(self.nodes.values()))
             self.loop.call_later(rng.uniform(0.1, self.p.faulty_s), self._disk_error, n)
 
     def _disk_error(self, n: SimNode) -> None:
-        if n.server is None or not self._faults_on or n.host in self.model_disk.injected:
+        disk = self.model_disk
+        assert disk is not None
+        if n.server is None or not self._faults_on or n.host in disk.injected:
             return
-        what = self.model_disk.inject(n.host)
+        what = disk.inject(n.host)
         self.log(f"{n.id}: {what}")
 
     def _pause(self, nodes: list[SimNode]) -> None:
@@ -228,7 +246,7 @@ class SimCluster:
         up = [n for n in nodes if n.server is not None and n.server.node is not None]
         if not up:
             return
-        leaders = [n for n in up if n.server.node.role == Role.LEADER]
+        leaders = [n for n in up if _raft(n).role == Role.LEADER]
         n = self.rng.choice(leaders if leaders and self.rng.random() < 0.7 else up)
         inc = n.incarnation
         length = self.rng.uniform(0.1, 0.8)
@@ -266,9 +284,9 @@ class SimCluster:
               and n.server.node.role == Role.LEADER]
         if not up or not self._faults_on:
             return
-        n = max(up, key=lambda m: m.server.node.term)
+        n = max(up, key=lambda m: _raft(m).term)
         cut = [m for m in self.nodes.values() if m is not n
-               and (not voters_only or n.server.node.config.is_voter(m.id))]
+               and (not voters_only or _raft(n).config.is_voter(m.id))]
         self.net.isolate(n.host, {m.host for m in cut})
         self.log(f"{n.id} (leader) cut off from {', '.join(m.id for m in cut)} for "
                  f"{length * 1000:.0f} ms")
@@ -317,6 +335,7 @@ class SimCluster:
         """Raft Figure 2: persistent state is on stable storage before responding.  The WAL's
         in-memory view changes only once a save is written and fsynced."""
         st = srv.storage
+        assert st is not None  # messages are sent only once the WAL is open
         if isinstance(msg, AppendEntriesResponse) and msg.success:
             if st.last_index < msg.match_index:
                 self._fail(SafetyViolation(f"{nid} acknowledged entries up to "
@@ -356,7 +375,7 @@ class SimCluster:
                 if srv is None or srv.node is None:
                     continue
                 if srv.exit_code and self.model_disk is not None and \
-                        self.model_disk.injected.pop(n.host, None):
+                        self.model_disk.injected.pop(n.host, ""):
                     # Expected: a node fail-stops on a disk error (EIO, ENOSPC) and is
                     # restarted; nothing it acknowledged may be lost (issue 15 §2).
                     self.model_disk.fail_stops += 1
@@ -367,8 +386,8 @@ class SimCluster:
                 if srv.exit_code:
                     raise SimFailure(f"{n.id} stopped on a fatal error (exit code "
                                      f"{srv.exit_code}); see --trace")
-                self.checker.observe(_Observed(n.id, srv.node), 0)
-                self._check_log_keeps_committed(n.id, srv.node)
+                if self.checker.observe(_Observed(n.id, srv.node), 0):  # (False: unchanged)
+                    self._check_log_keeps_committed(n.id, srv.node)
         except (SafetyViolation, SimFailure) as e:
             self._fail(e)
             return
@@ -396,7 +415,10 @@ class SimCluster:
             except (rclient.ClientError, OSError, asyncio.TimeoutError):
                 pass
         self.stats["bursts"] += 1
-        await asyncio.gather(*(put(j) for j in range(k or rng.randrange(4, 16))))
+        if not k:
+            assert rng is not None, "a burst of a random size needs a generator"
+            k = rng.randrange(4, 16)
+        await asyncio.gather(*(put(j) for j in range(k)))
 
     async def _one_shot_get(self, key: str, rng: Random) -> bytes | None:
         """A read from a client that starts, asks one server it picked (like raftctl get
@@ -543,8 +565,8 @@ class SimCluster:
             members = self.checker.latest_config()[1].members
             up = [n for n in self.nodes.values() if n.id in members and n.server is not None
                   and n.server.node]
-            states = {n.id: (n.server.fsm.applied_index, n.server.fsm.digest()) for n in up}
-            leader_commit = max(n.server.node.commit_index for n in up)
+            states = {n.id: (_server(n).fsm.applied_index, _server(n).fsm.digest()) for n in up}
+            leader_commit = max(_raft(n).commit_index for n in up)
             if len(set(states.values())) == 1 and \
                     next(iter(states.values()))[0] >= leader_commit:
                 return
@@ -614,11 +636,11 @@ def _duplicating_links(rng: Random, dup_p: float, stale_p: float):
         if held and rng.random() < stale_p:
             link, old = held.pop(rng.randrange(len(held)))
             send(link, old)
-    PeerLink.send = faulty_send
+    PeerLink.send = faulty_send  # type: ignore[method-assign]
     try:
         yield
     finally:
-        PeerLink.send = send
+        PeerLink.send = send  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager
@@ -634,11 +656,11 @@ def _patched_client(ids: Random):
         def uuid4():
             return uuid.UUID(int=ids.getrandbits(128))
     saved = (rclient._Connection._open, rclient.uuid)  # noqa: SLF001 - the simulator swaps the client's connection for its network
-    rclient._Connection._open, rclient.uuid = _open, _Uuid  # noqa: SLF001 - the simulator swaps the client's connection for its network
+    rclient._Connection._open, rclient.uuid = _open, _Uuid  # type: ignore[method-assign, assignment]  # noqa: SLF001 - the simulator swaps the client's connection for its network
     try:
         yield
     finally:
-        rclient._Connection._open, rclient.uuid = saved  # noqa: SLF001 - the simulator swaps the client's connection for its network
+        rclient._Connection._open, rclient.uuid = saved  # type: ignore[method-assign]  # noqa: SLF001 - the simulator swaps the client's connection for its network
 
 
 @contextlib.contextmanager

@@ -13,10 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from concurrent.futures import Executor, Future
+from pathlib import Path
 from random import Random
+from typing import TYPE_CHECKING, Any
 
 from .loop import HOST
+
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
+
+    from raftd.storage.fsmodel import FsModel
 
 
 class SimExecutor(Executor):
@@ -60,26 +68,26 @@ class SimDisk:
         self.epoch: dict[str, int] = {}
         self.fsyncs = 0
         self.torn = 0
-        self._saved = None
+        self._saved: tuple[Callable[[FileDescriptorLike], None],
+                           Callable[[FileDescriptorLike], None]] | None = None
 
     def install(self) -> None:
         """Observe fsync/fdatasync for the run (restored by uninstall)."""
         self._saved = (os.fsync, os.fdatasync)
-        real_fsync, real_fdatasync = self._saved
 
-        def watch(real):
-            def sync(fd):
-                st = os.fstat(fd)
-                if (st.st_mode & 0o170000) == 0o100000:  # a regular file (not a directory)
-                    self.synced[(st.st_dev, st.st_ino)] = st.st_size
-                self.fsyncs += 1
-                # No real sync: the simulated crash decides what survives.
-            return sync
-        os.fsync, os.fdatasync = watch(real_fsync), watch(real_fdatasync)
+        def sync(fd: FileDescriptorLike) -> None:
+            st = os.fstat(fd if isinstance(fd, int) else fd.fileno())
+            if (st.st_mode & 0o170000) == 0o100000:  # a regular file (not a directory)
+                self.synced[(st.st_dev, st.st_ino)] = st.st_size
+            self.fsyncs += 1
+            # No real sync: the simulated crash decides what survives.
+        for name in ("fsync", "fdatasync"):
+            setattr(os, name, sync)
 
     def uninstall(self) -> None:
         if self._saved is not None:
-            os.fsync, os.fdatasync = self._saved
+            for name, real in zip(("fsync", "fdatasync"), self._saved, strict=True):
+                setattr(os, name, real)
             self._saved = None
 
     def executor(self, loop, host: str, delay=(0.0005, 0.004)):
@@ -117,13 +125,13 @@ class ModelDisk:
         from raftd.storage.fsmodel import FsModel  # noqa: PLC0415 - only this disk needs it
         self.rng = rng
         self._new = FsModel
-        self.models: dict[str, object] = {}
-        self._saved: list = []
+        self.models: dict[str, FsModel] = {}
+        self._saved: list[tuple[object, str, object]] = []
         self.crashes = 0
         self.injected: dict[str, str] = {}  # host -> the disk error injected there
         self.fail_stops = 0
 
-    def model(self, host: str):
+    def model(self, host: str) -> FsModel:
         m = self.models.get(host)
         if m is None:
             m = self.models[host] = self._new()
@@ -135,24 +143,29 @@ class ModelDisk:
         from raftd.storage.wal import DurableLog  # noqa: PLC0415
 
         disk = self
-        open_log = DurableLog.open.__func__
+        open_log = DurableLog.__dict__["open"].__func__
         store_init = snapshots.SnapshotStore.__init__
         read_state, iter_chunks = snapshotting.read_state, snapshotting.iter_chunks
 
-        def log_open(cls, directory, **kw):
+        def log_open(cls: type[DurableLog], directory: str, **kw: Any) -> DurableLog:
             kw["fs"] = disk.model(HOST.get())
-            return open_log(cls, directory, **kw)
+            return open_log(cls, directory, **kw)  # type: ignore[no-any-return]
 
-        def store(self, directory, keep=2, fsync=True, fs=None):
+        def store(self: snapshots.SnapshotStore, directory: str, keep: int = 2,
+                  fsync: bool = True, fs: object = None) -> None:
             store_init(self, directory, keep, fsync, disk.model(HOST.get()))
-        self._saved = [(DurableLog, "open", DurableLog.__dict__["open"]),
-                       (snapshots.SnapshotStore, "__init__", store_init),
-                       (snapshotting, "read_state", read_state),
-                       (snapshotting, "iter_chunks", iter_chunks)]
-        DurableLog.open = classmethod(log_open)
-        snapshots.SnapshotStore.__init__ = store
-        snapshotting.read_state = lambda path: read_state(path, fs=disk.model(HOST.get()))
-        snapshotting.iter_chunks = lambda path: iter_chunks(path, fs=disk.model(HOST.get()))
+
+        def read_model_state(path: Path) -> Any:
+            return read_state(path, fs=disk.model(HOST.get()))
+
+        def iter_model_chunks(path: Path) -> Any:
+            return iter_chunks(path, fs=disk.model(HOST.get()))
+        for obj, name, value in ((DurableLog, "open", classmethod(log_open)),
+                                 (snapshots.SnapshotStore, "__init__", store),
+                                 (snapshotting, "read_state", read_model_state),
+                                 (snapshotting, "iter_chunks", iter_model_chunks)):
+            self._saved.append((obj, name, vars(obj)[name]))
+            setattr(obj, name, value)
 
     def uninstall(self) -> None:
         for obj, name, value in reversed(self._saved):

@@ -88,14 +88,14 @@ class MembershipDriver:
                 what, args = change
                 st["conf_attempts"] += 1
                 self.cluster.log(f"admin: change_config {what}")
-                r = self.rng.random()
-                if r < 0.15:
+                dice = self.rng.random()
+                if dice < 0.15:
                     # Hit the leader while the change is in flight (the joint entry appended
                     # and not committed yet, or C_new appended, or catching a learner up).
                     self.cluster.loop.call_later(self.rng.uniform(0.001, 0.05),
                                                  self.cluster.isolate_leader,
                                                  self.rng.uniform(0.1, 0.6))
-                elif r < 0.3:
+                elif dice < 0.3:
                     # Or cut it off first: it may still append the change, behind writes that
                     # will never commit, before it notices it lost its quorum.
                     # Then the operator snapshots every server (a backup job): the new

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from raftd.core import EntryKind
 from raftd.core import membership
@@ -20,6 +21,8 @@ from raftd.kv.commands import Op
 from raftd.kv.fsm import KVStateMachine
 from raftd.runtime.server import RaftServer
 from raftd.runtime.snapshotting import Snapshotter
+from raftd.storage import snapshots
+from raftd.storage.fs import OS
 
 
 @contextlib.contextmanager
@@ -47,7 +50,7 @@ def _patch_handler(msg_type: type, name: str, fn) -> Iterator[None]:
         table[msg_type] = saved
 
 
-def _send_before_save(kind: type, what: Callable[[object], bool] = lambda m: True):
+def _send_before_save(kind: type, what: Callable[[Any], bool] = lambda m: True):
     """Messages of ``kind`` in a Ready that has something to save leave before the save
     (ready.py: they may leave only once it is durable)."""
     original = RaftServer._process_ready
@@ -181,6 +184,33 @@ def snapshot_install_not_crash_safe():
     return _patch(Snapshotter, "reconcile", lambda self, info: None)
 
 
+class _NoDirSync:
+    """A file layer whose directory fsyncs do nothing (everything else is passed on)."""
+
+    def __init__(self, fs) -> None:
+        self._fs = fs
+
+    def fsync_dir(self, path) -> None:
+        pass
+
+    def __getattr__(self, name: str):
+        return getattr(self._fs, name)
+
+
+def snapshot_rename_not_durable():
+    """A snapshot is written to a temp file, fsynced and renamed into place, but the
+    directory is not fsynced after the rename (paper §7 / thesis ch. 5: the snapshot must be
+    durable before the log behind it is discarded).  After a power loss the new name can be
+    gone while the WAL was compacted behind it.  Only --disk-model (the default) sees it: real
+    files keep every rename."""
+    write = snapshots.write_snapshot_file
+
+    def write_snapshot_file(*args, **kw):
+        kw["fs"] = _NoDirSync(kw.get("fs", OS))  # (every caller names fs)
+        return write(*args, **kw)
+    return _patch(snapshots, "write_snapshot_file", write_snapshot_file)
+
+
 MUTANTS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "ack-before-fsync": ack_before_fsync,
     "vote-before-persist": vote_before_persist,
@@ -190,6 +220,7 @@ MUTANTS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "read-index-without-heartbeat": read_index_without_heartbeat,
     "phantom-config-after-snapshot": phantom_config_after_snapshot,
     "snapshot-install-not-crash-safe": snapshot_install_not_crash_safe,
+    "snapshot-rename-not-durable": snapshot_rename_not_durable,
 }
 
 

@@ -110,6 +110,7 @@ class SimTransport(asyncio.Transport):
             self._held.append(item)
             return
         if isinstance(item, bytes):
+            assert self.protocol is not None  # set when the connection was made
             self.protocol.data_received(item)
         else:
             self._lose(item)
@@ -119,6 +120,7 @@ class SimTransport(asyncio.Transport):
             return
         self._lost = self._closing = True
         self._held.clear()
+        assert self.protocol is not None  # set when the connection was made
         if exc is None:
             try:
                 self.protocol.eof_received()

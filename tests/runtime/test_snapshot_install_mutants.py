@@ -10,8 +10,7 @@ import pytest
 from raftd.runtime import snapshotting
 from tests.runtime.test_snapshot_install import _append_during_install, _every_step
 
-# See test_snapshot_install.py about the rerun.
-pytestmark = [pytest.mark.timeout(150), pytest.mark.flaky(reruns=2)]
+pytestmark = [pytest.mark.timeout(150)]
 
 
 def test_mutant_install_not_crash_atomic_is_caught(tmp_path, monkeypatch):
