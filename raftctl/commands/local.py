@@ -185,8 +185,11 @@ def load_cluster(directory: Path) -> list[dict]:
 
 
 def start_node(n: dict) -> int:
+    """Start node ``n``'s raftd; its pid.  ``n["log_from"]``: where its own log lines begin
+    (the log is appended to: the lines before are an earlier process's)."""
     d = Path(n["data_dir"])
     logf = open(d / "raftd.log", "ab")  # noqa: SIM115 - handed to the child
+    n["log_from"] = logf.tell()
     proc = subprocess.Popen([sys.executable, "-m", "raftd", "--config", str(d / "raftd.yaml")],
                             stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                             start_new_session=True, cwd=str(d))
@@ -194,18 +197,23 @@ def start_node(n: dict) -> int:
     return proc.pid
 
 
-def _last_log_line(d: Path) -> str:
+def _last_log_line(d: Path, start: int = 0) -> str:
+    """The last line of ``d``'s log from byte ``start`` on."""
     try:
-        lines = (d / "raftd.log").read_text(errors="replace").strip().splitlines()
+        with open(d / "raftd.log", "rb") as f:
+            f.seek(start)
+            lines = f.read().decode(errors="replace").strip().splitlines()
         return lines[-1] if lines else ""
     except OSError:
         return ""
 
 
-def _why_exited(pid: int, d: Path) -> str:
-    """The last line of the node's log or, when it wrote none (trial 6 saw an empty reason),
-    its exit status: it is our child, so waitpid has it."""
-    line = _last_log_line(d)
+def _why_exited(n: dict) -> str:
+    """The last line node ``n``'s process logged or, when it logged none (trial 6 saw an
+    empty reason, and under load an earlier process's "stopping"), its exit status: it is
+    our child, so waitpid has it."""
+    pid = n["pid"]
+    line = _last_log_line(Path(n["data_dir"]), n.get("log_from", 0))
     if line:
         return line
     try:
@@ -323,7 +331,7 @@ def _failures(layout: list[dict], started: set[str], st: dict) -> list[str]:
         if n["id"] not in started:
             continue
         if not _pid_alive(n["pid"]):
-            out.append(f"{n['id']} exited: {_why_exited(n['pid'], Path(n['data_dir']))} "
+            out.append(f"{n['id']} exited: {_why_exited(n)} "
                        f"(log: {n['data_dir']}/raftd.log)")
             continue
         other = answering.get(n["address"])
@@ -570,7 +578,7 @@ def _start_and_add(s, directory: Path, layout: list[dict], node: dict) -> dict:
                 "reachable"]:
             break
         if not _pid_alive(node["pid"]):
-            raise CliError(f"{node['id']} exited: {_why_exited(node['pid'], d)}")
+            raise CliError(f"{node['id']} exited: {_why_exited(node)}")
         time.sleep(0.1)
     return change(s, add={node["id"]: node["address"]})
 

@@ -126,16 +126,18 @@ def test_one_attempt_is_singular():
 
 
 def test_a_node_that_exits_without_a_log_line_gets_its_exit_status(tmp_path):
-    """Trial 6 (bench_startup run): `n3 exited: ` with an empty reason."""
+    """Trial 6 (bench_startup run): `n3 exited: ` with an empty reason; and a node that logs
+    nothing is not given an earlier process's last line (seen once under load: "stopping")."""
     import subprocess
     import sys
     import time
 
     from raftctl.commands.local import _why_exited
 
-    (tmp_path / "raftd.log").write_text("")
-    pid = subprocess.Popen([sys.executable, "-c", "raise SystemExit(7)"]).pid
+    (tmp_path / "raftd.log").write_text("an earlier process's last line: stopping\n")
+    node = {"data_dir": str(tmp_path), "log_from": (tmp_path / "raftd.log").stat().st_size,
+            "pid": subprocess.Popen([sys.executable, "-c", "raise SystemExit(7)"]).pid}
     deadline = time.monotonic() + 10
-    while (why := _why_exited(pid, tmp_path)) == "no log line" and time.monotonic() < deadline:
+    while (why := _why_exited(node)) == "no log line" and time.monotonic() < deadline:
         time.sleep(0.05)  # (waitpid reaps it: asked once more, the status is gone)
     assert why == "no log line, exit status 7"
