@@ -49,10 +49,10 @@ class Connections(ServerState):
 
     async def _on_connection(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:
-        self._conns.add(writer)
+        self._conns[writer] = None
         task = asyncio.current_task()
         assert task is not None  # asyncio.start_server runs each handler in a task
-        self._conn_tasks.add(task)
+        self._conn_tasks[task] = None
         peer = writer.get_extra_info("peername")
         host = peer[0] if peer else "?"
         self._conns_per_host[host] = self._conns_per_host.get(host, 0) + 1
@@ -86,8 +86,8 @@ class Connections(ServerState):
                 self.snapshots.abort_incoming(inc.snap_state)
                 inc.conn.closed = True
                 self.guard.untrack(inc.watch)
-            self._conns.discard(writer)
-            self._conn_tasks.discard(task)
+            self._conns.pop(writer, None)
+            self._conn_tasks.pop(task, None)
             writer.close()
 
     async def _admit(self, writer: asyncio.StreamWriter, host: str) -> _Incoming | None:

@@ -101,8 +101,8 @@ class RaftServer(SavePipeline, ClientRequests, Connections):
         self._read_ids = 0
         self._pending_reads = {}
         self._reads_waiting_apply = []
-        self._conns = set()
-        self._conn_tasks = set()  # their handlers, awaited by stop()
+        self._conns = {}  # (ordered: see ServerState)
+        self._conn_tasks = {}  # their handlers, awaited by stop()
         self._conns_per_host = {}
         self.tls = None
         self.stopped = asyncio.Event()

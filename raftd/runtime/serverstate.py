@@ -77,8 +77,11 @@ class ServerState:
     _reads_waiting_apply: list[tuple[int, ClientConn, int, dict[str, Any]]]
     _page_bytes: int
     # connections
-    _conns: set[asyncio.StreamWriter]
-    _conn_tasks: set[asyncio.Task[Any]]
+    # Dicts, not sets: stop() closes them in the order they came (a set of objects iterates
+    # in address order, which differs from run to run, and the simulator replays a seed only
+    # if the daemon does the same things in the same order).
+    _conns: dict[asyncio.StreamWriter, None]
+    _conn_tasks: dict[asyncio.Task[Any], None]
     _conns_per_host: dict[str, int]
     _dropped_logged: dict[str, float]
     _refusals_logged: dict[str, tuple[float, int]]

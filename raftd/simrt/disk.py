@@ -113,6 +113,13 @@ class SimDisk:
 _FULL = "disk full (ENOSPC)"
 
 
+class _Clock:
+    """Stands in for the time module where the storage reads the wall clock (see ModelDisk)."""
+
+    def __init__(self, now: Callable[[], float]):
+        self.time = now
+
+
 class ModelDisk:
     """The WAL and snapshot store of each node on raftd.storage.fsmodel instead of real files
     (issue 15 §2, issue 21): a crash then applies the model's power-loss rules (unsynced writes
@@ -130,6 +137,20 @@ class ModelDisk:
         self.crashes = 0
         self.injected: dict[str, str] = {}  # host -> the disk error injected there
         self.fail_stops = 0
+        # What the storage would take from the OS and writes into files: WAL segment salts
+        # (os.urandom) and a snapshot's "created" time (time.time).  The model's crash states
+        # depend on the bytes of a write (equal contents count once), so these must come from
+        # the seed for a seed to replay exactly.  Their own generator: the seed's other draws
+        # stay as they are.
+        self._salts = Random(0x5A17)
+        self._created = 0
+
+    def _salt(self, n: int) -> bytes:
+        return self._salts.getrandbits(8 * n).to_bytes(n, "big")
+
+    def _now(self) -> float:
+        self._created += 1
+        return float(self._created)
 
     def model(self, host: str) -> FsModel:
         m = self.models.get(host)
@@ -149,6 +170,7 @@ class ModelDisk:
 
         def log_open(cls: type[DurableLog], directory: str, **kw: Any) -> DurableLog:
             kw["fs"] = disk.model(HOST.get())
+            kw["random_bytes"] = disk._salt
             return open_log(cls, directory, **kw)  # type: ignore[no-any-return]
 
         def store(self: snapshots.SnapshotStore, directory: str, keep: int = 2,
@@ -163,7 +185,8 @@ class ModelDisk:
         for obj, name, value in ((DurableLog, "open", classmethod(log_open)),
                                  (snapshots.SnapshotStore, "__init__", store),
                                  (snapshotting, "read_state", read_model_state),
-                                 (snapshotting, "iter_chunks", iter_model_chunks)):
+                                 (snapshotting, "iter_chunks", iter_model_chunks),
+                                 (snapshots, "time", _Clock(disk._now))):
             self._saved.append((obj, name, vars(obj)[name]))
             setattr(obj, name, value)
 

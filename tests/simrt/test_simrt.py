@@ -12,10 +12,11 @@ from raftd.simrt.mutants import MUTANTS
 # mutant -> a seed (5 nodes) that catches it: `python -m raftd.sim --mutant NAME --seeds 300`
 # prints the first one.
 CAUGHT_AT: dict[str, int] = {"ack-before-fsync": 0, "vote-before-persist": 0,
-                             "commit-previous-term-by-count": 0, "truncate-committed": 0,
-                             "snapshot-install-not-crash-safe": 3, "no-session-dedupe": 7,
-                             "phantom-config-after-snapshot": 8,
-                             "read-index-without-heartbeat": 5}
+                             "commit-previous-term-by-count": 3, "truncate-committed": 0,
+                             "snapshot-install-not-crash-safe": 4, "no-session-dedupe": 6,
+                             "phantom-config-after-snapshot": 55,
+                             "read-index-without-heartbeat": 11,
+                             "snapshot-rename-not-durable": 1}
 
 REQUIRED = {"phantom-config-after-snapshot", "ack-before-fsync", "vote-before-persist",
             "commit-previous-term-by-count", "snapshot-install-not-crash-safe",
