@@ -8,6 +8,7 @@ import asyncio
 import random
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -29,10 +30,12 @@ def _pct(sorted_vals: list[float], p: float) -> float:
 async def run_bench(endpoints: list[str], clients: int, duration: float, value_size: int,
                     keys: int, read_ratio: float, warmup: float = 1.0,
                     sequential: bool = False, request_timeout: float = 10.0,
-                    prefix: str = "bench/", keep: bool = False, force: bool = False) -> dict:
+                    prefix: str = "bench/", keep: bool = False, force: bool = False,
+                    started: Callable[[], None] = lambda: None) -> dict:
     """Every key the benchmark touches is PREFIX + k<i> for i < ``keys``, so a user's own
     keys are never written: it refuses to start when PREFIX already holds a key, unless
-    ``force``; the keys it wrote are deleted at the end unless ``keep``."""
+    ``force``; the keys it wrote are deleted at the end unless ``keep``.  ``started`` is
+    called once the cluster answered and the load begins (a refusal comes before it)."""
     rng = random.Random(1)
     value = bytes(rng.getrandbits(8) for _ in range(value_size))
     lat: list[float] = []
@@ -48,6 +51,7 @@ async def run_bench(endpoints: list[str], clients: int, duration: float, value_s
             await _refuse_a_used_prefix(c, prefix)
         written.add(warm_key)  # added first: a put that times out may still have been applied
         await c.put(warm_key, value)  # find the leader before the clock starts
+        started()
         loop = asyncio.get_running_loop()
         t_start = loop.time()
         t_measure = t_start + warmup
@@ -162,12 +166,14 @@ def register(app: typer.Typer) -> None:
                     tmp = Path(tempfile.mkdtemp(prefix="raftd-bench-"))
                     eps = _local_up(tmp, nodes)
                     s.out.info(f"local cluster of {nodes} in {tmp}: {','.join(eps)}")
-                s.out.info(f"bench: {clients} in flight, {duration:g}s, {value_size}-byte values, "
-                           f"{keys} keys under {prefix!r}, read ratio {read_ratio}")
+                banner = (f"bench: {clients} in flight, {duration:g}s, {value_size}-byte "
+                          f"values, {keys} keys under {prefix!r}, read ratio {read_ratio}")
+                # Said once the cluster answered: an error is then the only line (issue 16).
                 res = asyncio.run(run_bench(eps, clients, duration, value_size, keys,
                                             read_ratio, warmup,
                                             request_timeout=request_timeout,
-                                            prefix=prefix, keep=keep, force=force))
+                                            prefix=prefix, keep=keep, force=force,
+                                            started=lambda: s.out.info(banner)))
             finally:
                 if tmp is not None:
                     _local_down(tmp)

@@ -60,10 +60,12 @@ def test_transfer_to_the_leader_status_of_a_stranger_and_snapshot_all_with_one_d
         quick = ("bench", "--clients", "2", "--duration", "0.3", "--warmup", "0", "--keys", "5")
         r = raftctl(cluster, *quick)
         assert r.returncode == 1 and r.stderr.count("raftctl: error:") == 1, r.stderr
+        assert r.stderr.count("\n") == 1, r.stderr  # the error only, no banner before it
         assert "keys already exist under 'bench/' (e.g. bench/k3)" in r.stderr, r.stderr
         assert c.get("bench/k3") == b"mine"
         r = raftctl(cluster, *quick, "--prefix", "b6/", "-o", "json")
         res = json.loads(r.stdout)
+        assert r.stderr.startswith("bench: 2 in flight"), r.stderr
         assert 1 <= res["keys_written"] <= 5 and res["keys_deleted"] == res["keys_written"]
         assert c.list("b6/") == {}
 
