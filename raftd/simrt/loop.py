@@ -61,7 +61,10 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         super().__init__(_NoSelector())
         self._clock_resolution = 1e-9
         self.net: SimNet | None = None  # set by SimNet
-        self.tasks_by_host: dict[str, set[asyncio.Task]] = {}
+        # host -> its live tasks, in creation order: a dict, not a set, because a set of
+        # tasks iterates in memory-address order, and a crash cancels them in that order (a
+        # seed then did not replay exactly).
+        self.tasks_by_host: dict[str, dict[asyncio.Task[Any], None]] = {}
         self.paused: dict[str, list[asyncio.Handle]] = {}  # host -> its callbacks held back
         self.set_task_factory(self._make_task)
 
@@ -165,9 +168,9 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         task = asyncio.Task(coro, loop=loop, **kw)
         ctx = kw.get("context")
         host = ctx.run(HOST.get) if ctx is not None else HOST.get()
-        tasks = self.tasks_by_host.setdefault(host, set())
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        tasks = self.tasks_by_host.setdefault(host, {})
+        tasks[task] = None
+        task.add_done_callback(lambda t: tasks.pop(t, None))
         return task
 
     async def create_connection(self, protocol_factory, host=None, port=None, **kw):
