@@ -9,8 +9,8 @@ from raftd.simrt import SimCluster, SimParams
 from raftd.simrt.__main__ import main
 from raftd.simrt.mutants import MUTANTS
 
-# mutant -> a seed (5 nodes) that catches it: `python -m raftd.sim --mutant NAME --seeds 300`
-# prints the first one.
+# mutant -> a seed (5 nodes, the default fsmodel disk) that catches it:
+# `python -m raftd.sim --mutant NAME --seeds 300` prints the first one.
 CAUGHT_AT: dict[str, int] = {"ack-before-fsync": 0, "vote-before-persist": 0,
                              "commit-previous-term-by-count": 3, "truncate-committed": 0,
                              "snapshot-install-not-crash-safe": 4, "no-session-dedupe": 6,
@@ -60,6 +60,20 @@ def test_the_disk_model_under_the_wal_and_snapshots(capsys):
     assert c.model_disk.fail_stops >= 1
     assert main(["--seeds", "1", "--start", "2", "--disk-model"]) == 0
     assert ", disk model," in capsys.readouterr().out
+    assert main(["--seeds", "1", "--start", "2"]) == 0  # the default since issue 15 §2
+    assert ", disk model," in capsys.readouterr().out
+
+
+def test_only_the_disk_model_sees_a_snapshot_rename_left_in_the_page_cache(capsys):
+    """Issue 15 §2: a snapshot renamed into place without the directory fsync is lost at a
+    power loss while the WAL was compacted behind it.  The fsmodel disk (the default) catches
+    the mutant; real files (--memory-disk) keep every rename, so the same seed passes there."""
+    name, seed = "snapshot-rename-not-durable", CAUGHT_AT["snapshot-rename-not-durable"]
+    assert sim_main(["--seeds", "1", "--start", str(seed), "--mutant", name]) == 1
+    assert "no valid snapshot" in capsys.readouterr().out
+    assert sim_main(["--seeds", "1", "--start", str(seed), "--mutant", name,
+                     "--memory-disk"]) == 0
+    assert ", memory disk," in capsys.readouterr().out
 
 
 def test_list_mutants(capsys):
