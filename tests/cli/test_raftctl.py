@@ -142,7 +142,11 @@ def test_ctrl_c_during_a_request_is_one_line_and_exit_130():
         port = s.getsockname()[1]
         p = subprocess.Popen([sys.executable, "-m", "raftctl.main", "-e", f"127.0.0.1:{port}",
                               "--timeout", "20", "kv", "get", "x"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             # A suite started in the background (`cmd &` without job
+                             # control) inherits SIGINT ignored, and Python then never
+                             # raises KeyboardInterrupt: give the child the default back.
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         s.settimeout(30)
         conn, _ = s.accept()  # the request is on its way: interrupt it now
         time.sleep(0.3)
