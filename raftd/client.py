@@ -32,8 +32,7 @@ from collections.abc import Sequence
 from .client_errors import (ClientError, ClosedBeforeAnswer, RequestError, Timeout, TLSError,
                             Unavailable, as_bytes as _as_bytes, bad_magic_error,
                             closed_unanswered)
-from .client_routing import (CLUSTER_ID_ENV, WRITE_OPS, LeaderRouting, Retry, Session,
-                             refused_answer)
+from .client_routing import (CLUSTER_ID_ENV, WRITE_OPS, LeaderRouting, Retry, Session)
 from .tls import TLSFiles, client_context, files_from_env, handshake_error
 from .wire.codec import decode_body, encode_client_request
 from .wire.framing import BadMagic, FrameDecoder, FrameType, RemoteProtocolError
@@ -351,18 +350,16 @@ class AsyncClient(LeaderRouting):
                     self._failed(op, st, address, e, sent=True)
                     await asyncio.sleep(st.pause())
                     continue
-                if resp.get("ok"):
-                    self._leader = address
-                    return resp.get("result") or {}
-                err = resp.get("error") or {}
-                if self._retry_later(st, address, err):
-                    if not self._leader:
-                        await asyncio.sleep(st.pause())
-                    continue
-                refused = refused_answer(err)
-                if refused.code == "session_expired":
-                    session = None  # never reuse it: every later seq would be refused too
-                raise refused
+                try:
+                    result = self._settle(st, address, resp)
+                except RequestError as e:
+                    if e.code == "session_expired":
+                        session = None  # never reuse it: every later seq would be refused too
+                    raise
+                if result is not None:
+                    return result
+                if not self._leader:
+                    await asyncio.sleep(st.pause())
             raise self._gave_up(op, args, st)
         finally:
             if session is not None:

@@ -121,6 +121,19 @@ class LeaderRouting:
         elif sent:
             st.sent_unanswered = True
 
+    def _settle(self, st: Retry, address: str, resp: dict) -> dict | None:
+        """A node's answer to a request: the result when it succeeded; None when it is to be
+        retried (elsewhere, or after a pause when no leader is known); otherwise raises the
+        refusal (RequestError).  Both clients' retry loops end here."""
+        if resp.get("ok"):
+            self._leader = address
+            result: dict = resp.get("result") or {}
+            return result
+        err = resp.get("error") or {}
+        if self._retry_later(st, address, err):
+            return None
+        raise refused_answer(err)
+
     def _retry_later(self, st: Retry, address: str, err: dict) -> bool:
         """Is this error answer one to retry (elsewhere, or after a pause)?"""
         code = err.get("code", "error")

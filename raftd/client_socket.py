@@ -22,7 +22,7 @@ from typing import Any
 
 from .client_errors import (RequestError, Unavailable, as_bytes, bad_magic_error,
                             closed_unanswered)
-from .client_routing import CLUSTER_ID_ENV, LeaderRouting, Retry, Session, refused_answer
+from .client_routing import CLUSTER_ID_ENV, LeaderRouting, Retry, Session
 from .wire.codec import decode_body, encode_client_request
 from .wire.framing import BadMagic, FrameDecoder, FrameType, RemoteProtocolError
 
@@ -206,18 +206,16 @@ class SocketClient(LeaderRouting):
                     self._failed(op, st, address, e, sent=True)
                     time.sleep(st.pause())
                     continue
-                if resp.get("ok"):
-                    self._leader = address
-                    return resp.get("result") or {}
-                err = resp.get("error") or {}
-                if self._retry_later(st, address, err):
-                    if not self._leader:
-                        time.sleep(st.pause())
-                    continue
-                refused = refused_answer(err)
-                if refused.code == "session_expired":
-                    session = None  # never reuse it: every later seq would be refused too
-                raise refused
+                try:
+                    result = self._settle(st, address, resp)
+                except RequestError as e:
+                    if e.code == "session_expired":
+                        session = None  # never reuse it: every later seq would be refused too
+                    raise
+                if result is not None:
+                    return result
+                if not self._leader:
+                    time.sleep(st.pause())
             raise self._gave_up(op, args, st)
         finally:
             if session is not None:
