@@ -57,6 +57,9 @@ def ports_free(base: int, n: int, host: str = "127.0.0.1") -> bool:
         for i in range(n):
             s = socket.socket()
             socks.append(s)
+            # SO_REUSEADDR as raftd's listener (reuse_address=True): a port
+            # held only by TIME-WAIT connections after `local down` is free.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, base + i))
         return True
     except OSError:
