@@ -136,7 +136,10 @@ def _common(ctx: ssl.SSLContext, files: TLSFiles, what: str) -> None:
         try:
             ctx.load_cert_chain(files.cert, files.key)
         except FileNotFoundError as e:
-            raise TLSConfigError(f"{what}: {e.filename}: no such file") from None
+            # ssl's error carries no filename: name the missing one ourselves.
+            missing = e.filename or next(
+                (p for p in (files.cert, files.key) if not os.path.exists(p)), files.cert)
+            raise TLSConfigError(f"{what}: {missing}: no such file") from None
         except (OSError, ssl.SSLError) as e:
             raise TLSConfigError(f"{what}: cert {files.cert} / key {files.key}: cannot load "
                                  f"(does the key match the certificate?): {e}") from None
