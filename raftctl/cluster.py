@@ -81,6 +81,18 @@ def unreachable_reason(st: dict) -> str:
     return (hinted or reasons or [""])[0]
 
 
+def _view_rank(r: dict) -> tuple:
+    conf = r.get("configuration") or {}
+    member = r.get("id") in set(conf.get("voters", [])) | set(conf.get("learners", []))
+    return (member, r.get("commit_index") or 0, r.get("term") or 0)
+
+
+def newest_configuration(answers: list[dict]) -> dict | None:
+    """Without a leader, the configuration of the node that has committed the most (a
+    member's view over a removed node's, which ties on term: trial 7, item C)."""
+    return max(answers, key=_view_rank).get("configuration") if answers else None
+
+
 async def gather_status(endpoints: list[str], timeout: float = 1.0, pinned: bool = True) -> dict:
     """Status of every node reachable from ``endpoints`` and of every member they know of.
     Never hangs: each node gets ``timeout`` seconds, all in parallel.  ``pinned``: refuse a
@@ -106,15 +118,11 @@ async def gather_status(endpoints: list[str], timeout: float = 1.0, pinned: bool
                         todo.append(addr)
     # Map addresses to ids using what reachable nodes say about the configuration.
     id_of: dict[str, str] = {}
-    configuration = None
-    best_term = -1
     for r in seen.values():
         if isinstance(r, dict):
             for nid, addr in r.get("configuration", {}).get("addresses", {}).items():
                 id_of.setdefault(addr, nid)
-            if r.get("term", 0) > best_term:
-                best_term = r["term"]
-                configuration = r.get("configuration")
+    configuration = newest_configuration([r for r in seen.values() if isinstance(r, dict)])
     nodes: list[dict[str, Any]] = []
     for addr, r in seen.items():
         row: dict[str, Any]
