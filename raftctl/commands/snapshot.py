@@ -288,8 +288,9 @@ def restore(ctx: typer.Context, file: Annotated[Path, typer.Argument(metavar="FI
     def body() -> int:
         check_backup_file(file)  # before anything else is said or done
         check_new_cluster_dir(directory)
-        port = base_port if base_port is not None else default_base_port(nodes, s.out.info)
         with recovery.read_snapshot(file) as (info, header, batches):
+            # Ports are chosen (and said) only once the backup has been read (trial 7, E).
+            port = base_port if base_port is not None else default_base_port(nodes, s.out.info)
             seed_cluster(directory, nodes, port, info.meta.index, info.meta.term, header,
                          batches, keys=info.keys)
         layout, st = bring_up(directory, timeout=s.timeout, info=s.out.info)
