@@ -167,15 +167,24 @@ def save_cluster(directory: Path, nodes: list[dict], tls: dict | None = None) ->
                                 sort_keys=False))
 
 
+_TLS_ENV = ("RAFTCTL_CACERT", "RAFTCTL_CERT", "RAFTCTL_KEY")
+
+
 def cluster_tls(directory: Path) -> dict | None:
     """The admin client certificate of a local TLS cluster ({ca, cert, key}), or None.
-    Unless the operator gave certificates (--cacert/--cert/--key or RAFTCTL_*), raftctl uses
-    these for this cluster's commands."""
+    raftctl's local commands talk to DIR's nodes with DIR's own credentials: its admin
+    certificate for a TLS cluster, plaintext otherwise.  RAFTCTL_* certificates in the
+    environment may be another cluster's (the README's TLS section exports them), and with
+    them `local up` of a second cluster failed its TLS check or waited for a leader it could
+    not see (trial 7 of issue 16)."""
     f = directory / "cluster.yaml"
     tls = local_dir.read_cluster_file(directory).get("tls") if f.exists() else None
-    if tls and not os.environ.get("RAFTCTL_CACERT"):
+    if tls:
         os.environ.update({"RAFTCTL_CACERT": tls["ca"], "RAFTCTL_CERT": tls["cert"],
                            "RAFTCTL_KEY": tls["key"]})
+    elif f.exists():
+        for name in _TLS_ENV:
+            os.environ.pop(name, None)
     return tls
 
 
