@@ -7,13 +7,15 @@ ports as taken (a test must not hold 7001-7003 itself), so the line shows if it 
 from typer.testing import CliRunner
 
 from raftctl.commands import snapshot as snapshot_cmd
+from raftctl.commands.local import free_base_port
 from raftctl.main import app
 
 
 def test_a_corrupt_backup_is_refused_before_ports_are_chosen(tmp_path, monkeypatch):
     def demo_ports_taken(n, info, *args, **kwargs):
-        info("ports 7001-7003 are in use (another cluster?); using 40001-40003")
-        return 40001
+        base = free_base_port(n)  # (free ports: should the refusal fail, nodes would start)
+        info(f"ports 7001-7003 are in use (another cluster?); using {base}-{base + n - 1}")
+        return base
 
     monkeypatch.setattr(snapshot_cmd, "default_base_port", demo_ports_taken)
     bad = tmp_path / "bad.snap"
