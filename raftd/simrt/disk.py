@@ -206,12 +206,13 @@ class ModelDisk:
             self.models[host].capacity = None  # the operator made room before the restart
 
     def make_room(self) -> None:
-        """The operator frees space on every full disk (the end of the faulty phase)."""
-        for host, m in self.models.items():
-            if m.capacity is not None:
-                m.capacity = None
-                if self.injected.get(host) == _FULL:
-                    del self.injected[host]
+        """The operator frees space on every full disk (the end of the faulty phase).  The
+        record of the injected error stays until the node's next crash: a node that hit the
+        full disk just before may be stopping on it now (seed 4766 of the 10,000-seed run: n8
+        fail-stopped 0.3 ms before the room was made, and the simulator, having forgotten
+        the injection, called the expected stop a fatal error)."""
+        for m in self.models.values():
+            m.capacity = None
 
     def inject(self, host: str) -> str:
         """A disk error at the node's next WAL fsync (EIO) or writes (the disk is full)."""
