@@ -18,11 +18,12 @@ WRITE_OPS = ("put", "delete", "cas")
 class Session:
     """A client session (thesis §6.3): its id and the last sequence number used."""
 
-    __slots__ = ("client_id", "seq")
+    __slots__ = ("client_id", "seq", "expired")
 
     def __init__(self, client_id: str, seq: int) -> None:
         self.client_id = client_id
         self.seq = seq
+        self.expired = False  # the cluster answered session_expired: never reuse it
 
 
 class Retry:
@@ -72,6 +73,7 @@ class LeaderRouting:
         self.endpoints = list(endpoints)
         self.timeout = timeout
         self.refused_grace = refused_grace
+        self._free_sessions: list[Session] = []  # sessions between requests, for reuse
         self._leader: str | None = None
         self._rr = 0
 
@@ -121,7 +123,8 @@ class LeaderRouting:
         elif sent:
             st.sent_unanswered = True
 
-    def _settle(self, st: Retry, address: str, resp: dict) -> dict | None:
+    def _settle(self, st: Retry, address: str, resp: dict,
+                session: Session | None) -> dict | None:
         """A node's answer to a request: the result when it succeeded; None when it is to be
         retried (elsewhere, or after a pause when no leader is known); otherwise raises the
         refusal (RequestError).  Both clients' retry loops end here."""
@@ -132,7 +135,25 @@ class LeaderRouting:
         err = resp.get("error") or {}
         if self._retry_later(st, address, err):
             return None
-        raise refused_answer(err)
+        refused = refused_answer(err)
+        if refused.code == "session_expired" and session is not None:
+            session.expired = True  # every later seq of it would be refused too
+        raise refused
+
+    def _release(self, session: Session | None) -> None:
+        """A request is over: its session may serve the next one, unless it expired."""
+        if session is not None and not session.expired:
+            self._free_sessions.append(session)
+
+    def _session_refused(self, op: str, client_id: str, e: Exception) -> Session:
+        """Registering a session (open_session) failed with ``e``: a server of an earlier
+        version (unknown_op) opens it with the first write (seq 1); anything else is raised,
+        an Unavailable named after the caller's write rather than this internal step."""
+        if isinstance(e, RequestError) and e.code == "unknown_op":
+            return Session(client_id, 0)
+        if isinstance(e, Unavailable) and str(e).startswith("open_session "):
+            raise Unavailable(f"{op} {str(e).removeprefix('open_session ')}") from None
+        raise e
 
     def _retry_later(self, st: Retry, address: str, err: dict) -> bool:
         """Is this error answer one to retry (elsewhere, or after a pause)?"""

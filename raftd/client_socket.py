@@ -125,7 +125,6 @@ class SocketClient(LeaderRouting):
         super().__init__(endpoints, timeout, refused_grace)
         self._max = max_frame_size
         self._links: dict[str, _Link] = {}
-        self._free_sessions: list[Session] = []
         self.cluster_id = cluster_id or os.environ.get(CLUSTER_ID_ENV) or None
 
     def __enter__(self) -> "SocketClient":
@@ -206,32 +205,20 @@ class SocketClient(LeaderRouting):
                     self._failed(op, st, address, e, sent=True)
                     time.sleep(st.pause())
                     continue
-                try:
-                    result = self._settle(st, address, resp)
-                except RequestError as e:
-                    if e.code == "session_expired":
-                        session = None  # never reuse it: every later seq would be refused too
-                    raise
+                result = self._settle(st, address, resp, session)
                 if result is not None:
                     return result
                 if not self._leader:
                     time.sleep(st.pause())
             raise self._gave_up(op, args, st)
         finally:
-            if session is not None:
-                self._free_sessions.append(session)
+            self._release(session)
 
     def _open_session(self, op: str) -> Session:
         """Register a new session (thesis §6.3: RegisterClient), as AsyncClient does."""
         client_id = uuid.uuid4().hex
         try:
             self.request("open_session", {"client_id": client_id, "seq": 1})
-        except RequestError as e:
-            if e.code != "unknown_op":
-                raise
-            return Session(client_id, 0)  # a server of an earlier version: seq 1 opens it
-        except Unavailable as e:  # name the caller's write, not this internal step
-            if not str(e).startswith("open_session "):
-                raise
-            raise Unavailable(f"{op} {str(e).removeprefix('open_session ')}") from None
+        except (RequestError, Unavailable) as e:
+            return self._session_refused(op, client_id, e)
         return Session(client_id, 1)
