@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import yaml
 
 from raftctl.commands.local import free_base_port  # noqa: F401 - tests import it from here
 from raftd.client import Client
+from tests.ports import free_port  # noqa: F401 - tests import it from here
 
 # Every node of every test cluster gets an address of its own in 127.<a>.<b>.<c> (all of
 # 127.0.0.0/8 is loopback), a per process, so nftables rules of one test never touch another's.
@@ -28,12 +28,6 @@ def _new_host() -> str:
     k = _next_host[0]
     _next_host[0] += 1
     return f"127.{_PROCESS_OCTET}.{k // 250}.{k % 250 + 1}"
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class Node:

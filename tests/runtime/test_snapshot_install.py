@@ -90,11 +90,12 @@ async def _until(cond, timeout: float, what: str, diag=lambda: "") -> None:
 async def _prepare(tmp_path, stale: int) -> Scene:
     """A deposed leader (the victim, stopped) and a new leader with a snapshot at S that the
     victim's WAL does not continue; the new leader's log starts at S + 1 and goes on."""
-    # Each scene on loopback addresses of its own: scenes run side by side, and a port freed
+    # Each node on a loopback address of its own: scenes run side by side, and a port freed
     # by a stopped victim must not be taken by another scene's server (its leader then
-    # talked to a stranger that answered for the victim).
-    host = _new_host()
-    sc = Scene(tmp_path, {f"n{i}": f"{host}:{free_port(host)}" for i in (1, 2, 3)})
+    # talked to a stranger that answered for the victim), nor by the source port of a
+    # peer's outgoing connection (raftd binds those to its own address: CI, stop 25).
+    hosts = {f"n{i}": _new_host() for i in (1, 2, 3)}
+    sc = Scene(tmp_path, {nid: f"{h}:{free_port(h)}" for nid, h in hosts.items()})
     for nid in sc.peers:
         await sc.start(nid)
     await _until(lambda: sc.leader() is not None, 5, "a leader")

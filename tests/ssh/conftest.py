@@ -17,16 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.ports import free_port
 import yaml
 
 SSHD = "/usr/sbin/sshd"
 _BASE_OCTET = 10 + (os.getpid() % 40) * 5  # 127.0.1.<octet>: parallel runs do not collide
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _keygen(path: Path, comment: str) -> str:
