@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextvars
 import heapq
+import inspect
 import selectors
 from asyncio import base_events, format_helpers
 from collections.abc import Callable
@@ -42,6 +43,17 @@ class _NoSelector(selectors._BaseSelectorImpl):  # noqa: SLF001 - the stdlib's o
 
     def select(self, timeout=None):
         return []
+
+
+def _close_if_unstarted(handle: asyncio.Handle) -> None:
+    """A held first step of a task (a connection handler a paused host was given) is dropped:
+    close its coroutine, which runs none of its code, so that Python does not warn, at some
+    later garbage collection, that it was never awaited."""
+    task = getattr(handle._callback, "__self__", None)  # type: ignore[attr-defined]  # noqa: SLF001 - a Handle's callback is not typed
+    if isinstance(task, asyncio.Task):
+        coro = task.get_coro()
+        if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+            coro.close()
 
 
 class VirtualLoop(asyncio.SelectorEventLoop):
@@ -80,6 +92,7 @@ class VirtualLoop(asyncio.SelectorEventLoop):
     def forget(self, host: str) -> None:
         """A paused host crashed: what it was held from never runs."""
         for h in self.paused.pop(host, []):
+            _close_if_unstarted(h)  # before cancel(), which forgets the callback
             h.cancel()
 
     def time(self) -> float:
