@@ -12,6 +12,8 @@ import random
 import socket
 from pathlib import Path
 
+from raftctl.commands.local import ports_free  # the check raftd's listener agrees with
+
 _LOWEST = 10000  # above the demo's 7001-7003 and most well-known services
 _HIGHEST = 20000  # `raftctl local up` draws its base ports from 20000-32000
 _rng = random.Random(os.getpid())  # a different sequence per process, the same for a rerun
@@ -25,22 +27,14 @@ def _ephemeral_low() -> int:
         return 32768  # Linux's default
 
 
-def _bindable(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port(host: str) -> int:
-    """A port nothing is bound to on `host`, not handed out before by this process."""
+    """A port free on `host` (as raftd's listener binds: TIME-WAIT leftovers do not count), not
+    handed out before by this process."""
     high = min(_ephemeral_low(), _HIGHEST)
     if high - _LOWEST >= 1000:
         for _ in range(500):
             port = _rng.randrange(_LOWEST, high)
-            if (host, port) not in _handed_out and _bindable(host, port):
+            if (host, port) not in _handed_out and ports_free(port, 1, host):
                 _handed_out.add((host, port))
                 return port
     with socket.socket() as s:  # a kernel with (almost) no ports below its ephemeral range
